@@ -1,0 +1,62 @@
+"""OIDC login: usernames from `preferred_username`, roles and organisation from claims."""
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+
+from portal.accounts.models import Organisation
+from portal.accounts.roles import ROLES, set_user_roles
+
+log = logging.getLogger(__name__)
+
+
+def _claim_list(claims: dict, name: str) -> list[str]:
+    value = claims.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.replace(",", " ").split() if v]
+    return [str(v) for v in value]
+
+
+class FedHaemOIDCBackend(OIDCAuthenticationBackend):
+    """Maps identity-provider claims onto portal users at every login."""
+
+    def get_userinfo(self, access_token, id_token, payload):
+        # Role claims may sit in the ID token only (Keycloak mappers choose); merge both.
+        info = super().get_userinfo(access_token, id_token, payload)
+        merged = dict(payload or {})
+        merged.update(info or {})
+        return merged
+
+    def verify_claims(self, claims):
+        return bool(claims.get("preferred_username"))
+
+    def filter_users_by_claims(self, claims):
+        username = claims.get("preferred_username")
+        if not username:
+            return self.UserModel.objects.none()
+        return self.UserModel.objects.filter(username=username, is_service_account=False)
+
+    def create_user(self, claims):
+        user = self.UserModel.objects.create_user(claims["preferred_username"], email=claims.get("email", ""))
+        return self.update_user(user, claims)
+
+    def update_user(self, user, claims):
+        user.email = claims.get("email", user.email) or ""
+        user.first_name = claims.get("given_name", user.first_name) or ""
+        user.last_name = claims.get("family_name", user.last_name) or ""
+        org_code = claims.get(settings.OIDC_ORGANISATION_CLAIM)
+        if org_code:
+            user.organisation, _ = Organisation.objects.get_or_create(
+                code=str(org_code), defaults={"name": str(org_code)})
+        roles = [r for r in _claim_list(claims, settings.OIDC_ROLES_CLAIM) if r in ROLES]
+        user.is_staff = "administrator" in roles
+        user.save()
+        set_user_roles(user, roles)
+        from portal.audit.services import record
+
+        record(user, "login", user, {"roles": roles})
+        return user

@@ -1,0 +1,33 @@
+"""Shared API helpers: error shape and role-based permissions."""
+from __future__ import annotations
+
+from rest_framework import permissions
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus a top-level `detail` on validation errors so clients show one line."""
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
+        fields = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                           for k, v in response.data.items())
+        response.data = {"detail": fields, "errors": response.data}
+    return response
+
+
+def perms_required(*perms: str, safe: tuple[str, ...] = ()):
+    """Permission class: authenticated and holding every perm in `perms`; for safe methods
+    (GET/HEAD/OPTIONS) the `safe` perms instead when given."""
+
+    class _HasPerms(permissions.BasePermission):
+        message = "Your role does not allow this."
+
+        def has_permission(self, request, view):
+            user = request.user
+            if not (user and user.is_authenticated):
+                return False
+            needed = safe if (safe and request.method in permissions.SAFE_METHODS) else perms
+            return user.has_perms(needed)
+
+    _HasPerms.__name__ = "HasPerms_" + "_".join(p.split(".")[-1] for p in perms)
+    return _HasPerms

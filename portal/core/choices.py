@@ -1,0 +1,9 @@
+from django.db import models
+
+
+class UseCase(models.TextChoices):
+    MDS = "MDS", "Myelodysplastic syndromes"
+    AML = "AML", "Acute myeloid leukaemia"
+    CMML = "CMML", "Chronic myelomonocytic leukaemia"
+    MM = "MM", "Multiple myeloma"
+    OTHER = "OTHER", "Other"

@@ -1,0 +1,83 @@
+"""`manage.py demo` (what `make demo` runs): migrate, seed, start every part on loopback, and stop
+them all on Ctrl-C. Embedded defaults: SQLite, embedded Redis, the development identity provider."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from portal.core.supervisor import Service, Supervisor, port_open
+
+
+class Command(BaseCommand):
+    help = "Run the FedHaem demo: portal, worker, identity provider, federation. Ctrl-C stops all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Portal port (127.0.0.1)")
+        parser.add_argument("--no-federation", action="store_true",
+                            help="Do not start the SuperLink and the demo worker nodes")
+
+    def handle(self, *args, port: int, no_federation: bool, **opts):
+        import signal
+
+        def _terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _terminate)
+        bin_dir = str(Path(sys.executable).parent)
+        var = Path(settings.VAR_DIR)
+        sup = Supervisor(var / "logs", echo=self.stdout.write)
+        try:
+            if settings.EMBEDDED_REDIS:
+                from portal.core.embedded import ensure_redis, stop_redis
+
+                if ensure_redis(settings.EMBEDDED_REDIS_PORT, var):
+                    sup.on_stop.append(lambda: stop_redis(var))
+                self.stdout.write(f"  embedded Redis on 127.0.0.1:{settings.EMBEDDED_REDIS_PORT}")
+            call_command("migrate", verbosity=0)
+            base = f"http://127.0.0.1:{port}"
+            idp = None
+            if settings.OIDC_ISSUER == f"http://127.0.0.1:{settings.DEV_IDP_PORT}/o":
+                from portal.devidp.runner import DevIdentityProvider
+
+                idp = DevIdentityProvider(var, settings.DEV_IDP_PORT)
+                idp.setup(var / "secrets" / "oidc_client_secret",
+                          [f"{base}/oidc/callback/", f"http://localhost:{port}/oidc/callback/"], [f"{base}/"])
+                idp.start()
+                sup.services.append(Service("identity-provider", [], proc=idp.proc, log_path=idp.log_path))
+                self.stdout.write(f"  development identity provider on {idp.issuer}")
+            call_command("seed_demo", verbosity=0, federation=not no_federation)
+            env = {"PATH": f"{bin_dir}:" + __import__("os").environ.get("PATH", ""),
+                   "PORTAL_BASE_URL": base}
+            sup.start(Service("portal", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                         "portal.asgi:application"], env=env, ready=lambda: port_open(port)))
+            sup.start(Service("worker", [sys.executable, "-m", "celery", "-A", "portal", "worker",
+                                         "--loglevel", "INFO", "--concurrency", "2", "--pool", "threads"],
+                              env=env))
+            if not no_federation:
+                try:
+                    from portal.studies import federation_demo
+                except ImportError:
+                    self.stdout.write("  (federation not available in this build)")
+                else:
+                    federation_demo.start(sup, env, base, self.stdout.write)
+            self._banner(base, idp)
+            sup.watch()
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping…")
+        finally:
+            sup.stop_all()
+
+    def _banner(self, base: str, idp) -> None:
+        self.stdout.write(self.style.SUCCESS(f"\nFedHaem is running: {base}/"))
+        self.stdout.write(f"  API docs {base}/api/docs/   health {base}/api/health/")
+        if idp is not None:
+            from portal.devidp.people import PEOPLE
+
+            self.stdout.write("  sign in as: " + ", ".join(p[0] for p in PEOPLE)
+                              + f"  (password in {idp.password_file}: {idp.password})")
+        self.stdout.write("  API token for scripts: .venv/bin/python manage.py api_token coordinator")
+        self.stdout.write("Ctrl-C stops everything.")

@@ -1,0 +1,75 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.core.api import perms_required
+from portal.core.choices import UseCase
+from portal.datasets import services
+from portal.datasets.models import Dataset
+from portal.datasets.selectors import datasets_visible_to
+from portal.nodes.models import WorkerNode
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name", read_only=True)
+    organisation = serializers.CharField(source="node.organisation.code", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "node", "organisation", "name", "version", "use_case", "cdm_version",
+                  "patient_count", "feature_schema", "quality_report", "fingerprint", "registered_at"]
+
+
+class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
+    """The catalogue: every node's datasets (metadata and quality summaries only)."""
+
+    serializer_class = DatasetSerializer
+    permission_classes = [perms_required("datasets.view_dataset")]
+
+    def get_queryset(self):
+        qs = datasets_visible_to(self.request.user)
+        use_case = self.request.query_params.get("use_case")
+        if use_case:
+            qs = qs.filter(use_case=use_case.upper())
+        return qs
+
+
+class AnnounceSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=80)
+    version = serializers.IntegerField(min_value=1)
+    use_case = serializers.ChoiceField(choices=UseCase.choices)
+    schema_version = serializers.CharField(max_length=16)
+    patient_count = serializers.IntegerField(min_value=0)
+    fingerprint = serializers.RegexField(r"^[0-9a-f]{64}$")
+    quality_summary = serializers.DictField(required=False)
+    feature_schema = serializers.ListField(child=serializers.CharField(max_length=120), required=False)
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        if unknown:
+            # Metadata only: anything else (rows above all) is refused, not silently dropped.
+            raise serializers.ValidationError({k: "unknown field; announcements carry metadata only"
+                                               for k in unknown})
+        if isinstance(data, dict) and isinstance(data.get("use_case"), str):
+            data = {**data, "use_case": data["use_case"].upper()}
+        return super().to_internal_value(data)
+
+
+class AnnounceView(APIView):
+    """A worker node announces a dataset version (node token only; metadata, never rows)."""
+
+    permission_classes = [perms_required("datasets.announce_dataset")]
+
+    @extend_schema(request=AnnounceSerializer, responses={201: DatasetSerializer, 200: DatasetSerializer})
+    def post(self, request):
+        node = getattr(request.user, "worker_node", None)
+        if node is None or node.status != WorkerNode.Status.APPROVED:
+            return Response({"detail": "this token belongs to no approved worker node"}, status=403)
+        ser = AnnounceSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            ds, created = services.announce(node, request.user, ser.validated_data)
+        except services.DatasetConflict as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(DatasetSerializer(ds).data, status=201 if created else 200)

@@ -1,0 +1,122 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.accounts.models import Organisation
+from portal.core.api import perms_required
+from portal.nodes import services
+from portal.nodes.models import WorkerNode
+from portal.nodes.selectors import nodes_visible_to
+
+
+class WorkerNodeSerializer(serializers.ModelSerializer):
+    organisation = serializers.SlugRelatedField(slug_field="code", queryset=Organisation.objects.all())
+    online = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = WorkerNode
+        fields = ["id", "name", "organisation", "status", "online", "last_heartbeat",
+                  "flower_node_id", "public_key", "approved_at", "created_at"]
+        read_only_fields = ["status", "last_heartbeat", "flower_node_id", "approved_at", "created_at"]
+
+    def validate_public_key(self, value: str) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
+
+        raw = value.strip().encode()
+        try:
+            key = load_pem_public_key(raw) if raw.startswith(b"-----") else load_ssh_public_key(raw)
+        except (ValueError, TypeError) as exc:
+            raise serializers.ValidationError(f"not a PEM or OpenSSH public key: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+            raise serializers.ValidationError("SuperNode keys must be EC P-384 (secp384r1)")
+        return value.strip()
+
+    def validate_organisation(self, org):
+        user = self.context["request"].user
+        if not user.has_perm("nodes.approve_workernode") and org != user.organisation:
+            raise serializers.ValidationError("you can only register nodes of your own organisation")
+        return org
+
+
+class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Worker nodes. Node operators see and register their organisation's nodes; administrators
+    approve and revoke."""
+
+    serializer_class = WorkerNodeSerializer
+    permission_classes = [perms_required("nodes.view_workernode")]
+
+    def get_queryset(self):
+        return nodes_visible_to(self.request.user)
+
+    def get_permissions(self):
+        if self.action == "create":
+            return [perms_required("nodes.view_workernode")()]
+        if self.action in {"approve", "revoke"}:
+            return [perms_required("nodes.approve_workernode")()]
+        return super().get_permissions()
+
+    def create(self, request, *args, **kwargs):
+        user = request.user
+        if not (user.has_perm("nodes.add_workernode") or user.has_perm("studies.approve_study")):
+            return Response({"detail": "Your role does not allow registering nodes."}, status=403)
+        ser = self.get_serializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        node = services.register_node(user, ser.validated_data["organisation"], ser.validated_data["name"],
+                                      ser.validated_data["public_key"])
+        return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: dict})
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        node = get_object_or_404(WorkerNode, pk=pk)
+        try:
+            token = services.approve_node(request.user, node)
+        except services.NodeStateError as exc:
+            return Response({"detail": str(exc)}, status=409)
+        node.refresh_from_db()
+        return Response({**self.get_serializer(node).data, "token": token})
+
+    @extend_schema(request=None, responses={200: WorkerNodeSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        node = get_object_or_404(WorkerNode, pk=pk)
+        try:
+            node = services.revoke_node(request.user, node, str(request.data.get("reason", "")))
+        except services.NodeStateError as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(self.get_serializer(node).data)
+
+
+class DatasetSummarySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField(required=False)
+    use_case = serializers.CharField(required=False)
+    patient_count = serializers.IntegerField(required=False, min_value=0)
+    fingerprint = serializers.CharField(required=False)
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False)
+    flower_node_id = serializers.RegexField(r"^\d{1,20}$", required=False, allow_blank=True)
+    status = serializers.CharField(required=False, max_length=40)
+    datasets = DatasetSummarySerializer(many=True, required=False)
+
+
+class HeartbeatView(APIView):
+    """A worker node reports it is alive (node token only)."""
+
+    permission_classes = [perms_required("nodes.report_heartbeat")]
+
+    @extend_schema(request=HeartbeatSerializer, responses={200: dict})
+    def post(self, request):
+        node = getattr(request.user, "worker_node", None)
+        if node is None or node.status != WorkerNode.Status.APPROVED:
+            return Response({"detail": "this token belongs to no approved worker node"}, status=403)
+        ser = HeartbeatSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        node = services.heartbeat(node, ser.validated_data)
+        return Response({"node": node.name, "status": node.status, "received_at": node.last_heartbeat})

@@ -1,0 +1,47 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from portal.accounts.models import Organisation
+
+
+class WorkerNode(models.Model):
+    """A hospital's worker node: Flower SuperNode plus local dataset registry."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        APPROVED = "approved", "Approved"
+        REVOKED = "revoked", "Revoked"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="nodes")
+    name = models.SlugField(max_length=60, unique=True)
+    public_key = models.TextField(help_text="SuperNode public key (EC P-384, PEM or OpenSSH).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Flower node ids are unsigned 64-bit integers: a string keeps all of them exact.
+    flower_node_id = models.CharField(max_length=20, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    last_report = models.JSONField(default=dict, blank=True, help_text="Latest heartbeat payload (metadata only).")
+    service_user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                        on_delete=models.SET_NULL, related_name="worker_node")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organisation__name", "name"]
+        permissions = [
+            ("approve_workernode", "Can approve or revoke worker nodes"),
+            ("report_heartbeat", "Can report heartbeats and node state (node agents)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.organisation})"
+
+    @property
+    def online(self) -> bool:
+        if self.status != self.Status.APPROVED or self.last_heartbeat is None:
+            return False
+        return timezone.now() - self.last_heartbeat < timedelta(seconds=settings.NODE_HEARTBEAT_TIMEOUT_S)

@@ -1,0 +1,229 @@
+"""FedHaem portal settings: one module, every knob read from the environment.
+
+Unset variables fall back to safe local defaults (SQLite and an embedded Redis under `var/`,
+the development identity provider on loopback). A malformed value stops start-up with a message
+naming the variable. See the configuration table in README.md.
+"""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from portal import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.string("FEDHAEM_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+FEDHAEM_ENV = env.string("FEDHAEM_ENV", "development")
+if FEDHAEM_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"FEDHAEM_ENV={FEDHAEM_ENV!r} must be 'development' or 'production'")
+PRODUCTION = FEDHAEM_ENV == "production"
+
+
+def _dev_secret(name: str, nbytes: int = 48) -> str:
+    """A development secret generated once into var/secrets/ (ignored by git)."""
+    path = VAR_DIR / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env.secret("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set in production")
+    SECRET_KEY = _dev_secret("django_secret_key")
+
+DEBUG = env.boolean("DEBUG", False)
+ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "mozilla_django_oidc",
+    "portal.core",
+    "portal.accounts",
+    "portal.audit",
+    "portal.nodes",
+    "portal.datasets",
+    "portal.studies",
+    "portal.synthesis",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.accounts.middleware.UserTimezoneMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.accounts.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+_default_db = f"sqlite:///{VAR_DIR / 'fedhaem.sqlite3'}"
+_db_url = env.url("DATABASE_URL", _default_db, ("sqlite", "postgres", "postgresql", "pgsql"))
+try:
+    DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=env.integer("DB_CONN_MAX_AGE", 0, 0))}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker, channel layer ------------------------------------------------------
+EMBEDDED_REDIS_PORT = env.integer("EMBEDDED_REDIS_PORT", 6391, 1024, 65535)
+_redis = env.url("REDIS_URL", None, ("redis", "rediss", "unix"))
+EMBEDDED_REDIS = _redis is None
+REDIS_URL = _redis or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.string("CHANNELS_PREFIX", "fedhaem")},
+    }
+}
+
+# --- authentication: OIDC only ----------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["portal.accounts.oidc.FedHaemOIDCBackend"]
+LOGIN_URL = "oidc_authentication_init"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+DEV_IDP_PORT = env.integer("DEV_IDP_PORT", 8001, 1024, 65535)
+OIDC_ISSUER = env.url("OIDC_ISSUER", f"http://127.0.0.1:{DEV_IDP_PORT}/o", ("http", "https")).rstrip("/")
+# Defaults follow django-oauth-toolkit's layout (the development provider); set each endpoint
+# explicitly for Keycloak (…/protocol/openid-connect/auth, token, userinfo, certs).
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.string("OIDC_OP_AUTHORIZATION_ENDPOINT", f"{OIDC_ISSUER}/authorize/")
+OIDC_OP_TOKEN_ENDPOINT = env.string("OIDC_OP_TOKEN_ENDPOINT", f"{OIDC_ISSUER}/token/")
+OIDC_OP_USER_ENDPOINT = env.string("OIDC_OP_USER_ENDPOINT", f"{OIDC_ISSUER}/userinfo/")
+OIDC_OP_JWKS_ENDPOINT = env.string("OIDC_OP_JWKS_ENDPOINT", f"{OIDC_ISSUER}/.well-known/jwks.json")
+OIDC_OP_LOGOUT_ENDPOINT = env.string("OIDC_OP_LOGOUT_ENDPOINT", f"{OIDC_ISSUER}/logout/")
+OIDC_RP_CLIENT_ID = env.string("OIDC_RP_CLIENT_ID", "fedhaem-portal")
+OIDC_RP_CLIENT_SECRET = env.secret("OIDC_RP_CLIENT_SECRET")
+if not OIDC_RP_CLIENT_SECRET:
+    if PRODUCTION:
+        raise ImproperlyConfigured("OIDC_RP_CLIENT_SECRET (or OIDC_RP_CLIENT_SECRET_FILE) must be set in production")
+    OIDC_RP_CLIENT_SECRET = _dev_secret("oidc_client_secret", 32)
+OIDC_RP_SIGN_ALGO = env.string("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env.string("OIDC_RP_SCOPES", "openid email profile")
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_ROLES_CLAIM = env.string("OIDC_ROLES_CLAIM", "roles")
+OIDC_ORGANISATION_CLAIM = env.string("OIDC_ORGANISATION_CLAIM", "organisation")
+OIDC_TIMEOUT = env.integer("OIDC_TIMEOUT", 10, 1)
+OIDC_VERIFY_SSL = env.boolean("OIDC_VERIFY_SSL", True)
+
+# --- API ----------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "portal.core.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FedHaem API",
+    "DESCRIPTION": "Federated learning for rare haematological diseases: studies, runs, nodes, "
+                   "datasets (metadata only) and synthetic cohorts.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- federation, tracking ---------------------------------------------------------------------
+FLOWER_CONTROL_ADDRESS = env.string("FLOWER_CONTROL_ADDRESS", "127.0.0.1:9093")
+FLOWER_FLEET_ADDRESS = env.string("FLOWER_FLEET_ADDRESS", "127.0.0.1:9092")
+FLOWER_PKI_DIR = Path(env.string("FLOWER_PKI_DIR", str(VAR_DIR / "pki")))
+NODE_HEARTBEAT_TIMEOUT_S = env.integer("NODE_HEARTBEAT_TIMEOUT_S", 60, 5)
+PORTAL_BASE_URL = env.url("PORTAL_BASE_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
+MLFLOW_TRACKING_URI = env.string("MLFLOW_TRACKING_URI", f"sqlite:///{VAR_DIR / 'mlflow' / 'mlflow.db'}")
+MLFLOW_ARTIFACT_ROOT = env.string("MLFLOW_ARTIFACT_ROOT", str(VAR_DIR / "mlflow" / "artifacts"))
+RUN_TIME_LIMIT_S = env.integer("RUN_TIME_LIMIT_S", 3600, 10)
+ROUND_TIMEOUT_S = env.integer("ROUND_TIMEOUT_S", 600, 5)
+
+# --- files, static, i18n ----------------------------------------------------------------------
+MEDIA_ROOT = Path(env.string("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env.string("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- security ---------------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = env.boolean("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env.boolean("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.boolean("BEHIND_TLS_PROXY", PRODUCTION) else None
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,88 @@
+from rest_framework import serializers
+
+from portal.core.choices import UseCase
+from portal.datasets.models import Dataset
+from portal.studies.config import validate_hyperparameters
+from portal.studies.models import ModelVersion, RoundMetric, Run, Study
+
+FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
+
+
+class StudySerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    datasets = serializers.PrimaryKeyRelatedField(many=True, queryset=Dataset.objects.all(), required=False)
+    feature_groups = serializers.ListField(child=serializers.ChoiceField(choices=FEATURE_GROUPS), required=False)
+    features = serializers.ListField(child=serializers.CharField(max_length=120), required=False)
+    use_case = serializers.ChoiceField(choices=UseCase.choices)
+
+    class Meta:
+        model = Study
+        fields = ["id", "title", "description", "use_case", "endpoint", "feature_groups", "features",
+                  "model_kind", "hyperparameters", "datasets", "rounds", "fraction_nodes", "min_nodes",
+                  "strategy", "status", "owner", "created_at", "updated_at"]
+        read_only_fields = ["owner", "created_at", "updated_at"]
+
+    def validate_rounds(self, v):
+        if not 1 <= v <= 500:
+            raise serializers.ValidationError("must be between 1 and 500")
+        return v
+
+    def validate_fraction_nodes(self, v):
+        if not 0 < v <= 1:
+            raise serializers.ValidationError("must be in (0, 1]")
+        return v
+
+    def validate(self, attrs):
+        inst = self.instance
+        kind = attrs.get("model_kind", inst.model_kind if inst else Study.ModelKind.DEEPSURV)
+        try:
+            attrs["hyperparameters"] = validate_hyperparameters(
+                kind, attrs.get("hyperparameters", inst.hyperparameters if inst else {}))
+        except ValueError as exc:
+            raise serializers.ValidationError({"hyperparameters": str(exc)})
+        use_case = attrs.get("use_case", inst.use_case if inst else None)
+        from fl_engine.schema import SCHEMAS
+
+        endpoint = attrs.get("endpoint", inst.endpoint if inst else "os")
+        if use_case in SCHEMAS and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:
+            raise serializers.ValidationError(
+                {"endpoint": f"{endpoint!r} is not an endpoint of {use_case}: "
+                             f"{', '.join(e.name for e in SCHEMAS[use_case].endpoints)}"})
+        datasets = attrs.get("datasets", list(inst.datasets.all()) if inst else [])
+        from portal.studies.selectors import dataset_compatibility_errors
+
+        problems = dataset_compatibility_errors(
+            datasets, use_case, endpoint, attrs.get("features", inst.features if inst else []),
+            attrs.get("feature_groups", inst.feature_groups if inst else []))
+        if problems:
+            raise serializers.ValidationError({"datasets": problems})
+        return attrs
+
+
+class RoundMetricSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RoundMetric
+        fields = ["round", "node", "name", "value"]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["registered_model_name", "version", "mlflow_run_id", "artifact_uri", "metrics", "created_at"]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    study_title = serializers.CharField(source="study.title", read_only=True)
+    metrics = RoundMetricSerializer(many=True, read_only=True)
+    model_version = ModelVersionSerializer(read_only=True, allow_null=True)
+    rounds_completed = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = ["id", "study", "study_title", "status", "rounds", "rounds_completed", "config",
+                  "created_at", "started_at", "finished_at", "flower_run_id", "error", "metrics",
+                  "model_version"]
+
+    def get_rounds_completed(self, run) -> int:
+        rounds = [m.round for m in run.metrics.all() if m.node == RoundMetric.GLOBAL and m.name == "c_index"]
+        return max(rounds, default=0)

@@ -1,0 +1,47 @@
+from django.contrib import admin
+from django.contrib.auth.views import redirect_to_login
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from portal.accounts.api import MeView, OrganisationViewSet
+from portal.audit.api import AuditEventViewSet
+from portal.core import views as core_views
+from portal.datasets.api import AnnounceView, DatasetViewSet
+from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
+from portal.studies.api import RunViewSet, StudyViewSet
+
+router = DefaultRouter()
+router.register("organisations", OrganisationViewSet, basename="organisation")
+router.register("nodes", WorkerNodeViewSet, basename="node")
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("studies", StudyViewSet, basename="study")
+router.register("runs", RunViewSet, basename="run")
+router.register("audit", AuditEventViewSet, basename="audit")
+
+
+def _admin_login(request, extra_context=None):
+    # The admin site signs in through OIDC like every other page.
+    return redirect_to_login(request.GET.get("next", "/admin/"))
+
+
+admin.site.login = _admin_login
+admin.site.site_header = "FedHaem administration"
+
+api_patterns = [
+    path("health/", core_views.HealthView.as_view(), name="health"),
+    path("me/", MeView.as_view(), name="me"),
+    path("nodes/heartbeat/", HeartbeatView.as_view(), name="node-heartbeat"),
+    path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("no-access/", core_views.no_access, name="no-access"),
+    path("oidc/", include("mozilla_django_oidc.urls")),
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+]

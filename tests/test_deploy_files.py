@@ -1,0 +1,47 @@
+"""The production compose file and Keycloak realm export, linted (no Docker engine runs here)."""
+import json
+from pathlib import Path
+
+import yaml
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+
+
+def _compose():
+    return yaml.safe_load((DOCKER / "compose.yml").read_text())
+
+
+def test_compose_services_and_networks():
+    c = _compose()
+    assert {"postgres", "redis", "keycloak", "portal", "worker", "superlink", "mlflow"} <= set(c["services"])
+    assert c["networks"]["internal"]["internal"] is True
+    for name, svc in c["services"].items():
+        for net in svc.get("networks", []):
+            assert net in c["networks"], f"{name} uses undeclared network {net}"
+        for secret in svc.get("secrets", []):
+            assert secret in c["secrets"], f"{name} uses undeclared secret {secret}"
+
+
+def test_flower_control_api_is_never_published():
+    for name, svc in _compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert not str(port).startswith("9093"), f"{name} publishes the Control API"
+    assert _compose()["services"]["superlink"]["ports"] == ["9092:9092"]
+
+
+def test_secrets_come_from_files_only():
+    for name, svc in _compose()["services"].items():
+        for key in (svc.get("environment") or {}):
+            if any(w in key.upper() for w in ("PASSWORD", "SECRET")):
+                assert key.endswith("_FILE"), f"{name}: {key} must be read from a file"
+
+
+def test_keycloak_realm_maps_roles_and_organisation():
+    realm = json.loads((DOCKER / "keycloak" / "fedhaem-realm.json").read_text())
+    assert {r["name"] for r in realm["roles"]["realm"]} == {
+        "clinician", "coordinator", "data_manager", "node_operator", "administrator"}
+    client = realm["clients"][0]
+    assert client["clientId"] == "fedhaem-portal" and client["publicClient"] is False
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
+    claims = {m["config"]["claim.name"] for m in client["protocolMappers"]}
+    assert claims == {"roles", "organisation"}
