@@ -133,7 +133,7 @@ def _genes(symbols: Iterable[str]) -> list[Feature]:
 
 
 _COMMON_CLINICAL = [
-    _num("age", "clinical", "Age at diagnosis", "a", 0, 110, required=True),
+    _num("age", "clinical", "Age at diagnosis", "a", 0, 110),
     _cat("sex", "clinical", "Sex at birth", ("F", "M")),
     _num("hb", "clinical", "Haemoglobin", "g/dL", 2, 20),
     _num("plt", "clinical", "Platelet count", "10*9/L", 0, 2000),
@@ -232,7 +232,7 @@ MM = UseCaseSchema(
     use_case="MM",
     title="Multiple myeloma",
     features=tuple([
-        _num("age", "clinical", "Age at diagnosis", "a", 0, 110, required=True),
+        _num("age", "clinical", "Age at diagnosis", "a", 0, 110),
         _cat("sex", "clinical", "Sex at birth", ("F", "M")),
         _num("hb", "clinical", "Haemoglobin", "g/dL", 2, 20),
         _num("plt", "clinical", "Platelet count", "10*9/L", 0, 2000),

@@ -1,0 +1,174 @@
+"""Node-operator commands: ``etl``, ``report``, ``register`` (offline at the hospital).
+
+    fedhaem-node etl --use-case mds --source <files or folder> --out DIR [--mapping FILE]
+    fedhaem-node report DIR [--html]
+    fedhaem-node register --name NAME --dataset DIR [--data-dir D]
+                          [--manager URL --token-file F [--ca-file CA]]
+    fedhaem-node register --name NAME --announce-only [--version V] --manager URL --token-file F
+
+``fl_engine/node/cli.py`` adds these to the ``fedhaem-node`` console script through
+``add_subcommands``; ``python -m etl.cli ...`` runs them standalone. Exit codes: 0 success,
+1 announcement failed (local registration kept), 2 input or registration error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import webbrowser
+from pathlib import Path
+
+DEFAULT_DATA_DIR_ENV = "FEDHAEM_NODE_DATA_DIR"
+
+
+def _data_dir(args) -> Path:
+    return Path(args.data_dir or os.environ.get(DEFAULT_DATA_DIR_ENV) or "node-data")
+
+
+def cmd_etl(args) -> int:
+    from .errors import EtlError
+    from .pipeline import run_etl
+    from .quality import render_text
+    try:
+        res = run_etl(args.use_case, args.source, args.out, mapping=args.mapping, layout=args.layout,
+                      max_rejected_fraction=args.max_rejected)
+    except EtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was written.", file=sys.stderr)
+        return 2
+    print(render_text(res.report))
+    n = len(res.table)
+    print(f"\nwrote {res.out_dir}/: bundles.ndjson, table.parquet, table.csv, quality.json, "
+          f"quality.html, quarantine.csv, manifest.json ({n} patients, {res.seconds:.1f} s, "
+          f"{n / max(res.seconds, 1e-9):.0f} rows/s)")
+    print(f"fingerprint {res.manifest['fingerprint']}")
+    print("next: fedhaem-node report", res.out_dir, " then  fedhaem-node register --name NAME "
+          f"--dataset {res.out_dir}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .quality import render_text
+    d = Path(args.dir)
+    q = d / "quality.json" if d.is_dir() else d
+    if not q.exists():
+        print(f"error: {q} not found; run `fedhaem-node etl` first", file=sys.stderr)
+        return 2
+    report = json.loads(q.read_text(encoding="utf-8"))
+    if args.json:
+        print(json.dumps(report["summary"], indent=1))
+    else:
+        print(render_text(report))
+    html = q.with_suffix(".html")
+    if args.html:
+        print(f"HTML report: {html}")
+        if html.exists() and args.open:
+            webbrowser.open(html.as_uri())
+    return 0
+
+
+def _token(args) -> str:
+    t = Path(args.token_file).read_text(encoding="utf-8").strip()
+    if not t:
+        raise ValueError(f"{args.token_file} is empty")
+    return t
+
+
+def _retry_hint(args, name, version) -> str:
+    parts = ["fedhaem-node register --announce-only", f"--name {name}", f"--version {version}",
+             f"--manager {args.manager}", f"--token-file {args.token_file}"]
+    if args.data_dir:
+        parts.append(f"--data-dir {args.data_dir}")
+    if args.ca_file:
+        parts.append(f"--ca-file {args.ca_file}")
+    return " ".join(parts)
+
+
+def cmd_register(args) -> int:
+    from .announce import AnnounceError, announce
+    from .registry import DatasetRegistry, RegistryError
+    reg = DatasetRegistry(_data_dir(args))
+    if bool(args.manager) != bool(args.token_file):
+        print("error: --manager and --token-file go together", file=sys.stderr)
+        return 2
+    if args.announce_only:
+        if not args.manager:
+            print("error: --announce-only needs --manager and --token-file", file=sys.stderr)
+            return 2
+        try:
+            entry = reg.get(args.name, args.version)
+        except KeyError as e:
+            print(f"error: {e.args[0]}", file=sys.stderr)
+            return 2
+    else:
+        if not args.dataset:
+            print("error: --dataset DIR (an ETL output folder) is required", file=sys.stderr)
+            return 2
+        try:
+            entry, created = reg.register_etl_output(args.name, args.dataset)
+        except (RegistryError, OSError, ValueError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            print("nothing was registered.", file=sys.stderr)
+            return 2
+        state = "registered" if created else "unchanged (same fingerprint), already registered as"
+        print(f"{state} {entry.name} v{entry.version}: {entry.use_case}, {entry.patient_count} patients, "
+              f"fingerprint {entry.fingerprint[:16]}... in {reg.path}")
+    if not args.manager:
+        print("not announced (no --manager given); announce later with: fedhaem-node register "
+              f"--announce-only --name {entry.name} --version {entry.version} --manager URL --token-file F")
+        return 0
+    try:
+        token = _token(args)
+        announce(args.manager, token, entry.announcement(), ca_file=args.ca_file)
+    except (AnnounceError, OSError, ValueError) as e:
+        print(f"ANNOUNCING FAILED: {e}", file=sys.stderr)
+        print(f"the local registration of {entry.name} v{entry.version} stands. Retry with:\n  "
+              f"{_retry_hint(args, entry.name, entry.version)}", file=sys.stderr)
+        return 1
+    reg.mark_announced(entry.name, entry.version)
+    print(f"announced {entry.name} v{entry.version} to {args.manager}")
+    return 0
+
+
+def add_subcommands(subparsers) -> None:
+    """Register ``etl``, ``report`` and ``register`` on an argparse subparsers object."""
+    p = subparsers.add_parser("etl", help="convert local files to FHIR, the ML-ready table and a quality report")
+    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM"])
+    p.add_argument("--source", required=True, nargs="+", help="files or folders (IWG-PM folder, CSV, FHIR ndjson)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mapping", help="hospital column-mapping file (YAML or JSON)")
+    p.add_argument("--layout", default="auto", choices=["auto", "iwgpm", "csv", "fhir"])
+    p.add_argument("--max-rejected", type=float, default=0.5, metavar="FRACTION",
+                   help="fail when more than this fraction of patients is rejected (default 0.5)")
+    p.set_defaults(func=cmd_etl)
+
+    p = subparsers.add_parser("report", help="show the quality report of an ETL output folder")
+    p.add_argument("dir", help="ETL output folder (or its quality.json)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--html", action="store_true", help="print the path of the HTML report")
+    p.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("register", help="register a dataset locally and announce its metadata")
+    p.add_argument("--name", required=True)
+    p.add_argument("--dataset", help="ETL output folder to register")
+    p.add_argument("--data-dir", help=f"node data folder (default ${DEFAULT_DATA_DIR_ENV} or ./node-data)")
+    p.add_argument("--manager", help="manager base URL, e.g. https://manager.example:8443")
+    p.add_argument("--token-file", help="file holding this node's API token")
+    p.add_argument("--ca-file", help="CA bundle for the manager's TLS certificate")
+    p.add_argument("--announce-only", action="store_true", help="announce an already registered version")
+    p.add_argument("--version", type=int, help="with --announce-only: the version (default latest)")
+    p.set_defaults(func=cmd_register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedhaem-node", description="FedHaem node: data commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The ETL run: source files -> FHIR bundles (validated) -> ML-ready table + quality report.
+
+Outputs in ``out_dir`` (written only when the run succeeds; a failed run writes nothing):
+``bundles.ndjson``, ``table.parquet``, ``table.csv``, ``quality.json``, ``quality.html``,
+``quarantine.csv`` (rejected rows with file, row, column, reason) and ``manifest.json``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .catalogue import Catalogue, catalogue
+from .errors import EtlError, Issue
+from .features import bundle_to_row, rows_to_table
+from .fhir import build_bundle, read_ndjson, validate_bundle, write_ndjson
+from .quality import build_report, quality_summary, render_html
+from .sources.common import SourceResult, file_info
+from .table import fingerprint, write_table
+
+OUTPUT_FILES = ("bundles.ndjson", "table.parquet", "table.csv", "quality.json", "quality.html",
+                "quarantine.csv", "manifest.json")
+
+
+@dataclass
+class EtlResult:
+    out_dir: Path
+    table: pd.DataFrame
+    report: dict
+    manifest: dict
+    seconds: float
+
+
+def detect_layout(paths: list[Path]) -> str:
+    """'iwgpm', 'fhir' or 'csv' from the files given."""
+    from .sources.iwgpm import find_files
+    if find_files(paths):
+        return "iwgpm"
+    files = [p for p in paths if p.is_file()] + [q for p in paths if p.is_dir() for q in sorted(p.iterdir())]
+    if files and all(p.suffix in (".ndjson", ".json", ".jsonl") for p in files):
+        return "fhir"
+    return "csv"
+
+
+def _read_fhir(paths: list[Path], cat: Catalogue) -> tuple[SourceResult, list[dict]]:
+    src = SourceResult(layout="fhir")
+    bundles = []
+    for p in paths:
+        src.files.append(file_info(p))
+        for line, b, issue in read_ndjson(p):
+            src.n_input_rows += 1
+            if issue:
+                src.rejected.append(issue)
+            else:
+                b["_line"] = (str(p), line)
+                bundles.append(b)
+    return src, bundles
+
+
+def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
+            mapping: str | Path | None = None, layout: str = "auto",
+            max_rejected_fraction: float = 0.5, validate: bool = True) -> EtlResult:
+    """Run the ETL of one use case; raises EtlError (nothing written) on a fatal input error."""
+    t0 = time.perf_counter()
+    cat = catalogue(use_case)
+    paths = [Path(s) for s in sources]
+    for p in paths:
+        if not p.exists():
+            raise EtlError("no such file or folder", file=str(p))
+    if layout == "auto":
+        layout = "csv" if mapping else detect_layout(paths)
+    if layout == "iwgpm":
+        from .sources.iwgpm import find_files, read_iwgpm
+        files = find_files(paths)
+        if not files:
+            raise EtlError("not an IWG-PM layout: df_clinical.tsv not found", file=str(paths[0]))
+        src = read_iwgpm(files, cat)
+        bundles = None
+    elif layout == "fhir":
+        src, bundles = _read_fhir(paths, cat)
+    elif layout == "csv":
+        from .sources.generic import read_generic
+        src = read_generic(paths, cat, mapping)
+        bundles = None
+    else:
+        raise EtlError(f"unknown layout {layout!r} (auto, iwgpm, csv, fhir)")
+
+    extra_rejected: list[Issue] = []
+    rows: list[dict] = []
+    good_bundles: list[dict] = []
+    conversions: list = []
+    n_resources = 0
+    invalid = 0
+    if bundles is None:
+        items = [(rec, build_bundle(rec, cat)) for rec in src.records]
+    else:
+        items = [(None, b) for b in bundles]
+    for rec, b in items:
+        where = f"{rec.patient_id}: " if rec else ""
+        if rec is None:
+            f, line = b.pop("_line")
+        problems = validate_bundle(b, where) if validate else []
+        if problems:
+            invalid += 1
+            file = rec.source_file if rec else f
+            row = rec.source_row if rec else line
+            extra_rejected.append(Issue(file, row, None, "invalid FHIR: " + "; ".join(problems),
+                                        rec.patient_id if rec else None))
+            continue
+        try:
+            r = bundle_to_row(b, cat, conversions)
+        except (ValueError, KeyError, TypeError) as e:
+            extra_rejected.append(Issue(rec.source_file if rec else f, rec.source_row if rec else line,
+                                        None, f"cannot read bundle: {e}", rec.patient_id if rec else None))
+            continue
+        if rec is None:
+            pid = r.get(cat.schema.id_column)
+            if not pid:
+                extra_rejected.append(Issue(f, line, None, "bundle has no Patient identifier"))
+                continue
+            src.input_patient_ids.append(pid)
+            missing = [x.name for x in cat.schema.features if x.required and r.get(x.name) is None]
+            if missing:
+                extra_rejected.append(Issue(f, line, missing[0], f"missing required value {missing[0]}", pid))
+                continue
+        n_resources += len(b.get("entry") or [])
+        rows.append(r)
+        good_bundles.append(b)
+    if bundles is not None and conversions:
+        seen = {}
+        for col, frm, to, factor in conversions:
+            seen.setdefault((col, frm), {"column": col, "from": frm, "to": to, "factor": factor,
+                                         "how": "FHIR unit", "rows": 0})["rows"] += 1
+        src.conversions.extend(seen.values())
+    table = rows_to_table(rows, cat) if rows else pd.DataFrame(columns=["patient_id"])
+    if bundles is not None and len(table):
+        dup = table[cat.schema.id_column].duplicated(keep=False)
+        if dup.any():
+            raise EtlError(f"duplicate patient ids across bundles: "
+                           f"{', '.join(sorted(set(table.loc[dup, cat.schema.id_column])))[:200]}")
+    fhir_stats = {"bundles": len(good_bundles), "resources": n_resources, "invalid": invalid,
+                  "validated": validate, "fhir_version": "4.0 (validated with fhir.resources R4B)"}
+    report = build_report(table, cat, src, fhir_stats, extra_rejected)
+    n_in = len(table) + report["summary"]["rejected_patients"]
+    if len(table) == 0:
+        first = (src.rejected + extra_rejected)[:3]
+        raise EtlError("no valid patient rows" + (": " + "; ".join(map(str, first)) if first else ""),
+                       file=str(paths[0]))
+    frac = report["summary"]["rejected_patients"] / max(n_in, 1)
+    if frac > max_rejected_fraction:
+        raise EtlError(f"{frac:.0%} of patients rejected (limit {max_rejected_fraction:.0%}); "
+                       f"first: {report['rejected'][0]['reason']} at {report['rejected'][0]['file']} "
+                       f"row {report['rejected'][0]['row']}", file=str(paths[0]))
+    fp = fingerprint(table, cat.schema.id_column)
+    manifest = {
+        "use_case": cat.use_case, "schema_version": cat.schema.version,
+        "patient_count": int(len(table)), "fingerprint": fp,
+        "feature_schema": [c for c in table.columns],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sources": [f["path"] for f in src.files], "layout": src.layout,
+        "quality_summary": quality_summary(report),
+        "time_unit": "months",
+    }
+    out = Path(out_dir)
+    _write_outputs(out, good_bundles, table, report, manifest, src, extra_rejected)
+    return EtlResult(out, table, report, manifest, time.perf_counter() - t0)
+
+
+def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejected) -> None:
+    """Write into a temporary folder beside ``out`` and move the files in at the end, so an
+    interrupted run never leaves a half-written dataset that looks complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".etl-", dir=out))
+    try:
+        write_ndjson(bundles, tmp / "bundles.ndjson")
+        write_table(table, tmp)
+        (tmp / "quality.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+        (tmp / "quality.html").write_text(render_html(report), encoding="utf-8")
+        with open(tmp / "quarantine.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "row", "patient_id", "column", "reason", "source_row"])
+            for i in list(src.rejected) + list(extra_rejected):
+                raw = src_raw(src, i)
+                w.writerow([i.file, i.row if i.row is not None else "", i.patient_id or "",
+                            i.column or "", i.reason, json.dumps(raw, ensure_ascii=False) if raw else ""])
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        for name in OUTPUT_FILES:  # manifest last: its presence marks a complete output
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def src_raw(src: SourceResult, issue: Issue) -> dict | None:
+    return src.raw_rows.get((issue.file, issue.row))

@@ -1,0 +1,169 @@
+"""Quality report of one ETL run: JSON (machine) and HTML (node operator)."""
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from .catalogue import Catalogue
+from .sources.common import SourceResult
+
+
+def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_stats: dict,
+                 extra_rejected: list | None = None) -> dict:
+    """Completeness per column, out-of-range values, unit conversions, duplicates, dropped and
+    rejected rows with reasons. Counts are patients unless said otherwise."""
+    schema = cat.schema
+    rejected = list(src.rejected) + list(extra_rejected or [])
+    out_of_range = Counter(i.column for i in rejected if "impossible" in i.reason)
+    cols = {}
+    n = len(table)
+    for c in table.columns:
+        if c == schema.id_column:
+            continue
+        s = table[c]
+        miss = int(s.isna().sum())
+        entry = {"completeness": round(1 - miss / n, 4) if n else 0.0, "missing": miss}
+        try:
+            f = schema.feature(c)
+            entry.update(kind=f.kind, unit=f.unit, group=f.group)
+            if f.minimum is not None:
+                entry["range"] = [f.minimum, f.maximum]
+        except KeyError:
+            entry.update(kind="numeric", unit="mo" if c.endswith("_months") else "")
+        if s.dtype.kind == "f" and miss < n:
+            entry.update(min=float(s.min()), max=float(s.max()), mean=round(float(s.mean()), 6))
+        elif s.dtype == object and miss < n:
+            entry["counts"] = {str(k): int(v) for k, v in s.value_counts().items()}
+        entry["out_of_range_rejected"] = int(out_of_range.get(c, 0))
+        cols[c] = entry
+    dups = [i for i in src.dropped if i.reason.startswith("duplicate")]
+    dups += [i for i in rejected if i.reason.startswith("duplicate")]
+    rejected_ids = sorted({i.patient_id for i in rejected if i.patient_id})
+    summary = {
+        "patients": int(n),
+        "rejected_patients": len(rejected_ids),
+        "rejected_rows": len(rejected),
+        "dropped_rows": len(src.dropped),
+        "duplicates": len(dups),
+        "completeness_mean": round(sum(c["completeness"] for c in cols.values()) / len(cols), 4)
+        if cols else 0.0,
+        "columns_below_50pct": sorted(k for k, v in cols.items() if v["completeness"] < 0.5),
+        "unit_conversions": len(src.conversions),
+        "out_of_range": int(sum(out_of_range.values())),
+        "fhir_valid": fhir_stats.get("invalid", 0) == 0,
+    }
+    return {
+        "use_case": schema.use_case,
+        "schema_version": schema.version,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "layout": src.layout,
+        "summary": summary,
+        "sources": src.files,
+        "input_rows": src.n_input_rows,
+        "column_mapping": src.column_mapping,
+        "unmapped_source_columns": src.unmapped_columns,
+        "unit_conversions": src.conversions,
+        "columns": cols,
+        "rejected": [i.as_dict() for i in rejected],
+        "dropped_rows": [i.as_dict() for i in src.dropped],
+        "warnings": [i.as_dict() for i in src.warnings],
+        "fhir": fhir_stats,
+    }
+
+
+def quality_summary(report: dict) -> dict:
+    """The compact summary announced to the manager (no patient-level content)."""
+    return dict(report["summary"])
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def render_html(report: dict) -> str:
+    """A self-contained HTML page of the report."""
+    s = report["summary"]
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Quality report {e(report['use_case'])}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}"
+        ".low{background:#fde2e2}</style></head><body>",
+        f"<h1>Data quality: {e(report['use_case'])} (schema {e(report['schema_version'])})</h1>",
+        f"<p>Generated {e(report['generated_at'])}; layout {e(report['layout'])}; "
+        f"{report['input_rows']} input rows.</p>",
+        "<h2>Summary</h2><table>",
+    ]
+    for k, v in s.items():
+        parts.append(f"<tr><th>{e(k)}</th><td>{_fmt(v if not isinstance(v, list) else ', '.join(v))}</td></tr>")
+    parts.append("</table><h2>Sources</h2><table><tr><th>file</th><th>rows</th><th>encoding</th>"
+                 "<th>delimiter</th><th>corrections</th><th>sha256</th></tr>")
+    for f in report["sources"]:
+        parts.append(f"<tr><td>{e(f['path'])}</td><td>{f.get('rows', '')}</td><td>{e(f.get('encoding', ''))}</td>"
+                     f"<td>{e(repr(f.get('delimiter', '')))}</td><td>{e('; '.join(f.get('corrections', [])))}</td>"
+                     f"<td><code>{e(f['sha256'][:16])}</code></td></tr>")
+    parts.append("</table><h2>Unit conversions</h2><table><tr><th>column</th><th>source</th>"
+                 "<th>from</th><th>to</th><th>factor</th><th>how</th></tr>")
+    for c in report["unit_conversions"]:
+        parts.append(f"<tr><td>{e(c['column'])}</td><td>{e(str(c.get('source_column', '')))}</td>"
+                     f"<td>{e(c['from'])}</td><td>{e(c['to'])}</td><td>{_fmt(c['factor'])}</td>"
+                     f"<td>{e(c.get('how', ''))}</td></tr>")
+    parts.append("</table><h2>Columns</h2><table><tr><th>column</th><th>unit</th><th>completeness</th>"
+                 "<th>missing</th><th>min</th><th>max</th><th>mean</th><th>rejected out of range</th></tr>")
+    for name, c in report["columns"].items():
+        cls = " class='low'" if c["completeness"] < 0.5 else ""
+        parts.append(f"<tr{cls}><td>{e(name)}</td><td>{e(c.get('unit', ''))}</td>"
+                     f"<td>{c['completeness']:.1%}</td><td>{c['missing']}</td><td>{_fmt(c.get('min'))}</td>"
+                     f"<td>{_fmt(c.get('max'))}</td><td>{_fmt(c.get('mean'))}</td>"
+                     f"<td>{c['out_of_range_rejected']}</td></tr>")
+    parts.append("</table>")
+    for title, key in (("Rejected rows", "rejected"), ("Dropped rows", "dropped_rows"),
+                       ("Warnings", "warnings")):
+        items = report[key]
+        parts.append(f"<h2>{title} ({len(items)})</h2>")
+        if items:
+            parts.append("<table><tr><th>file</th><th>row</th><th>patient</th><th>column</th><th>reason</th></tr>")
+            for i in items[:2000]:
+                parts.append(f"<tr><td>{e(i['file'])}</td><td>{_fmt(i['row'])}</td><td>{_fmt(i['patient_id'])}</td>"
+                             f"<td>{_fmt(i['column'])}</td><td>{e(i['reason'])}</td></tr>")
+            parts.append("</table>")
+    if report["unmapped_source_columns"]:
+        parts.append("<h2>Source columns not used</h2><p>" +
+                     e(", ".join(report["unmapped_source_columns"])) + "</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_text(report: dict) -> str:
+    """Short plain-text view for the terminal (``fedhaem-node report``)."""
+    s = report["summary"]
+    lines = [f"Quality report: {report['use_case']} (schema {report['schema_version']}), "
+             f"generated {report['generated_at']}",
+             f"  patients in table : {s['patients']}",
+             f"  rejected patients : {s['rejected_patients']} ({s['rejected_rows']} rows)",
+             f"  dropped rows      : {s['dropped_rows']} (duplicates {s['duplicates']})",
+             f"  mean completeness : {s['completeness_mean']:.1%}",
+             f"  unit conversions  : {s['unit_conversions']}",
+             f"  FHIR valid        : {s['fhir_valid']}"]
+    if s["columns_below_50pct"]:
+        lines.append(f"  columns < 50% complete: {', '.join(s['columns_below_50pct'])}")
+    for c in report["unit_conversions"]:
+        lines.append(f"  converted {c['column']} from {c['from']} to {c['to']} (x{c['factor']:g}, {c.get('how', '')})")
+    if report["rejected"]:
+        lines.append("  rejected:")
+        for i in report["rejected"][:20]:
+            where = ", ".join(str(x) for x in (i["file"], f"row {i['row']}" if i["row"] else None,
+                                                 f"column {i['column']}" if i["column"] else None) if x)
+            lines.append(f"    {i['patient_id'] or '-'}: {where}: {i['reason']}")
+        if len(report["rejected"]) > 20:
+            lines.append(f"    ... {len(report['rejected']) - 20} more in quality.json")
+    return "\n".join(lines)

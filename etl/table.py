@@ -1,0 +1,41 @@
+"""Writing, reading and fingerprinting the ML-ready table."""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pandas as pd
+
+
+def canonical_bytes(df: pd.DataFrame, id_column: str = "patient_id") -> bytes:
+    """The table as canonical CSV bytes: rows sorted by id, columns as given, floats with 17
+    significant digits (exact for float64), NaN as empty, '\\n' line ends, UTF-8."""
+    d = df.sort_values(id_column, kind="stable").reset_index(drop=True) if id_column in df else df
+    buf = io.StringIO()
+    d.to_csv(buf, index=False, float_format="%.17g", lineterminator="\n", na_rep="")
+    return buf.getvalue().encode("utf-8")
+
+
+def fingerprint(df: pd.DataFrame, id_column: str = "patient_id") -> str:
+    """sha256 hex digest of ``canonical_bytes``: equal tables give equal fingerprints."""
+    return hashlib.sha256(canonical_bytes(df, id_column)).hexdigest()
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, stem: str = "table") -> tuple[Path, Path]:
+    """Write ``<stem>.parquet`` (pyarrow) and ``<stem>.csv``; returns both paths."""
+    out_dir = Path(out_dir)
+    pq = out_dir / f"{stem}.parquet"
+    csv = out_dir / f"{stem}.csv"
+    df.to_parquet(pq, engine="pyarrow", index=False)
+    df.to_csv(csv, index=False, float_format="%.17g", lineterminator="\n", na_rep="")
+    return pq, csv
+
+
+def read_table_file(path: str | Path) -> pd.DataFrame:
+    """Read a table written by ``write_table`` (Parquet preferred, CSV accepted)."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p, engine="pyarrow")
+    df = pd.read_csv(p, dtype={"patient_id": str}, keep_default_na=True)
+    return df
