@@ -107,6 +107,8 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    # A file, not memory: browser tests serve the portal from a separate process (daphne).
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-fedhaem.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker, channel layer ------------------------------------------------------
@@ -186,8 +188,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- federation, tracking ---------------------------------------------------------------------
-FLOWER_CONTROL_ADDRESS = env.string("FLOWER_CONTROL_ADDRESS", "127.0.0.1:9093")
-FLOWER_FLEET_ADDRESS = env.string("FLOWER_FLEET_ADDRESS", "127.0.0.1:9092")
+# Flower 1.42 serves Fleet, Control and Runtime APIs on ONE port. The portal reaches it as the
+# Control address (loopback or the internal network); hospitals reach only the Fleet service,
+# through a proxy that forwards the flwr.proto.Fleet gRPC paths and nothing else.
+FLOWER_CONTROL_ADDRESS = env.string("FLOWER_CONTROL_ADDRESS", "127.0.0.1:9092")
+FLOWER_FLEET_ADDRESS = env.string("FLOWER_FLEET_ADDRESS", FLOWER_CONTROL_ADDRESS)
 FLOWER_PKI_DIR = Path(env.string("FLOWER_PKI_DIR", str(VAR_DIR / "pki")))
 NODE_HEARTBEAT_TIMEOUT_S = env.integer("NODE_HEARTBEAT_TIMEOUT_S", 60, 5)
 PORTAL_BASE_URL = env.url("PORTAL_BASE_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
@@ -202,7 +207,9 @@ MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-STATICFILES_DIRS = [BASE_DIR / "static"]
+import plotly as _plotly  # noqa: E402  (plotly.js ships inside the Python package: no CDN)
+
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor/plotly", Path(_plotly.__file__).parent / "package_data")]
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env.string("TIME_ZONE", "UTC")
 USE_I18N = True

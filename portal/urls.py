@@ -9,7 +9,8 @@ from portal.audit.api import AuditEventViewSet
 from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
-from portal.studies.api import RunViewSet, StudyViewSet
+from portal.studies.api import RunMetricsView, RunViewSet, StudyViewSet
+from portal.studies import views as study_views
 
 router = DefaultRouter()
 router.register("organisations", OrganisationViewSet, basename="organisation")
@@ -33,6 +34,7 @@ api_patterns = [
     path("me/", MeView.as_view(), name="me"),
     path("nodes/heartbeat/", HeartbeatView.as_view(), name="node-heartbeat"),
     path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
+    path("runs/<int:pk>/metrics/", RunMetricsView.as_view(), name="run-metrics"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include(router.urls)),
@@ -43,5 +45,8 @@ urlpatterns = [
     path("no-access/", core_views.no_access, name="no-access"),
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("admin/", admin.site.urls),
+    path("studies/<int:pk>/", study_views.study_detail, name="study-detail"),
+    path("runs/<int:pk>/", study_views.run_detail, name="run-detail"),
+    path("", include("portal.pages_urls")),
     path("api/", include(api_patterns)),
 ]

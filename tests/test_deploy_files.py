@@ -23,10 +23,18 @@ def test_compose_services_and_networks():
 
 
 def test_flower_control_api_is_never_published():
-    for name, svc in _compose()["services"].items():
-        for port in svc.get("ports", []):
-            assert not str(port).startswith("9093"), f"{name} publishes the Control API"
-    assert _compose()["services"]["superlink"]["ports"] == ["9092:9092"]
+    """The SuperLink's single port carries the unauthenticated Control API: the SuperLink
+    publishes nothing and sits on the internal network; the proxy forwards only Fleet."""
+    services = _compose()["services"]
+    assert "ports" not in services["superlink"]
+    assert services["superlink"]["networks"] == ["internal"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"proxy"}
+    conf = (DOCKER / "nginx.conf").read_text()
+    grpc_locations = [line.split()[1] for line in conf.splitlines() if line.strip().startswith("location")
+                      and "grpc" in conf.split(line, 1)[1].split("}", 1)[0]]
+    assert grpc_locations == ["/flwr.proto.Fleet/"]
+    assert "location / { return 404; }" in conf
 
 
 def test_secrets_come_from_files_only():

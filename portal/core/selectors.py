@@ -29,3 +29,33 @@ def dashboard_for(user, roles: list[str]) -> dict:
 
         out["cohorts_ready"] = list(SyntheticCohort.objects.filter(released=True)[:10])
     return out
+
+
+def approvals_awaited_by(user) -> list[tuple]:
+    """(study, dataset) pairs where `user`'s organisation holds a participating dataset with no
+    decision yet: the node operator's to-do list."""
+    from portal.studies.models import Study
+
+    org = getattr(user, "organisation_id", None)
+    if org is None:
+        return []
+    pairs = []
+    for study in Study.objects.filter(datasets__node__organisation_id=org).distinct().prefetch_related(
+            "datasets__node", "approvals"):
+        decided = {a.dataset_id for a in study.approvals.all()}
+        for ds in study.datasets.all():
+            if ds.node.organisation_id == org and ds.pk not in decided:
+                pairs.append((study, ds))
+    return pairs
+
+
+def studies_waiting_for_approval(user) -> list:
+    """Studies owned by `user` with at least one participating dataset not yet approved."""
+    from portal.studies.models import Study
+
+    out = []
+    for study in Study.objects.filter(owner=user).prefetch_related("datasets", "approvals"):
+        approved = {a.dataset_id for a in study.approvals.all() if a.decision == "approved"}
+        if any(d.pk not in approved for d in study.datasets.all()):
+            out.append(study)
+    return out

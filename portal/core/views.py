@@ -5,6 +5,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.accounts import roles as R
 from portal.accounts.roles import user_roles
 from portal.core import health
 
@@ -27,9 +28,14 @@ def home(request):
     roles = user_roles(request.user)
     if not roles:
         return render(request, "core/no_access.html", status=403)
-    from portal.core.selectors import dashboard_for
+    from portal.core.selectors import approvals_awaited_by, dashboard_for, studies_waiting_for_approval
 
-    return render(request, "core/home.html", {"dashboard": dashboard_for(request.user, roles)})
+    dashboard = dashboard_for(request.user, roles)
+    if R.NODE_OPERATOR in roles:
+        dashboard["approvals_awaited"] = approvals_awaited_by(request.user)
+    if R.COORDINATOR in roles:
+        dashboard["my_studies_waiting"] = studies_waiting_for_approval(request.user)
+    return render(request, "core/home.html", {"dashboard": dashboard, "roles": roles})
 
 
 @login_required

@@ -24,6 +24,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     """The catalogue: every node's datasets (metadata and quality summaries only)."""
 
+    queryset = Dataset.objects.none()  # typed path parameters in the schema; real rows: get_queryset
     serializer_class = DatasetSerializer
     permission_classes = [perms_required("datasets.view_dataset")]
 

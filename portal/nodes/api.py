@@ -46,6 +46,7 @@ class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Worker nodes. Node operators see and register their organisation's nodes; administrators
     approve and revoke."""
 
+    queryset = WorkerNode.objects.none()  # typed path parameters in the schema; rows: get_queryset
     serializer_class = WorkerNodeSerializer
     permission_classes = [perms_required("nodes.view_workernode")]
 

@@ -1,15 +1,38 @@
-from rest_framework import mixins, viewsets
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from portal.core.api import perms_required
+from portal.datasets.models import Dataset
 from portal.studies import services
+from portal.studies.models import Run, Study, StudyApproval
 from portal.studies.selectors import runs_visible_to, studies_visible_to
 from portal.studies.serializers import RunSerializer, StudySerializer
 
 
-class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Studies. Coordinators create and edit; other roles read."""
+class StartRunSerializer(serializers.Serializer):
+    rounds = serializers.IntegerField(min_value=1, max_value=500, required=False)
 
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    decided_by = serializers.CharField(source="decided_by.username", read_only=True)
+
+    class Meta:
+        model = StudyApproval
+        fields = ["dataset", "decision", "comment", "decided_by", "decided_at"]
+        read_only_fields = ["decided_by", "decided_at"]
+
+
+class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Studies. Coordinators create, edit and run them; node operators approve them on their
+    datasets; other roles read."""
+
+    queryset = Study.objects.none()  # typed path parameters in the schema; rows: get_queryset
     serializer_class = StudySerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -17,6 +40,10 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
         return studies_visible_to(self.request.user)
 
     def get_permissions(self):
+        if self.action == "runs":
+            return [perms_required("studies.add_run", safe=("studies.view_run",))()]
+        if self.action == "approvals":
+            return [perms_required("studies.approve_study", safe=("studies.view_study",))()]
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
             return [perms_required("studies.view_study")()]
         return [perms_required("studies.add_study", "studies.change_study")()]
@@ -28,10 +55,43 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
         serializer.instance = services.update_study(self.request.user, serializer.instance,
                                                     dict(serializer.validated_data))
 
+    @extend_schema(request=StartRunSerializer, responses={201: RunSerializer, 200: RunSerializer(many=True)})
+    @action(detail=True, methods=["get", "post"])
+    def runs(self, request, pk=None):
+        """GET: the study's runs. POST {"rounds": n}: start a run (coordinators)."""
+        study = self.get_object()
+        if request.method == "GET":
+            runs = runs_visible_to(request.user).filter(study=study)
+            return Response(RunSerializer(runs, many=True).data)
+        ser = StartRunSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            run = services.start_run(request.user, study, ser.validated_data.get("rounds"))
+        except services.RunRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ApprovalSerializer, responses={200: ApprovalSerializer(many=True)})
+    @action(detail=True, methods=["get", "post"])
+    def approvals(self, request, pk=None):
+        """GET: decisions so far. POST {"dataset", "decision": approved|rejected, "comment"}:
+        a node operator's decision on one of their datasets."""
+        study = self.get_object()
+        if request.method == "POST":
+            ser = ApprovalSerializer(data=request.data)
+            ser.is_valid(raise_exception=True)
+            try:
+                services.decide_approval(request.user, study, ser.validated_data["dataset"],
+                                         ser.validated_data["decision"], ser.validated_data.get("comment", ""))
+            except services.RunRefused as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        return Response(ApprovalSerializer(study.approvals.select_related("decided_by"), many=True).data)
+
 
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Runs with their status and every metric so far."""
 
+    queryset = Run.objects.none()  # typed path parameters in the schema; rows: get_queryset
     serializer_class = RunSerializer
     permission_classes = [perms_required("studies.view_run")]
 
@@ -41,3 +101,51 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         if study and study.isdigit():
             qs = qs.filter(study_id=int(study))
         return qs
+
+    def get_permissions(self):
+        if self.action == "cancel":
+            return [perms_required("studies.cancel_run")()]
+        return super().get_permissions()
+
+    @extend_schema(request=None, responses={200: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = services.cancel_run(request.user, run)
+        except services.RunRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(RunSerializer(run).data)
+
+
+class MetricItem(serializers.Serializer):
+    node = serializers.CharField(max_length=60)
+    name = serializers.CharField(max_length=40)
+    value = serializers.FloatField(allow_null=True)
+
+
+class RoundMetricsSerializer(serializers.Serializer):
+    run = serializers.CharField(required=False, allow_blank=True)
+    round = serializers.IntegerField(min_value=0, max_value=10000)
+    metrics = MetricItem(many=True)
+
+
+class RunMetricsView(APIView):
+    """The ServerApp posts each round's metrics here with the run's own token."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(request=RoundMetricsSerializer, responses={201: dict})
+    def post(self, request, pk: int):
+        run = get_object_or_404(Run, pk=pk)
+        header = request.headers.get("Authorization", "")
+        token = header[6:] if header.startswith("Token ") else ""
+        if not services.verify_metrics_token(run, token):
+            return Response({"detail": "a valid run token is required"}, status=status.HTTP_401_UNAUTHORIZED)
+        if not run.active:
+            return Response({"detail": f"run {run.pk} is {run.status}"}, status=status.HTTP_409_CONFLICT)
+        ser = RoundMetricsSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        new = services.ingest_round(run, ser.validated_data["round"], ser.validated_data["metrics"])
+        return Response({"stored": new}, status=status.HTTP_201_CREATED)

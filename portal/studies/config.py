@@ -12,21 +12,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Names follow the model constructors in fl_engine.models (plus local_epochs, a federation knob).
 class DeepSurvParams(_Strict):
-    hidden_layers: list[int] = Field(default_factory=lambda: [32, 32], min_length=1, max_length=6)
+    hidden: list[int] = Field(default_factory=lambda: [32, 32], min_length=1, max_length=6,
+                              description="Units per hidden layer")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     weight_decay: float = Field(1e-4, ge=0, le=1)
     batch_size: int = Field(64, ge=8, le=4096)
-    local_epochs: int = Field(2, ge=1, le=100)
+    local_epochs: int = Field(2, ge=1, le=100, description="Local passes over each node's data per round")
 
 
 class SAVAEParams(_Strict):
     latent_dim: int = Field(5, ge=1, le=64)
-    hidden_size: int = Field(50, ge=4, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
+    hidden: int = Field(50, ge=4, le=1024, description="Hidden units of encoder and decoders")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
     batch_size: int = Field(64, ge=8, le=4096)
-    local_epochs: int = Field(2, ge=1, le=100)
+    local_epochs: int = Field(2, ge=1, le=100, description="Local passes over each node's data per round")
 
 
 PARAMS_BY_KIND: dict[str, type[_Strict]] = {"deepsurv": DeepSurvParams, "savae": SAVAEParams}

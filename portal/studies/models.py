@@ -111,6 +111,8 @@ class Run(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # sha256 of the per-run token with which the ServerApp posts round metrics.
+    metrics_token_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

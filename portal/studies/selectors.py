@@ -60,3 +60,63 @@ def studies_visible_to(user):
     if user.has_perm("studies.view_modelversion") or user.has_perm("nodes.approve_workernode"):
         return qs
     return qs.filter(datasets__node__organisation=user.organisation).distinct()
+
+
+def run_chart_data(run) -> dict:
+    """Everything the run page draws, as JSON-ready lists: C-index per round per node and
+    global, training loss per round, rounds done."""
+    series: dict[str, dict[str, list]] = {}
+    loss: dict[str, list] = {"x": [], "y": []}
+    done = 0
+    for m in run.metrics.all().order_by("round"):
+        if m.name == "c_index":
+            s = series.setdefault(m.node, {"x": [], "y": []})
+            s["x"].append(m.round)
+            s["y"].append(round(m.value, 4))
+            if m.node == "global":
+                done = max(done, m.round)
+        elif m.name in ("loss", "train_loss") and m.node == "global":
+            loss["x"].append(m.round)
+            loss["y"].append(round(m.value, 5))
+    return {"run": run.pk, "rounds": run.rounds, "done": done, "c_index": series, "loss": loss,
+            "status": run.status}
+
+
+def final_metrics(run) -> dict:
+    """Last-round C-index per node and global, and rounds done: {"global": c, "nodes": {name: c},
+    "round": r}; values None when the run recorded none."""
+    last: dict[str, tuple[int, float]] = {}
+    for m in run.metrics.all():
+        if m.name == "c_index" and (m.node not in last or m.round > last[m.node][0]):
+            last[m.node] = (m.round, m.value)
+    glob = last.pop("global", None)
+    return {"global": glob[1] if glob else None, "round": glob[0] if glob else 0,
+            "nodes": {k: v[1] for k, v in sorted(last.items())}}
+
+
+COMPARISON_SETTINGS = (
+    ("centralised", "Centralised (all patients pooled; reference, not allowed in practice)"),
+    ("federated", "Federated (this platform)"),
+    ("isolated", "Isolated (each hospital alone, mean over hospitals)"),
+    ("conventional", "Conventional prognostic score"),
+)
+
+
+def study_comparison(study, runs) -> list[dict]:
+    """One row per finished run: held-out C-index (Harrell) per setting. The federated value is
+    the run's last global round; the other settings come from the registered model's metrics
+    (keys `<setting>_c_index`, `conventional_<score>_c_index`) when the run computed them."""
+    rows = []
+    for run in runs:
+        if run.status != "finished":
+            continue
+        fm = final_metrics(run)
+        stored = dict(getattr(getattr(run, "model_version", None), "metrics", None) or {})
+        values = {"federated": stored.get("federated_c_index", fm["global"])}
+        values["centralised"] = stored.get("centralised_c_index")
+        values["isolated"] = stored.get("isolated_c_index")
+        conventional = {k[len("conventional_"):-len("_c_index")].upper().replace("_", "-"): v
+                        for k, v in stored.items() if k.startswith("conventional_") and k.endswith("_c_index")}
+        values["conventional"] = max(conventional.values()) if conventional else None
+        rows.append({"run": run, "values": values, "conventional": conventional, "nodes": fm["nodes"]})
+    return rows

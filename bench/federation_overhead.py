@@ -1,0 +1,131 @@
+"""What a federated round costs beyond the nodes' own training, on this machine.
+
+    python bench/federation_overhead.py [--json] [--rounds 5] [--nodes 3] [--tuning]
+
+Runs the same FedHaem study (DeepSurv on a generated MDS cohort of --patients rows split
+60/30/10, 1 local epoch) through real processes on 127.0.0.1 with TLS and SuperNode
+authentication, in these deployments:
+
+  bare     Flower defaults: SuperNodes with Flower's own flower-superexec (a fresh flwr-clientapp
+           process per message), SuperExec task poll 1 s, ServerApp polling every 3 s (what
+           Grid.send_and_receive does), no patch.
+  ours     the FedHaem default deployment (fl_engine.deploy): prefork ClientApp launcher,
+           FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1, ServerApp polling every 0.1 s. No patch.
+  ours_fused   ours with run config fuse_evaluation=true: each train message also evaluates
+           the incoming global model, so a round is one message phase (+ one final evaluate).
+  tuned, tuned_fused   (--tuning) the same + fl_engine.deploy.flower_tuning (Flower's fixed
+           SuperNode sleeps and initial pull back-off shortened; opt-in, the one patch module).
+
+Figures (medians over the rounds of one run; seconds):
+  round_time_s      wall time of one round = train phase + evaluate phase, measured by the
+                    ServerApp (the metrics file's global round_time_s; with fused evaluation,
+                    the time from one round's start to the next one's).
+  round_overhead_s  round_time_s minus the slowest node's local training time in that round
+                    (encoding + local epochs, measured inside the ClientApp): what the
+                    federation machinery costs.
+  run_start_s       from `flwr run` to the ServerApp's first line (FAB build, run start).
+  run_total_s       from `flwr run` to the run being finished.
+  portal_vs_bare_ratio  placeholder until the portal path exists: ours round_time_s / bare
+                    round_time_s (the lead will replace "ours" by "through the portal").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fl_engine.cohort import generate_mds_cohort, split_nodes  # noqa: E402
+from fl_engine.deploy import control  # noqa: E402
+from fl_engine.deploy.local import APP_DIR, LocalFederation  # noqa: E402
+
+CONFIGS = {
+    "bare": {"launcher": "flower", "poll_interval_s": None, "tuning": False, "server_poll_s": 3.0,
+             "fuse": False},
+    "ours": {"launcher": "prefork", "poll_interval_s": 0.1, "tuning": False, "server_poll_s": 0.1,
+             "fuse": False},
+    "ours_fused": {"launcher": "prefork", "poll_interval_s": 0.1, "tuning": False, "server_poll_s": 0.1,
+                   "fuse": True},
+    "tuned": {"launcher": "prefork", "poll_interval_s": 0.1, "tuning": True, "server_poll_s": 0.1,
+              "fuse": False},
+    "tuned_fused": {"launcher": "prefork", "poll_interval_s": 0.1, "tuning": True, "server_poll_s": 0.1,
+                    "fuse": True},
+}
+
+
+def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
+    c = CONFIGS[name]
+    metrics = root / f"{name}-metrics.jsonl"
+    with LocalFederation(root / name, launcher=c["launcher"], poll_interval_s=c["poll_interval_s"],
+                         tuning=c["tuning"]) as fed:
+        for node, table in tables.items():
+            fed.add_node(node, table, dataset="bench")
+        fed.wait_nodes_online(180)
+        t0 = time.time()
+        run_id = control.start_run(APP_DIR, {
+            "dataset": "bench", "num_rounds": rounds, "min_nodes": len(tables), "local_epochs": 1,
+            "poll_interval_s": c["server_poll_s"], "round_timeout_s": 300.0, "fuse_evaluation": c["fuse"],
+            "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
+        status = fed.wait_run(run_id, 60 * rounds + 300, poll_s=0.5)
+        total = time.time() - t0
+    if status["status"] != "finished:completed":
+        raise RuntimeError(f"{name}: run ended {status['status']}")
+    recs = [json.loads(l) for l in metrics.read_text().splitlines()]
+    started = next(r["time"] for r in recs if r.get("event") == "started")
+    round_times, overheads = [], []
+    for r in (r for r in recs if "round" in r):
+        g = {m["name"]: m["value"] for m in r["metrics"] if m["node"] == "global"}
+        slowest = max(m["value"] for m in r["metrics"] if m["name"] == "train_time_s")
+        round_times.append(g["round_time_s"])
+        overheads.append(g["round_time_s"] - slowest)
+    return {"round_time_s": statistics.median(round_times), "round_overhead_s": statistics.median(overheads),
+            "round_times_s": [round(x, 3) for x in round_times],
+            "run_start_s": started - t0, "run_total_s": total}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--patients", type=int, default=1000)
+    p.add_argument("--tuning", action="store_true", help="also measure the opt-in flower_tuning")
+    p.add_argument("--only", choices=tuple(CONFIGS), nargs="+", help="measure only these")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    fractions = (0.6, 0.3, 0.1) if a.nodes == 3 else tuple([1 / a.nodes] * a.nodes)
+    cohort = generate_mds_cohort(a.patients, seed=0)
+    cohort = cohort[cohort["age"].notna()].reset_index(drop=True)  # the registry requires age
+    parts = split_nodes(cohort, fractions, seed=0)
+    tables = {f"H{i + 1}": t for i, t in enumerate(parts)}
+    names = a.only or (["bare", "ours", "ours_fused"] + (["tuned", "tuned_fused"] if a.tuning else []))
+    root = Path(tempfile.mkdtemp(prefix="fedhaem-bench-"))
+    out: dict = {"rounds": a.rounds, "nodes": a.nodes, "patients": a.patients,
+                 "cpu_count": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}
+    try:
+        for n in names:
+            out[n] = measure(n, tables, a.rounds, root)
+            if not a.json:
+                print(f"{n:6s} round_time_s {out[n]['round_time_s']:.2f}  round_overhead_s "
+                      f"{out[n]['round_overhead_s']:.2f}  run_start_s {out[n]['run_start_s']:.1f}  "
+                      f"run_total_s {out[n]['run_total_s']:.1f}  rounds {out[n]['round_times_s']}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if "bare" in out and "ours" in out:
+        out["portal_vs_bare_ratio"] = out["ours"]["round_time_s"] / out["bare"]["round_time_s"]
+        out["portal_vs_bare_ratio_note"] = "placeholder: ours / bare round time until the portal path exists"
+    if a.json:
+        print(json.dumps(out, indent=1))
+    elif "portal_vs_bare_ratio" in out:
+        print(f"portal_vs_bare_ratio {out['portal_vs_bare_ratio']:.3f} (placeholder: ours / bare)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Runs and nodes through Flower's Control API, by calling the ``flwr`` CLI with ``--format json``
+(Flower 1.42 has no public Python API for runs). The portal's Flower adapter calls only these.
+
+Every function takes the SuperLink address (host:port; Control shares the one SuperLink port and
+must stay on loopback: open-source Flower does not authenticate it), the CA certificate of the
+SuperLink and a FLWR_HOME folder where the CLI's connection config (``config.toml``) is written.
+Run and node ids are unsigned 64-bit integers: they are returned as strings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fl_engine.deploy.processes import VENV_BIN, flower_env
+from fl_engine.federation.config import parse_run_config
+
+CONNECTION = "fedhaem"
+
+
+class ControlError(RuntimeError):
+    """A flwr CLI call failed; the message holds the command and Flower's own words."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the Control API is and how to trust it."""
+
+    address: str
+    root_certificates: str | Path | None
+    flwr_home: str | Path
+
+    def env(self) -> dict:
+        home = Path(self.flwr_home)
+        home.mkdir(parents=True, exist_ok=True)
+        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+                 f'address = "{self.address}"']
+        if self.root_certificates:
+            lines.append(f'root-certificates = "{Path(self.root_certificates).resolve()}"')
+        else:
+            lines.append("insecure = true")
+        text = "\n".join(lines) + "\n"
+        cfg = home / "config.toml"
+        if not cfg.exists() or cfg.read_text() != text:
+            cfg.write_text(text)
+        return flower_env(home)
+
+
+def connection(superlink_control_address: str, root_certificates: str | Path | None = None,
+               flwr_home: str | Path | None = None) -> Connection:
+    """A Connection; flwr_home defaults to <tmp>/fedhaem-flwr-<port>."""
+    if flwr_home is None:
+        flwr_home = Path(tempfile.gettempdir()) / f"fedhaem-flwr-{superlink_control_address.rsplit(':', 1)[-1]}"
+    return Connection(superlink_control_address, root_certificates, flwr_home)
+
+
+def _flwr(conn: Connection, args: list[str], timeout: float = 120, want_json: bool = True):
+    cmd = [str(VENV_BIN / "flwr"), *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=conn.env(), timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        raise ControlError(f"`{' '.join(cmd)}` did not answer within {timeout:g} s") from err
+    if not want_json:
+        if p.returncode != 0:
+            raise ControlError(f"`{' '.join(cmd)}` failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-1500:]}")
+        return p.stdout
+    data = _last_json(p.stdout)
+    if data is None:
+        raise ControlError(f"`{' '.join(cmd)}` (exit {p.returncode}) printed no JSON: "
+                           f"{(p.stdout + p.stderr).strip()[-1500:]}")
+    if p.returncode != 0 or data.get("success") is False:
+        reason = data.get("error-message") or data.get("error") or data
+        raise ControlError(f"`{' '.join(cmd[:3])}` failed: {reason}")
+    return data
+
+
+def _last_json(text: str) -> dict | None:
+    text = text.strip()
+    start = text.find("{")
+    while start != -1:
+        try:
+            return json.loads(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+    return None
+
+
+def start_run(app_dir: str | Path, run_config: dict, superlink_control_address: str, *,
+              root_certificates: str | Path | None = None, flwr_home: str | Path | None = None,
+              timeout: float = 180) -> str:
+    """Submit a run of the Flower app in `app_dir` with `run_config` overrides; returns its id."""
+    parse_run_config(run_config)  # fail here, with our message, before Flower sees it
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    import tomli_w
+    with tempfile.NamedTemporaryFile("wb", suffix=".toml", delete=False) as f:
+        tomli_w.dump({k: v for k, v in run_config.items()}, f)
+        cfg_path = f.name
+    try:
+        data = _flwr(conn, ["run", str(Path(app_dir).resolve()), CONNECTION,
+                            "--run-config", cfg_path, "--format", "json"], timeout)
+    finally:
+        os.unlink(cfg_path)
+    run_id = data.get("run-id") or data.get("run_id")
+    if run_id is None:
+        raise ControlError(f"flwr run returned no run id: {data}")
+    return str(run_id)
+
+
+def run_status(run_id: str, superlink_control_address: str, *, root_certificates: str | Path | None = None,
+               flwr_home: str | Path | None = None) -> dict:
+    """{"run_id", "status" (e.g. "running", "finished:completed", "finished:stopped",
+    "finished:failed"), "finished" (bool), "raw": Flower's record}."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    data = _flwr(conn, ["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60)
+    runs = data.get("runs") or []
+    rec = next((r for r in runs if str(r.get("run-id")) == str(run_id)), None)
+    if rec is None:
+        raise ControlError(f"run {run_id} not found on {superlink_control_address}")
+    status = str(rec.get("status", ""))
+    return {"run_id": str(run_id), "status": status, "finished": status.startswith("finished"), "raw": rec}
+
+
+def list_runs(superlink_control_address: str, *, root_certificates: str | Path | None = None,
+              flwr_home: str | Path | None = None) -> list[dict]:
+    """Flower's records of all runs (run ids as strings)."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    runs = _flwr(conn, ["ls", CONNECTION, "--format", "json"], 60).get("runs") or []
+    for r in runs:
+        r["run-id"] = str(r.get("run-id"))
+    return runs
+
+
+def stop_run(run_id: str, superlink_control_address: str, *, root_certificates: str | Path | None = None,
+             flwr_home: str | Path | None = None) -> dict:
+    """Ask the SuperLink to stop a run; returns Flower's JSON answer."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    return _flwr(conn, ["stop", str(run_id), CONNECTION, "--format", "json"], 60)
+
+
+def run_logs(run_id: str, superlink_control_address: str, *, root_certificates: str | Path | None = None,
+             flwr_home: str | Path | None = None) -> str:
+    """The ServerApp log of a run so far (text)."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    return _flwr(conn, ["log", str(run_id), CONNECTION, "--show"], 60, want_json=False)
+
+
+def register_node(public_key: str | Path, superlink_control_address: str, *, name: str | None = None,
+                  root_certificates: str | Path | None = None, flwr_home: str | Path | None = None) -> str:
+    """Register a SuperNode's public key (OpenSSH EC P-384) with the SuperLink; returns the
+    Flower node id (string)."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    args = ["supernode", "register", str(public_key), CONNECTION, "--format", "json"]
+    if name:
+        args += ["--name", name]
+    data = _flwr(conn, args, 60)
+    node_id = data.get("node-id") or data.get("node_id")
+    if node_id is None:
+        raise ControlError(f"flwr supernode register returned no node id: {data}")
+    return str(node_id)
+
+
+def unregister_node(node_id: str, superlink_control_address: str, *,
+                    root_certificates: str | Path | None = None, flwr_home: str | Path | None = None) -> dict:
+    """Unregister a SuperNode (it can no longer connect); returns Flower's JSON answer."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    return _flwr(conn, ["supernode", "unregister", str(node_id), CONNECTION, "--format", "json"], 60)
+
+
+def list_nodes(superlink_control_address: str, *, root_certificates: str | Path | None = None,
+               flwr_home: str | Path | None = None) -> list[dict]:
+    """Registered SuperNodes with their status ("online", "offline", "registered", ...); node
+    ids as strings."""
+    conn = connection(superlink_control_address, root_certificates, flwr_home)
+    nodes = _flwr(conn, ["supernode", "list", CONNECTION, "--format", "json"], 60).get("nodes") or []
+    for n in nodes:
+        n["node-id"] = str(n.get("node-id"))
+    return nodes
+
+
+def health(superlink_control_address: str, *, root_certificates: str | Path | None = None,
+           flwr_home: str | Path | None = None) -> dict:
+    """{"superlink_up": bool, "nodes": list_nodes(...) or [], "online": [node ids], "error": str|None}."""
+    from fl_engine.deploy.processes import superlink_up
+    out = {"superlink_up": superlink_up(superlink_control_address, root_certificates),
+           "nodes": [], "online": [], "error": None}
+    if not out["superlink_up"]:
+        out["error"] = f"no TLS endpoint answers on {superlink_control_address}"
+        return out
+    try:
+        out["nodes"] = list_nodes(superlink_control_address, root_certificates=root_certificates,
+                                  flwr_home=flwr_home)
+    except ControlError as err:
+        out["error"] = str(err)
+    out["online"] = [n["node-id"] for n in out["nodes"] if n.get("status") == "online"]
+    return out

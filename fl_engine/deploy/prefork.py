@@ -1,0 +1,153 @@
+"""Prefork launcher: a warm stand-in for ``flower-superexec`` next to a SuperNode started with
+``--isolation process``.
+
+Flower's SuperExec starts a fresh ``flwr-clientapp`` process for every message: ~1.4 s of Python
+and Flower start-up, ~1.8 s ``import torch`` and ~1.1 s of lazy ``torch._dynamo`` import on the
+first optimiser step, per message and node. This process pays that once: it imports flwr, torch,
+torch._dynamo and the FedHaem ClientApp, then acquires ClientApp tasks from the SuperNode's
+Runtime API exactly as SuperExec does (``AcquireTask``), and ``fork()``s a child per task that
+runs Flower's own ``run_clientapp()`` with the task token. No torch operation runs before a fork
+(torch's thread pools are not fork-safe once started), and the parent stays single-threaded.
+
+Uses Flower internals without patching them (pinned to flwr 1.42; tests/federation cover it).
+TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
+
+    python -m fl_engine.deploy.prefork --runtime-api-address 127.0.0.1:9094 --insecure
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+
+log = logging.getLogger("fedhaem.prefork")
+
+
+def _warm_imports() -> None:
+    import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer.step otherwise)
+    import flwr.supernode.runtime.run_clientapp  # noqa: F401
+    import fl_engine.federation.client_app  # noqa: F401
+
+
+def _reap(children: set[int]) -> None:
+    for pid in list(children):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            children.discard(pid)
+            continue
+        if done:
+            children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                log.warning("ClientApp child %d exited with code %d", pid, code)
+
+
+def _run_child(address: str, token: str, insecure: bool, certificates: bytes | None, parent: int) -> None:
+    code = 1
+    try:
+        from flwr.supernode.runtime.run_clientapp import run_clientapp
+        run_clientapp(runtime_api_address=address, token=token, insecure=insecure,
+                      certificates=certificates, parent_pid=parent, runtime_dependency_install=False)
+        code = 0
+    except SystemExit as e:  # run_clientapp ends with flwr_exit -> sys.exit(code)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - a child must never return into the parent's loop
+        logging.getLogger("fedhaem.prefork").exception("ClientApp child failed")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
+          poll_interval_s: float, secret: bytes | None = None) -> None:
+    """Acquire ClientApp tasks forever and fork one child per task."""
+    _warm_imports()
+    if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
+        from fl_engine.deploy import flower_tuning
+        flower_tuning.apply()
+
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
+    interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if secret:
+        interceptors.append(SuperExecAuthHttpInterceptor(
+            master_secret=secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})))
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address, insecure=insecure, root_certificates=certificates,
+        interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker())
+    children: set[int] = set()
+    me = os.getpid()
+    log.info("prefork launcher %d serving %s (poll %.3f s)", me, address, poll_interval_s)
+
+    def _stop(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while True:
+        _reap(children)
+        if parent_pid is not None and not _alive(parent_pid):
+            log.info("SuperNode %d is gone; exiting", parent_pid)
+            _stop(None, None)
+        try:
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        except Exception as err:  # SuperNode restarting: keep trying
+            log.warning("AcquireTask failed: %s", err)
+            time.sleep(max(poll_interval_s, 0.5))
+            continue
+        if res.HasField("task") and res.token:
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _run_child(address, res.token, insecure, certificates, me)
+            children.add(pid)
+            log.info("task %s (run %s) -> child %d", res.task.task_id, res.task.run_id, pid)
+            continue  # there may be more queued tasks
+        time.sleep(poll_interval_s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="FedHaem prefork ClientApp launcher (SuperExec stand-in)")
+    p.add_argument("--runtime-api-address", required=True, help="SuperNode Runtime API host:port")
+    p.add_argument("--insecure", action="store_true", help="Runtime API without TLS (loopback)")
+    p.add_argument("--root-certificates", default=None, help="CA of the Runtime API certificate")
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
+    p.add_argument("--poll-interval", type=float, default=0.1, help="seconds between AcquireTask polls")
+    p.add_argument("--superexec-auth-secret-file", default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    secret = open(a.superexec_auth_secret_file, "rb").read() if a.superexec_auth_secret_file else None
+    serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Start and stop the Flower processes of a federation: the SuperLink (manager) and one
+SuperNode per hospital, each in its own process group with its log in a file.
+
+Facts about Flower 1.42 this relies on: the SuperLink serves Fleet, Control and Runtime APIs on
+one HTTP port (bound here to 127.0.0.1: the Control API has no authentication in open-source
+Flower); it spawns ``flower-superexec`` / ``flwr-serverapp`` / ``flwr-clientapp`` by name, so the
+venv's bin goes first on PATH; each SuperNode needs its own Runtime API ``--port``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fl_engine.deploy.pki import Pki
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_env(flwr_home: str | Path | None = None, extra: dict | None = None) -> dict:
+    """Environment for Flower processes: venv bin first on PATH, FLWR_HOME, one BLAS thread."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if flwr_home:
+        env["FLWR_HOME"] = str(flwr_home)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own session (process group); `stop` ends the whole group."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen | None = None
+
+    @classmethod
+    def start(cls, name: str, args: list[str], log_path: str | Path, env: dict,
+              cwd: str | Path | None = None) -> "ManagedProcess":
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(args)}\n".encode())
+            log.flush()
+            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=cwd, start_new_session=True)
+        return cls(name, list(args), log_path, p)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL what is left after `timeout`; returns the exit code."""
+        if self.popen is None:
+            return None
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # children that outlived the leader (e.g. ClientApp processes) share the group id
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (simulates a crashed node)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(5)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class SuperLinkHandle:
+    """A running SuperLink: its one address (Fleet + Control + Runtime APIs) and process."""
+
+    address: str
+    ca_cert: Path
+    process: ManagedProcess
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
+                    database: str | Path | None = None, flwr_home: str | Path | None = None,
+                    poll_interval_s: float | None = 0.1, tuning: bool = False,
+                    wait_s: float = 30.0) -> SuperLinkHandle:
+    """Start a SuperLink on 127.0.0.1:`port` with TLS and SuperNode authentication.
+
+    `database`: SQLite file for runs and nodes (None = in memory). `poll_interval_s` sets
+    FLWR_SUPEREXEC_TASK_POLL_INTERVAL for the SuperExec that launches ServerApps (None = Flower's 1 s).
+    `tuning`: the ServerApp applies fl_engine.deploy.flower_tuning (off by default).
+    """
+    port = port or free_port()
+    log_dir = Path(log_dir)
+    args = [str(VENV_BIN / "flower-superlink"),
+            "--ssl-ca-certfile", str(pki.ca_cert), "--ssl-certfile", str(pki.server_cert),
+            "--ssl-keyfile", str(pki.server_key),
+            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(port)]
+    if database:
+        args += ["--database", str(database)]
+    extra = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval_s)} if poll_interval_s else {}
+    if tuning:
+        extra["FEDHAEM_FLOWER_TUNING"] = "1"
+    proc = ManagedProcess.start("superlink", args, log_dir / "superlink.log",
+                                flower_env(flwr_home or log_dir / "flwr-superlink", extra))
+    handle = SuperLinkHandle(f"127.0.0.1:{port}", pki.ca_cert, proc)
+    try:
+        wait_until(lambda: superlink_up(handle.address, pki.ca_cert), wait_s,
+                   f"SuperLink on {handle.address} (log {proc.log_path})", proc)
+    except Exception:
+        proc.stop()
+        raise
+    return handle
+
+
+def superlink_up(address: str, ca_cert: str | Path | None) -> bool:
+    """True when a TLS handshake with the SuperLink at host:port succeeds (it is serving)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2) as s:
+            if ctx is None:
+                return True
+            with ctx.wrap_socket(s, server_hostname=host.strip("[]")):
+                return True
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout_s: float, what: str, proc: ManagedProcess | None = None) -> None:
+    """Poll `pred` every 0.1 s; raise TimeoutError naming `what` (or RuntimeError if proc died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{what}: process exited with code {proc.popen.returncode}:\n"
+                               + proc.log_text()[-2000:])
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not ready after {timeout_s:g} s")
+
+
+@dataclass
+class SuperNodeHandle:
+    """A running SuperNode (+ its prefork launcher when used)."""
+
+    name: str
+    runtime_port: int
+    process: ManagedProcess
+    launcher: ManagedProcess | None = None
+    extra: list[ManagedProcess] = field(default_factory=list)
+
+    def processes(self) -> list[ManagedProcess]:
+        return [p for p in (self.launcher, self.process, *self.extra) if p is not None]
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.processes())
+
+    def stop(self) -> None:
+        for p in self.processes():
+            p.stop()
+
+    def kill(self) -> None:
+        for p in self.processes():
+            p.kill()
+
+    def node_id(self) -> str | None:
+        """Flower node id (uint64, as a string) once the SuperNode logged it."""
+        for line in self.process.log_text().splitlines():
+            if "SuperNode ID:" in line:
+                return line.rsplit("SuperNode ID:", 1)[1].strip()
+        return None
+
+
+def start_supernode(name: str, superlink: str, root_certificates: str | Path | None, private_key: str | Path,
+                    data_dir: str | Path, state_dir: str | Path, runtime_port: int | None = None,
+                    launcher: str = "prefork", poll_interval_s: float = 0.1,
+                    tuning: bool = False) -> SuperNodeHandle:
+    """Start a hospital's SuperNode connected to `superlink` (host:port, TLS + node auth).
+
+    launcher: "prefork" (our `fl_engine.deploy.prefork` under ``--isolation process``: ClientApps
+    forked from a warm process) or "flower" (Flower's default ``flower-superexec`` spawning a
+    fresh ``flwr-clientapp`` per message). `tuning` also applies fl_engine.deploy.flower_tuning
+    (shorter Flower sleeps; off by default). Logs and FLWR_HOME go under `state_dir`.
+    """
+    if launcher not in ("prefork", "flower"):
+        raise ValueError(f"launcher must be 'prefork' or 'flower', got {launcher!r}")
+    state_dir = Path(state_dir)
+    runtime_port = runtime_port or free_port()
+    node_config = f'name="{name}" data-dir="{Path(data_dir).resolve()}"'
+    extra_env = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval_s)} if poll_interval_s else {}
+    if tuning:
+        extra_env["FEDHAEM_FLOWER_TUNING"] = "1"
+    env = flower_env(state_dir / "flwr-home", extra_env)
+    if tuning:
+        head = [sys.executable, "-m", "fl_engine.deploy.flower_tuning", "supernode"]
+    else:
+        head = [str(VENV_BIN / "flower-supernode")]
+    args = head + ["--superlink", superlink]
+    if root_certificates:  # else the system CAs verify the SuperLink (TLS stays on)
+        args += ["--root-certificates", str(root_certificates)]
+    args += ["--auth-supernode-private-key", str(private_key),
+                   "--node-config", node_config,
+                   "--host", "127.0.0.1", "--port", str(runtime_port)]
+    if launcher == "prefork":
+        args += ["--isolation", "process"]
+    proc = ManagedProcess.start(f"supernode-{name}", args, state_dir / "supernode.log", env)
+    handle = SuperNodeHandle(name, runtime_port, proc)
+    if launcher == "prefork":
+        largs = [sys.executable, "-m", "fl_engine.deploy.prefork",
+                 "--runtime-api-address", f"127.0.0.1:{runtime_port}", "--insecure",
+                 "--parent-pid", str(proc.pid), "--poll-interval", str(poll_interval_s)]
+        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env)
+    return handle

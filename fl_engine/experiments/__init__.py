@@ -1,0 +1,2 @@
+"""Scientific experiments over the federation code: the grid of centralised / federated /
+isolated settings (grid.py)."""

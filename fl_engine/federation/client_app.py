@@ -1,0 +1,51 @@
+"""Flower ClientApp: loads the run's dataset from this node's registry and answers one request.
+
+Node config (``flower-supernode --node-config``): ``name`` (the hospital's node name) and
+``data-dir`` (its dataset registry). Every reply passes `check_reply_privacy` before it leaves.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch._dynamo  # noqa: F401  (else the first optimizer.step imports it, inside training)
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.core import check_reply_privacy, handle_request
+from fl_engine.federation.flower_io import reply_content, request_from_message
+from fl_engine.node.datasets import load_dataset
+
+app = ClientApp()
+
+
+def _answer(msg: Message, context: Context) -> Message:
+    cfg = parse_run_config(dict(context.run_config), strict=False)
+    node_cfg = dict(context.node_config)
+    if "data-dir" not in node_cfg:
+        raise ValueError("node config has no 'data-dir' (start the node with fedhaem-node start)")
+    name = str(node_cfg.get("name") or context.node_id)
+    df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, cfg.dataset_version)
+    req = request_from_message(msg)
+    reply = handle_request(df, cfg, req, name)
+    check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None)
+    return Message(reply_content(reply), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.query("stats")
+def stats(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.query("baseline")
+def baseline(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)

@@ -1,0 +1,183 @@
+"""Run configuration of a federated study: flat key/value pairs (what Flower's run config holds).
+
+The defaults below are mirrored in ``fl_engine/federation/app/pyproject.toml``
+(``[tool.flwr.app.config]``): Flower only accepts overrides of keys declared there
+(a test checks the two agree).
+
+Keys (times in seconds):
+  dataset, dataset_version   name (and version, "" = latest) in each node's local registry
+  use_case, endpoint         schema use case (MDS, AML, CMML, MM) and survival endpoint (os, ...)
+  model, model_params        "deepsurv" | "savae", and a JSON object of model parameters
+  features, feature_groups   comma-separated feature names / schema groups ("" = all)
+  num_rounds, local_epochs   federated rounds; local passes over the training split per round
+  fraction_train, min_nodes  share of available nodes trained per round; fewest nodes to go on
+  holdout_fraction, seed     seeded held-out split on each node; seed of everything
+  round_timeout_s            longest wait for the replies of one phase (and for nodes to join)
+  run_timeout_s              wall-clock limit of the whole run
+  poll_interval_s            how often the ServerApp polls the SuperLink for replies
+  metrics_path               JSON-lines file, one line per round as it ends ("" = none)
+  metrics_url, metrics_token POST each round there with "Authorization: Token <token>"
+  metrics_token_file         file holding the token (preferred: the run config reaches nodes)
+  portal_run_id              the portal's run id, echoed as "run" in every metrics record
+  model_dir                  folder for the final model.npz + model.json ("" = none)
+  fuse_evaluation            evaluate the incoming global model inside the next train phase
+                             (one message phase per round instead of two, plus one final
+                             evaluate phase); round r's record is then written when round r+1's
+                             training ends, and only the nodes trained in r+1 evaluate it
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+
+from fl_engine.schema import get_schema
+
+DEFAULT_RUN_CONFIG: dict[str, object] = {
+    "dataset": "",
+    "dataset_version": "",
+    "use_case": "MDS",
+    "endpoint": "os",
+    "model": "deepsurv",
+    "model_params": "{}",
+    "features": "",
+    "feature_groups": "",
+    "num_rounds": 3,
+    "local_epochs": 1,
+    "fraction_train": 1.0,
+    "min_nodes": 2,
+    "holdout_fraction": 0.2,
+    "seed": 0,
+    "round_timeout_s": 600.0,
+    "run_timeout_s": 3600.0,
+    "poll_interval_s": 0.1,
+    "metrics_path": "",
+    "metrics_url": "",
+    "metrics_token": "",
+    "metrics_token_file": "",
+    "portal_run_id": "",
+    "model_dir": "",
+    "fuse_evaluation": False,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Validated run configuration (see the module docstring for each key)."""
+
+    dataset: str
+    dataset_version: str
+    use_case: str
+    endpoint: str
+    model: str
+    model_params: dict
+    features: tuple[str, ...]
+    feature_groups: tuple[str, ...]
+    num_rounds: int
+    local_epochs: int
+    fraction_train: float
+    min_nodes: int
+    holdout_fraction: float
+    seed: int
+    round_timeout_s: float
+    run_timeout_s: float
+    poll_interval_s: float
+    metrics_path: str
+    metrics_url: str
+    metrics_token: str
+    metrics_token_file: str
+    portal_run_id: str
+    model_dir: str
+    fuse_evaluation: bool
+
+    def to_flat(self) -> dict:
+        """Back to flat Flower-compatible values."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "model_params":
+                v = json.dumps(v, sort_keys=True)
+            elif isinstance(v, tuple):
+                v = ",".join(v)
+            out[f.name] = v
+        return out
+
+
+def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
+    """Defaults + `values` -> RunConfig; bad values raise ValueError naming the key, and so do
+    unknown keys when `strict` (nodes parse leniently: a newer manager may add keys)."""
+    unknown = sorted(set(values) - set(DEFAULT_RUN_CONFIG))
+    if unknown and not strict:
+        values = {k: v for k, v in values.items() if k in DEFAULT_RUN_CONFIG}
+    elif unknown:
+        raise ValueError(f"run config: unknown key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(DEFAULT_RUN_CONFIG)}")
+    merged = {**DEFAULT_RUN_CONFIG, **values}
+    out: dict = {}
+    for key, default in DEFAULT_RUN_CONFIG.items():
+        v = merged[key]
+        try:
+            if isinstance(default, bool):
+                if isinstance(v, str):
+                    if v.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError("not a boolean")
+                    v = v.lower() in ("true", "1")
+                v = bool(v)
+            elif isinstance(default, int):
+                if isinstance(v, float) and not v.is_integer():
+                    raise ValueError("not an integer")
+                v = int(v)
+            elif isinstance(default, float):
+                v = float(v)
+            else:
+                v = "" if v is None else str(v)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"run config: {key}={merged[key]!r}: {err}") from None
+        out[key] = v
+    try:
+        params = json.loads(out["model_params"] or "{}") if isinstance(out["model_params"], str) \
+            else dict(out["model_params"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"run config: model_params is not valid JSON: {err}") from None
+    if not isinstance(params, dict):
+        raise ValueError("run config: model_params must be a JSON object")
+    out["model_params"] = params
+    out["features"] = _split(out["features"])
+    out["feature_groups"] = _split(out["feature_groups"])
+    out["use_case"] = out["use_case"].upper()
+    _check(out)
+    return RunConfig(**out)
+
+
+def _split(s: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in s.split(",") if p.strip())
+
+
+def _check(c: dict) -> None:
+    def bad(key, why):
+        raise ValueError(f"run config: {key}={c[key]!r}: {why}")
+    try:
+        schema = get_schema(c["use_case"])
+    except KeyError as err:
+        raise ValueError(f"run config: use_case: {err.args[0]}") from None
+    try:
+        schema.endpoint(c["endpoint"])
+    except KeyError as err:
+        raise ValueError(f"run config: endpoint: {err.args[0]}") from None
+    if c["model"] not in ("deepsurv", "savae"):
+        bad("model", "must be deepsurv or savae")
+    if c["num_rounds"] < 1:
+        bad("num_rounds", "must be >= 1")
+    if c["local_epochs"] < 1:
+        bad("local_epochs", "must be >= 1")
+    if not 0 < c["fraction_train"] <= 1:
+        bad("fraction_train", "must be in (0, 1]")
+    if c["min_nodes"] < 1:
+        bad("min_nodes", "must be >= 1")
+    if not 0 < c["holdout_fraction"] < 1:
+        bad("holdout_fraction", "must be in (0, 1)")
+    for key in ("round_timeout_s", "run_timeout_s", "poll_interval_s"):
+        if not c[key] > 0:
+            bad(key, "must be > 0")
+    unknown_groups = [g for g in c["feature_groups"] if g not in schema.groups]
+    if unknown_groups:
+        bad("feature_groups", f"unknown group(s) {unknown_groups}; known: {schema.groups}")

@@ -1,0 +1,292 @@
+"""The numerics of a federated study as pure functions, shared by the Flower apps and the
+in-process executor (so both run exactly the same code).
+
+A study is: one preprocessing phase (nodes send column statistics, the manager merges them into
+one `Preprocessor`), then rounds of train (local epochs from the global weights) and evaluate
+(the new global model on each node's held-out split). Replies carry only model weights and
+aggregate numbers, never rows: `check_reply_privacy` states exactly what may leave a node.
+"""
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fl_engine.features import Preprocessor, column_stats, merge_stats, resolve_columns, survival_arrays
+from fl_engine.federation.config import RunConfig
+from fl_engine.models import build_model
+from fl_engine.schema import get_schema
+
+try:
+    from fl_engine.metrics import harrell_c
+except ImportError:  # metrics being split into a package
+    from fl_engine.metrics.concordance import harrell_c
+
+KINDS = ("stats", "train", "evaluate", "baseline")
+
+# Bin edges (months) of the federated Breslow baseline hazard: monthly up to 50 years.
+BASELINE_EDGES_MONTHS = np.arange(0.0, 601.0, 1.0)
+
+
+@dataclass
+class NodeRequest:
+    """What the manager sends a node: a phase kind, global weights (maybe none), config values."""
+
+    kind: str
+    arrays: list[np.ndarray] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class NodeReply:
+    """What a node sends back: weights (train only), scalar metrics, and for `stats` the
+    column statistics (aggregate counts and sums)."""
+
+    name: str
+    arrays: list[np.ndarray] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    stats: dict | None = None
+
+
+class FederationError(RuntimeError):
+    """A run cannot go on (too few nodes, timeout, time limit); the message says why."""
+
+
+# --- node side -----------------------------------------------------------------------------
+
+def split_holdout(df: pd.DataFrame, holdout_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, held-out) rows, seeded; the held-out part has round(n * fraction) rows, >= 1."""
+    n = len(df)
+    if n < 2:
+        raise ValueError(f"need at least 2 rows to split off a held-out set, got {n}")
+    k = min(max(int(round(n * holdout_fraction)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return df.iloc[np.sort(perm[k:])], df.iloc[np.sort(perm[:k])]
+
+
+def node_columns(df: pd.DataFrame, cfg: RunConfig) -> list[str]:
+    """Feature columns this node contributes (explicit features, else the schema groups present)."""
+    return resolve_columns(get_schema(cfg.use_case), df.columns, cfg.feature_groups or None,
+                           list(cfg.features) or None)
+
+
+def node_stats(df: pd.DataFrame, cfg: RunConfig) -> dict:
+    """Column statistics of the node's training split (JSON, aggregate only)."""
+    train, _ = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    return column_stats(train, node_columns(df, cfg), get_schema(cfg.use_case))
+
+
+def node_seed(cfg: RunConfig, round_: int, name: str) -> int:
+    """Seed of one node's local training in one round (independent of Flower node ids)."""
+    return zlib.crc32(f"{cfg.seed}:{round_}:{name}".encode()) & 0x7FFFFFFF
+
+
+def node_train(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, weights: list[np.ndarray],
+               round_: int, name: str) -> tuple[list[np.ndarray], dict]:
+    """Local training from the global `weights`; returns (new weights, {n_train, n_events, loss,
+    train_time_s}); train_time_s is the wall time of encoding + local epochs (seconds)."""
+    t0 = time.perf_counter()
+    pre = Preprocessor.from_dict(preprocessor)
+    train, _ = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    x = pre.transform(train)
+    durations, events = survival_arrays(train, cfg.use_case, cfg.endpoint)
+    model = build_model(cfg.model, x.shape[1], cfg.model_params)
+    model.set_weights(weights)
+    out = model.fit(x, durations, events, epochs=cfg.local_epochs, seed=node_seed(cfg, round_, name))
+    loss = float(out.get("loss", float("nan")))
+    return model.get_weights(), {"n_train": int(len(train)), "n_events": int(events.sum()), "loss": loss,
+                                 "train_time_s": time.perf_counter() - t0}
+
+
+def _global_model_on(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, weights: list[np.ndarray],
+                     part: str):
+    """(model with the global weights, x, durations, events) on the node's train or holdout split."""
+    train, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    rows = train if part == "train" else hold
+    x = Preprocessor.from_dict(preprocessor).transform(rows)
+    durations, events = survival_arrays(rows, cfg.use_case, cfg.endpoint)
+    model = build_model(cfg.model, x.shape[1], cfg.model_params)
+    model.set_weights(weights)
+    return model, x, durations, events
+
+
+def node_evaluate(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
+                  weights: list[np.ndarray]) -> dict:
+    """Harrell's C of the global model on the node's held-out split: {n_holdout, n_events, c_index}."""
+    model, x, durations, events = _global_model_on(df, cfg, preprocessor, weights, "holdout")
+    c = harrell_c(durations, events, model.predict_risk(x))
+    return {"n_holdout": int(len(x)), "n_events": int(events.sum()), "c_index": float(c)}
+
+
+def node_baseline(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
+                  weights: list[np.ndarray]) -> list[np.ndarray]:
+    """Binned Breslow sums of the global model on the node's training split, per month bin k of
+    BASELINE_EDGES_MONTHS: [events in bin k, sum of exp(risk) over patients at risk at the bin's
+    start]; two arrays of shape (n_bins,). Sums over nodes equal the pooled sums exactly."""
+    model, x, durations, events = _global_model_on(df, cfg, preprocessor, weights, "train")
+    return baseline_sums(durations, events, model.predict_risk(x))
+
+
+def baseline_sums(durations: np.ndarray, events: np.ndarray, risk: np.ndarray) -> list[np.ndarray]:
+    """(events per bin, sum of exp(risk) at risk at each bin's start); durations in months."""
+    n_bins = len(BASELINE_EDGES_MONTHS) - 1
+    idx = np.clip(np.searchsorted(BASELINE_EDGES_MONTHS, np.asarray(durations, float), side="right") - 1,
+                  0, n_bins - 1)
+    ev = np.asarray(events) > 0
+    d = np.bincount(idx[ev], minlength=n_bins).astype(np.float64)
+    per_bin = np.bincount(idx, weights=np.exp(np.clip(np.asarray(risk, float), -50, 50)), minlength=n_bins)
+    at_risk = per_bin[::-1].cumsum()[::-1]  # patients whose time falls in bin k or later
+    return [d, at_risk]
+
+
+def merge_baseline(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the nodes' binned Breslow sums -> (times in months, baseline cumulative hazard)."""
+    d = np.sum([p[0] for p in parts], axis=0)
+    at_risk = np.sum([p[1] for p in parts], axis=0)
+    hazard = np.divide(d, at_risk, out=np.zeros_like(d), where=at_risk > 0)
+    return BASELINE_EDGES_MONTHS[1:].copy(), np.cumsum(hazard)
+
+
+def handle_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) -> NodeReply:
+    """Dispatch one request on a node's table (what the ClientApp and the in-process node run)."""
+    if req.kind == "stats":
+        return NodeReply(name=name, stats=node_stats(df, cfg), metrics={"n": int(len(df))})
+    if req.kind == "train":
+        before = {}
+        if req.config.get("evaluate_incoming"):  # fused evaluation of the previous global model
+            before = {f"eval_{k}": v for k, v in
+                      node_evaluate(df, cfg, req.config["preprocessor"], req.arrays).items()}
+        w, m = node_train(df, cfg, req.config["preprocessor"], req.arrays,
+                          int(req.config["round"]), name)
+        return NodeReply(name=name, arrays=w, metrics={**m, **before})
+    if req.kind == "evaluate":
+        return NodeReply(name=name, metrics=node_evaluate(df, cfg, req.config["preprocessor"], req.arrays))
+    if req.kind == "baseline":
+        return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays))
+    raise ValueError(f"unknown request kind {req.kind!r}; known: {', '.join(KINDS)}")
+
+
+def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None) -> None:
+    """Raise ValueError unless the reply holds only model weights (of `weight_shapes`), scalar
+    metrics, and for `stats` aggregate column statistics."""
+    for k, v in reply.metrics.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ValueError(f"{kind} reply metric {k!r} is not a scalar number: {type(v).__name__}")
+    if kind == "train":
+        shapes = [tuple(np.shape(a)) for a in reply.arrays]
+        if weight_shapes is None or shapes != [tuple(s) for s in weight_shapes]:
+            raise ValueError(f"train reply arrays {shapes} are not the model weight shapes {weight_shapes}")
+    elif kind == "baseline":
+        n_bins = len(BASELINE_EDGES_MONTHS) - 1
+        shapes = [tuple(np.shape(a)) for a in reply.arrays]
+        if shapes != [(n_bins,), (n_bins,)] or not all(np.all(np.isfinite(a)) and np.all(np.asarray(a) >= 0)
+                                                      for a in reply.arrays):
+            raise ValueError(f"baseline reply must be two non-negative sums over {n_bins} month bins, "
+                             f"got shapes {shapes}")
+    elif reply.arrays:
+        raise ValueError(f"{kind} reply carries {len(reply.arrays)} array(s); only train and baseline "
+                         "replies may")
+    if kind == "stats":
+        _check_stats(reply.stats)
+    elif reply.stats is not None:
+        raise ValueError(f"{kind} reply carries column statistics; only stats replies may")
+
+
+def _check_stats(stats) -> None:
+    if not isinstance(stats, dict) or set(stats) != {"n", "columns"} or not _is_num(stats["n"]):
+        raise ValueError("stats reply is not {'n': count, 'columns': {...}}")
+    for name, c in stats["columns"].items():
+        if c.get("kind") == "categorical":
+            if set(c) != {"kind", "missing", "counts"} or not _is_num(c["missing"]) \
+                    or not all(_is_num(v) for v in c["counts"].values()):
+                raise ValueError(f"stats of column {name!r} are not category counts")
+        elif set(c) != {"kind", "missing", "count", "sum", "sumsq"} or \
+                not all(_is_num(c[k]) for k in ("missing", "count", "sum", "sumsq")):
+            raise ValueError(f"stats of column {name!r} are not count/sum/sum of squares")
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --- manager side --------------------------------------------------------------------------
+
+def build_preprocessor(cfg: RunConfig, stats: list[dict]) -> Preprocessor:
+    """Federation-wide Preprocessor from the nodes' column statistics."""
+    merged = merge_stats(stats)
+    if not merged["columns"]:
+        raise FederationError("no feature column found on any node for the requested features/groups")
+    return Preprocessor.from_stats(cfg.use_case, merged)
+
+
+def initial_weights(cfg: RunConfig, n_features: int) -> list[np.ndarray]:
+    """Seeded initial global weights of the configured model."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg.model, n_features, cfg.model_params).get_weights()
+
+
+def fedavg(weights: list[list[np.ndarray]], counts: list[float]) -> list[np.ndarray]:
+    """Weighted average of K models (each a list of arrays) by `counts` (patients); McMahan et
+    al., AISTATS 2017. Arrays are combined in the given order, in float64, returned as float32."""
+    if not weights or len(weights) != len(counts):
+        raise ValueError(f"fedavg: {len(weights)} models for {len(counts)} counts")
+    total = float(sum(counts))
+    if not total > 0 or any(c < 0 for c in counts):
+        raise ValueError(f"fedavg: counts must be non-negative with a positive sum, got {counts}")
+    n_layers = len(weights[0])
+    if any(len(w) != n_layers for w in weights):
+        raise ValueError("fedavg: models have different numbers of arrays")
+    out = []
+    for i in range(n_layers):
+        acc = np.zeros(np.shape(weights[0][i]), dtype=np.float64)
+        for w, c in zip(weights, counts):
+            if np.shape(w[i]) != acc.shape:
+                raise ValueError(f"fedavg: array {i} has shape {np.shape(w[i])}, expected {acc.shape}")
+            acc += (c / total) * np.asarray(w[i], dtype=np.float64)
+        out.append(acc.astype(np.asarray(weights[0][i]).dtype))
+    return out
+
+
+def select_nodes(names: list[str], fraction: float, min_nodes: int, seed: int, round_: int) -> list[str]:
+    """Seeded choice of ceil(fraction * n) nodes (at least min_nodes), by name, sorted."""
+    names = sorted(names)
+    k = min(len(names), max(int(math.ceil(fraction * len(names))), min_nodes))
+    if k >= len(names):
+        return names
+    rng = np.random.default_rng([seed, round_])
+    return sorted(rng.choice(names, size=k, replace=False).tolist())
+
+
+def weighted_mean(values: list[float], weights: list[float]) -> float:
+    """Mean of finite values weighted by `weights`; nan when none is finite."""
+    pairs = [(v, w) for v, w in zip(values, weights) if math.isfinite(v) and w > 0]
+    tot = sum(w for _, w in pairs)
+    return float(sum(v * w for v, w in pairs) / tot) if tot > 0 else float("nan")
+
+
+def round_metrics(train: dict[str, dict], evaluation: dict[str, dict]) -> list[dict]:
+    """Per-node and global metrics of one round: global loss weighted by training patients,
+    global C-index weighted by held-out patients. Keys of the inputs are node names."""
+    out = []
+    for name in sorted(train):
+        m = train[name]
+        out.append({"node": name, "name": "loss", "value": float(m["loss"])})
+        out.append({"node": name, "name": "n_train", "value": float(m["n_train"])})
+        if "train_time_s" in m:
+            out.append({"node": name, "name": "train_time_s", "value": float(m["train_time_s"])})
+    for name in sorted(evaluation):
+        m = evaluation[name]
+        out.append({"node": name, "name": "c_index", "value": float(m["c_index"])})
+        out.append({"node": name, "name": "n_holdout", "value": float(m["n_holdout"])})
+    out.append({"node": "global", "name": "loss", "value": weighted_mean(
+        [train[n]["loss"] for n in train], [train[n]["n_train"] for n in train])})
+    out.append({"node": "global", "name": "c_index", "value": weighted_mean(
+        [evaluation[n]["c_index"] for n in evaluation], [evaluation[n]["n_holdout"] for n in evaluation])})
+    out.append({"node": "global", "name": "n_nodes_trained", "value": float(len(train))})
+    return out

@@ -1,0 +1,267 @@
+"""The manager's study loop, written once over a `Transport` (Flower's Grid in deployment, direct
+calls in the in-process executor), plus the outputs the portal reads: per-round metrics (JSON
+lines + optional POST) and the final model (model.npz + model.json).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fl_engine.features import Preprocessor
+from fl_engine.federation.config import RunConfig
+from fl_engine.federation.core import (
+    FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
+    merge_baseline, round_metrics, select_nodes,
+)
+from fl_engine.models import build_model
+
+log = logging.getLogger("fedhaem.federation")
+
+
+class Transport(Protocol):
+    """How the manager reaches nodes; node keys are opaque strings (Flower node ids, names)."""
+
+    def nodes(self) -> list[str]:
+        """Keys of the nodes available now."""
+
+    def request(self, requests: dict[str, NodeRequest], timeout_s: float) -> dict[str, NodeReply | Exception]:
+        """Send one request per node; a reply or the error (timeout, node failure) per key."""
+
+
+@dataclass
+class History:
+    """What a run produced: per-round metrics records, final weights, Preprocessor dict."""
+
+    rounds: list[dict] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
+    preprocessor: dict = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    # Federated Breslow baseline of the final model (Cox-type models): {"times", "cumhaz"}, months.
+    baseline: dict = field(default_factory=dict)
+
+    def model(self, cfg: RunConfig):
+        """The final global model as a SurvivalModel."""
+        m = build_model(cfg.model, len(Preprocessor.from_dict(self.preprocessor).output_names), cfg.model_params)
+        m.set_weights(self.weights)
+        if self.baseline and hasattr(m, "set_baseline"):
+            m.set_baseline(np.asarray(self.baseline["times"]), np.asarray(self.baseline["cumhaz"]))
+        return m
+
+
+class MetricsSink:
+    """Writes each round's record as one JSON line and POSTs it to the portal when configured.
+
+    Record: {"run": portal_run_id, "round": r, "metrics": [{"node", "name", "value"}...]}.
+    Lifecycle lines carry "event" instead of "round" ("started", "finished", "error" + "reason").
+    Reaching the portal is best effort: failures are logged, the run goes on.
+    """
+
+    def __init__(self, cfg: RunConfig):
+        self.path = Path(cfg.metrics_path) if cfg.metrics_path else None
+        self.url = cfg.metrics_url
+        self.run = int(cfg.portal_run_id) if cfg.portal_run_id.isdigit() else cfg.portal_run_id
+        token = cfg.metrics_token
+        if cfg.metrics_token_file:
+            token = Path(cfg.metrics_token_file).read_text().strip()
+        self.token = token
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def round(self, round_: int, metrics: list[dict]) -> None:
+        rec = {"run": self.run, "round": round_, "metrics": metrics}
+        self._write(rec)
+        if self.url:
+            self._post(rec)
+
+    def event(self, event: str, **info) -> None:
+        self._write({"run": self.run, "event": event, "time": time.time(), **info})
+
+    def _write(self, rec: dict) -> None:
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec, allow_nan=True) + "\n")
+
+    def _post(self, rec: dict) -> None:
+        import requests  # only when a URL is configured
+        body = _finite(rec)  # JSON has no NaN: send null
+        try:
+            r = requests.post(self.url, json=body, timeout=5,
+                              headers={"Authorization": f"Token {self.token}"} if self.token else {})
+            if r.status_code >= 300:
+                log.warning("metrics POST to %s: HTTP %s %s", self.url, r.status_code, r.text[:200])
+        except requests.RequestException as err:
+            log.warning("metrics POST to %s failed: %s", self.url, err)
+
+
+def run_federation(cfg: RunConfig, transport: Transport, sink: MetricsSink | None = None) -> History:
+    """Preprocessing phase, then cfg.num_rounds of train + evaluate; raises FederationError."""
+    sink = sink or MetricsSink(cfg)
+    t_end = time.monotonic() + cfg.run_timeout_s
+    hist = History()
+    sink.event("started")
+    try:
+        _run(cfg, transport, sink, hist, t_end)
+    except Exception as err:
+        sink.event("error", reason=str(err))
+        raise
+    if cfg.model_dir:
+        save_model(cfg.model_dir, cfg, hist)
+    sink.event("finished", rounds=cfg.num_rounds)
+    return hist
+
+
+def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History, t_end: float) -> None:
+    def budget(what: str) -> float:
+        left = t_end - time.monotonic()
+        if left <= 0:
+            raise FederationError(f"run exceeded its time limit of {cfg.run_timeout_s:g} s ({what})")
+        return min(cfg.round_timeout_s, left)
+
+    keys = _wait_for_nodes(cfg, transport, budget("waiting for nodes"))
+    replies = transport.request({k: NodeRequest("stats") for k in keys}, budget("preprocessing"))
+    ok = _successful(replies, "preprocessing", cfg.min_nodes)
+    names = {k: r.name for k, r in ok.items()}
+    if len(set(names.values())) != len(names):
+        raise FederationError(f"two nodes report the same name: {sorted(names.values())}")
+    pre = build_preprocessor(cfg, [ok[k].stats for k in sorted(ok, key=names.get)])
+    hist.preprocessor = pre.to_dict()
+    hist.nodes = sorted(names.values())
+    weights = initial_weights(cfg, len(pre.output_names))
+    by_name = {v: k for k, v in names.items()}
+    dropped: set[str] = set()  # nodes that missed a deadline: left out of the rest of the run
+
+    def request(reqs: dict[str, NodeRequest], what: str) -> dict:
+        replies = transport.request(reqs, budget(what))
+        for k, v in replies.items():
+            if isinstance(v, TimeoutError):
+                log.warning("%s: node %s missed the deadline; leaving it out of the rest of the run",
+                            what, names.get(k, k))
+                dropped.add(names.get(k, k))
+        return replies
+
+    def emit(r: int, train: dict, evaluation: dict, seconds: float, w: list) -> None:
+        metrics = round_metrics(train, evaluation)
+        metrics.append({"node": "global", "name": "round_time_s", "value": seconds})
+        hist.rounds.append({"round": r, "metrics": metrics})
+        hist.weights = w
+        sink.round(r, metrics)
+        g = {m["name"]: m["value"] for m in metrics if m["node"] == "global"}
+        log.info("round %d: loss %.4f, C-index %.4f (%d nodes, %.2f s)", r, g["loss"], g["c_index"],
+                 len(train), seconds)
+
+    def evaluate(r: int, w: list, nodes: list[str]) -> dict:
+        replies = request({by_name[n]: NodeRequest("evaluate", w, {"preprocessor": hist.preprocessor,
+                                                                   "round": r}) for n in nodes},
+                          f"round {r} evaluation")
+        ok = _successful(replies, f"round {r} evaluation", cfg.min_nodes)
+        return {names[k]: v.metrics for k, v in ok.items()}
+
+    pending = None  # fused evaluation: (round, train metrics, weights, start time) awaiting evaluation
+    for r in range(1, cfg.num_rounds + 1):
+        t0 = time.monotonic()
+        available = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]
+        if len(available) < cfg.min_nodes:
+            raise FederationError(f"round {r}: {len(available)} of the study's nodes are connected and "
+                                  f"responsive ({', '.join(sorted(available)) or 'none'}), fewer than "
+                                  f"min_nodes={cfg.min_nodes}")
+        chosen = select_nodes(available, cfg.fraction_train, cfg.min_nodes, cfg.seed, r)
+        conf = {"preprocessor": hist.preprocessor, "round": r}
+        if cfg.fuse_evaluation and pending is not None:
+            conf["evaluate_incoming"] = True
+        replies = request({by_name[n]: NodeRequest("train", weights, conf) for n in chosen},
+                          f"round {r} training")
+        ok = _successful(replies, f"round {r} training", cfg.min_nodes)
+        trained = {names[k]: {m: x for m, x in v.metrics.items() if not m.startswith("eval_")}
+                   for k, v in ok.items()}
+        if pending is not None:
+            pr, ptrain, pweights, pt0 = pending
+            emit(pr, ptrain, {names[k]: {m[5:]: x for m, x in v.metrics.items() if m.startswith("eval_")}
+                              for k, v in ok.items()}, t0 - pt0, pweights)
+            pending = None
+        order = sorted(trained)
+        weights = fedavg([ok[by_name[n]].arrays for n in order], [trained[n]["n_train"] for n in order])
+        if cfg.fuse_evaluation and r < cfg.num_rounds:
+            pending = (r, trained, weights, t0)
+            continue
+        evaluated = evaluate(r, weights, [n for n in available if n not in dropped])
+        emit(r, trained, evaluated, time.monotonic() - t0, weights)
+
+    # Cox-type models need a baseline hazard to give survival curves: one more phase in which
+    # each node sends binned Breslow sums of the final model (aggregates), summed here.
+    if hist.weights and hasattr(build_model(cfg.model, len(pre.output_names), cfg.model_params), "set_baseline"):
+        nodes = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]
+        replies = request({by_name[n]: NodeRequest("baseline", hist.weights,
+                                                   {"preprocessor": hist.preprocessor, "round": cfg.num_rounds})
+                           for n in nodes}, "baseline hazard")
+        ok = _successful(replies, "baseline hazard", cfg.min_nodes)
+        times, cumhaz = merge_baseline([ok[k].arrays for k in sorted(ok, key=names.get)])
+        hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
+
+
+def _wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        keys = transport.nodes()
+        if len(keys) >= cfg.min_nodes:
+            return keys
+        if time.monotonic() >= deadline:
+            raise FederationError(f"only {len(keys)} node(s) connected after {timeout_s:g} s; "
+                                  f"the study needs min_nodes={cfg.min_nodes}")
+        time.sleep(min(cfg.poll_interval_s * 5, 1.0))
+
+
+def _successful(replies: dict, phase: str, min_nodes: int) -> dict[str, NodeReply]:
+    ok = {k: v for k, v in replies.items() if isinstance(v, NodeReply)}
+    failed = {k: v for k, v in replies.items() if not isinstance(v, NodeReply)}
+    for k, err in failed.items():
+        log.warning("%s: node %s failed: %s", phase, k, err)
+    if len(ok) < min_nodes:
+        reasons = "; ".join(f"{k}: {e}" for k, e in failed.items()) or "no node replied"
+        raise FederationError(f"{phase}: {len(ok)} node(s) replied, fewer than min_nodes={min_nodes} ({reasons})")
+    return ok
+
+
+def save_model(model_dir: str | Path, cfg: RunConfig, hist: History) -> Path:
+    """Write model.npz (weights w0..wk) and model.json (config, Preprocessor, last metrics)."""
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez(d / "model.npz", **{f"w{i}": w for i, w in enumerate(hist.weights)})
+    meta = {
+        "model": cfg.model, "model_params": cfg.model_params, "use_case": cfg.use_case,
+        "endpoint": cfg.endpoint, "time_unit": "months", "num_rounds": cfg.num_rounds,
+        "n_features": len(Preprocessor.from_dict(hist.preprocessor).output_names),
+        "preprocessor": hist.preprocessor, "nodes": hist.nodes, "baseline": hist.baseline,
+        "final_metrics": hist.rounds[-1]["metrics"] if hist.rounds else [],
+    }
+    (d / "model.json").write_text(json.dumps(_finite(meta), indent=1))
+    return d
+
+
+def load_model(model_dir: str | Path):
+    """(SurvivalModel, Preprocessor, metadata dict) saved by `save_model`."""
+    d = Path(model_dir)
+    meta = json.loads((d / "model.json").read_text())
+    with np.load(d / "model.npz") as z:
+        weights = [z[f"w{i}"] for i in range(len(z.files))]
+    model = build_model(meta["model"], meta["n_features"], meta["model_params"])
+    model.set_weights(weights)
+    if meta.get("baseline") and hasattr(model, "set_baseline"):
+        model.set_baseline(np.asarray(meta["baseline"]["times"]), np.asarray(meta["baseline"]["cumhaz"]))
+    return model, Preprocessor.from_dict(meta["preprocessor"]), meta
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,84 @@
+"""Flower ServerApp: parses the run config and runs `loop.run_federation` over the Grid.
+
+Replies are collected with `Grid.push_messages` / `Grid.pull_messages` polled every
+`poll_interval_s` (0.1 s by default) instead of `send_and_receive`, which sleeps 3 s per poll.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import Context, Message
+from flwr.serverapp import Grid, ServerApp
+
+from fl_engine.deploy import flower_tuning
+from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.core import NodeReply, NodeRequest
+from fl_engine.federation.flower_io import MESSAGE_TYPES, reply_from_message, request_content
+from fl_engine.federation.loop import run_federation
+
+log = logging.getLogger("fedhaem.federation")
+
+
+class GridTransport:
+    """`loop.Transport` over a Flower Grid; node keys are Flower node ids as strings (uint64)."""
+
+    def __init__(self, grid: Grid, poll_interval_s: float = 0.1):
+        self.grid = grid
+        self.poll = poll_interval_s
+
+    def nodes(self) -> list[str]:
+        return [str(i) for i in self.grid.get_node_ids()]
+
+    def request(self, requests: dict[str, NodeRequest], timeout_s: float) -> dict[str, NodeReply | Exception]:
+        keys = list(requests)
+        msgs = [Message(request_content(requests[k]), int(k), MESSAGE_TYPES[requests[k].kind],
+                        ttl=max(timeout_s, 1.0), group_id=str(requests[k].config.get("round", 0)))
+                for k in keys]
+        t_push = time.monotonic()
+        ids = list(self.grid.push_messages(msgs))
+        t_push = time.monotonic() - t_push
+        out: dict[str, NodeReply | Exception] = {}
+        pending = {}
+        for k, mid in zip(keys, ids):
+            if mid:
+                pending[mid] = k
+            else:
+                out[k] = RuntimeError("message could not be pushed to the SuperLink")
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                k = pending.pop(reply.metadata.reply_to_message_id, None)
+                if k is None:
+                    continue
+                if reply.has_error():
+                    out[k] = RuntimeError(f"node error {reply.error.code}: {reply.error.reason}")
+                else:
+                    try:
+                        out[k] = reply_from_message(reply)
+                    except Exception as err:  # a malformed reply is that node's failure
+                        out[k] = ValueError(f"malformed reply: {err}")
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for k in pending.values():
+                    out[k] = TimeoutError(f"no reply within {timeout_s:g} s")
+                break
+            time.sleep(self.poll)
+        log.info("%s: pushed %d in %.2f s, %d replies %.2f s later",
+                 next(iter(requests.values())).kind if requests else "-", len(msgs), t_push, len(out),
+                 time.monotonic() - (deadline - timeout_s))
+        return out
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = parse_run_config(dict(context.run_config))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if flower_tuning.enabled():
+        flower_tuning.apply()
+    run_federation(cfg, GridTransport(grid, cfg.poll_interval_s))

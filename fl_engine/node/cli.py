@@ -1,0 +1,131 @@
+"""`fedhaem-node`: the worker node of a hospital.
+
+    fedhaem-node keygen --key-dir DIR
+        EC P-384 key pair for SuperNode authentication; prints the public key (OpenSSH line,
+        the format `flwr supernode register` takes) for the manager to approve.
+    fedhaem-node start --manager URL --superlink HOST:PORT --key-dir DIR --data-dir DIR
+                       [--port N] [--name NAME] [--token-file F] [--root-certificates CA]
+        Runs the Flower SuperNode (TLS + node authentication) with the prefork ClientApp
+        launcher, and sends heartbeats to the manager. ClientApps read only datasets registered
+        in DIR's local registry.
+    fedhaem-node etl|report|register ...   (from etl.cli, when installed)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
+
+log = logging.getLogger("fedhaem.node")
+
+
+def cmd_keygen(args) -> int:
+    keys = node_key_paths(args.key_dir)
+    if keys.private_key.exists() and not args.force:
+        print(f"# key pair already exists in {args.key_dir} (use --force to replace it)", file=sys.stderr)
+    keys = ensure_node_keys(args.key_dir, overwrite=args.force)
+    print(keys.public_text())
+    return 0
+
+
+def cmd_start(args) -> int:
+    from fl_engine.deploy.processes import start_supernode
+    from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
+
+    keys = node_key_paths(args.key_dir)
+    if not keys.private_key.exists():
+        print(f"error: no node key in {args.key_dir}; run `fedhaem-node keygen --key-dir {args.key_dir}` "
+              "and have the manager approve the public key", file=sys.stderr)
+        return 2
+    if args.root_certificates and not Path(args.root_certificates).is_file():
+        print(f"error: --root-certificates {args.root_certificates}: no such file", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    name = args.name or socket.gethostname()
+    state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
+    node = start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
+                           state_dir, runtime_port=args.port, launcher=args.launcher)
+    log.info("node %s: SuperNode pid %d (log %s)", name, node.process.pid, node.process.log_path)
+    stopping = {"flag": False}
+
+    def _stop(signum, _frame):
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = 0
+    try:
+        next_beat = 0.0
+        while not stopping["flag"]:
+            if not node.alive():
+                dead = [p for p in node.processes() if not p.alive()]
+                log.error("%s exited (see %s)", dead[0].name, dead[0].log_path)
+                send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "error", node.node_id()))
+                code = 1
+                break
+            if time.monotonic() >= next_beat:
+                send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "online", node.node_id()))
+                next_beat = time.monotonic() + args.heartbeat_interval
+            time.sleep(0.5)
+    finally:
+        node.stop()
+        if code == 0:
+            send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "offline", node.node_id()))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedhaem-node", description="FedHaem worker node")
+    sub = p.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("keygen", help="create the node's authentication key pair")
+    k.add_argument("--key-dir", required=True)
+    k.add_argument("--force", action="store_true", help="replace an existing key pair")
+    k.set_defaults(func=cmd_keygen)
+    s = sub.add_parser("start", help="run the SuperNode and heartbeats")
+    s.add_argument("--manager", required=True, help="portal base URL, e.g. https://manager.example")
+    s.add_argument("--superlink", required=True, help="SuperLink Fleet address HOST:PORT")
+    s.add_argument("--key-dir", required=True)
+    s.add_argument("--data-dir", required=True, help="local dataset registry")
+    s.add_argument("--port", type=int, default=None, help="SuperNode Runtime API port (default: free port)")
+    s.add_argument("--name", default=None, help="node name (default: host name)")
+    s.add_argument("--token-file", default=None, help="file with the portal API token")
+    s.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink")
+    s.add_argument("--launcher", choices=("prefork", "flower"), default="prefork")
+    s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
+    s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
+    s.set_defaults(func=cmd_start)
+    _add_etl(sub)
+    return p
+
+
+def _add_etl(sub) -> None:
+    try:
+        from etl.cli import add_subcommands
+    except ImportError as err:
+        def missing(args, _err=str(err)):
+            print(f"error: the ETL commands are not installed (etl.cli: {_err})", file=sys.stderr)
+            return 2
+        for name in ("etl", "report", "register"):
+            sp = sub.add_parser(name, help=f"{name} (needs etl.cli)")
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+            sp.set_defaults(func=missing)
+        return
+    add_subcommands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generator backends. Third-party objects (sdv, pgmpy) stay inside their module."""

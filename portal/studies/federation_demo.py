@@ -1,0 +1,138 @@
+"""The demo federation of `manage.py demo`: a SuperLink (TLS + SuperNode authentication) and
+three worker nodes holding 60% / 30% / 10% of a generated MDS cohort, approved in the portal,
+plus the ready study "Demo: MDS overall survival (DeepSurv)"."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from portal.core.supervisor import Service
+
+NODES = [("hosp-a", 0.6), ("hosp-b", 0.3), ("hosp-c", 0.1)]
+DATASET = "mds-demo"
+STUDY_TITLE = "Demo: MDS overall survival (DeepSurv)"
+COHORT_SIZE = 4000
+
+
+def node_dir(name: str) -> Path:
+    return Path(settings.VAR_DIR) / "demo-nodes" / name
+
+
+def prepare_node_data(echo=print) -> None:
+    """Generate the cohort once and register each hospital's share in its own local registry."""
+    from etl.registry import DatasetRegistry
+    from fl_engine.cohort import generate_mds_cohort, split_nodes
+
+    registries = {name: DatasetRegistry(node_dir(name) / "data") for name, _ in NODES}
+    if all(any(e.name == DATASET for e in r.list()) for r in registries.values()):
+        return
+    cohort = generate_mds_cohort(n=COHORT_SIZE, seed=7)
+    parts = split_nodes(cohort, fractions=tuple(f for _, f in NODES), seed=7)
+    for (name, _), part in zip(NODES, parts):
+        entry, _ = registries[name].register(DATASET, part.reset_index(drop=True), "MDS",
+                                             source="fl_engine.cohort.generate_mds_cohort(seed=7)")
+        echo(f"  {name}: {entry.patient_count} generated patients registered as {DATASET} v{entry.version}")
+
+
+@transaction.atomic
+def enrol_nodes() -> dict[str, str]:
+    """Register and approve the demo nodes in the portal; returns name -> API token."""
+    from fl_engine.deploy.pki import ensure_node_keys
+    from portal.accounts.models import Organisation
+    from portal.devidp.people import PEOPLE  # noqa: F401  (the demo people seeded alongside)
+    from portal.nodes import services
+    from portal.nodes.models import WorkerNode
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.get(username="admin")
+    tokens = {}
+    for name, _ in NODES:
+        keys = ensure_node_keys(node_dir(name) / "keys")
+        token_file = node_dir(name) / "token"
+        node = WorkerNode.objects.filter(name=name).first()
+        if node is None:
+            node = services.register_node(admin, Organisation.objects.get(code=name), name, keys.public_text())
+        if node.status != WorkerNode.Status.APPROVED or not token_file.exists():
+            if node.status == WorkerNode.Status.APPROVED:
+                services.revoke_node(admin, node, "demo restart: new token")
+                node.refresh_from_db()
+            token_file.write_text(services.approve_node(admin, node))
+            token_file.chmod(0o600)
+        else:
+            from portal.nodes.services import _register_key_with_superlink
+
+            transaction.on_commit(lambda pk=node.pk: _register_key_with_superlink(pk))
+        tokens[name] = token_file.read_text().strip()
+    return tokens
+
+
+def ensure_demo_study(echo=print) -> None:
+    """Datasets as announced by the nodes, the demo study, and the operators' approvals."""
+    from django.contrib.auth import get_user_model
+
+    from etl.registry import DatasetRegistry
+    from portal.datasets import services as dataset_services
+    from portal.nodes.models import WorkerNode
+    from portal.studies import services as study_services
+    from portal.studies.models import Study
+
+    User = get_user_model()
+    datasets = []
+    for name, _ in NODES:
+        node = WorkerNode.objects.get(name=name)
+        entry = DatasetRegistry(node_dir(name) / "data").get(DATASET)
+        ds, _ = dataset_services.announce(node, node.service_user, {**entry.announcement()})
+        datasets.append(ds)
+    study = Study.objects.filter(title=STUDY_TITLE).first()
+    if study is None:
+        study = study_services.create_study(User.objects.get(username="coordinator"), {
+            "title": STUDY_TITLE, "use_case": "MDS", "endpoint": "os",
+            "description": "DeepSurv on clinical, cytogenetic and genomic features of a generated MDS "
+                           "cohort split 60/30/10 over three hospitals (demo data, not patients).",
+            "feature_groups": ["clinical", "cytogenetic", "genomic"], "model_kind": "deepsurv",
+            "hyperparameters": {"local_epochs": 2}, "rounds": 5, "fraction_nodes": 1.0, "min_nodes": 2,
+            "status": "ready", "datasets": datasets})
+    else:
+        study.datasets.set(datasets)
+    operator = User.objects.get(username="nodeoperator")
+    for ds in datasets:
+        study_services_decide(study, ds, operator)
+    echo(f"  study ready: {STUDY_TITLE} (id {study.pk})")
+
+
+def study_services_decide(study, ds, operator) -> None:
+    from portal.studies.models import StudyApproval
+
+    # The demo's node operator belongs to hospital A; the demo approves all three hospitals'
+    # datasets in their name so the study can run at once.
+    StudyApproval.objects.update_or_create(study=study, dataset=ds,
+                                           defaults={"decision": "approved", "decided_by": operator,
+                                                     "comment": "approved for the demo"})
+
+
+def start(sup, env: dict, base_url: str, echo=print) -> None:
+    """Start the SuperLink and the three worker nodes under the demo's supervisor."""
+    from fl_engine.deploy.pki import ensure_dev_pki
+    from fl_engine.deploy.processes import start_superlink
+
+    pki = ensure_dev_pki(settings.FLOWER_PKI_DIR)
+    port = int(settings.FLOWER_CONTROL_ADDRESS.rsplit(":", 1)[1])
+    handle = start_superlink(pki, Path(settings.VAR_DIR) / "logs", port=port,
+                             database=Path(settings.VAR_DIR) / "superlink.db")
+    sup.services.append(Service("superlink", [], proc=handle.process.popen, log_path=handle.process.log_path))
+    echo(f"  started superlink on {handle.address} (TLS, SuperNode authentication)")
+    prepare_node_data(echo)
+    tokens = enrol_nodes()
+    ensure_demo_study(echo)
+    for name, _ in NODES:
+        d = node_dir(name)
+        sup.start(Service(f"node-{name}", [
+            str(Path(sys.executable).parent / "fedhaem-node"), "start", "--manager", base_url,
+            "--superlink", settings.FLOWER_FLEET_ADDRESS, "--key-dir", str(d / "keys"),
+            "--data-dir", str(d / "data"), "--name", name, "--token-file", str(d / "token"),
+            "--root-certificates", str(pki.ca_cert), "--heartbeat-interval", "10",
+            "--state-dir", str(d / "state")], env=env))
+    assert tokens  # every node holds a token

@@ -1,0 +1,205 @@
+"""The guided study form: the same rules as the API serializer (hyper-parameters through
+`validate_hyperparameters`, datasets through `dataset_compatibility_errors`), errors next to
+the field that caused them."""
+from __future__ import annotations
+
+from django import forms
+from pydantic import ValidationError as PydanticError
+
+from fl_engine.schema import SCHEMAS
+from portal.core.choices import UseCase
+from portal.datasets.models import Dataset
+from portal.studies.config import PARAMS_BY_KIND, validate_hyperparameters
+from portal.studies.models import Study
+from portal.studies.selectors import dataset_compatibility_errors
+
+GROUP_LABELS = [
+    ("clinical", "Clinical (age, sex, blood counts, marrow blasts)"),
+    ("cytogenetic", "Cytogenetic (karyotype risk, abnormalities)"),
+    ("genomic", "Genomic (gene mutations)"),
+    ("embedding", "Embeddings (image / radiomics feature vectors)"),
+    ("therapy", "Therapy (treatment received)"),
+]
+
+_ENDPOINTS = {
+    "os": "Overall survival (OS)", "lfs": "Leukaemia-free survival (LFS)",
+    "amlt": "Time to AML transformation", "efs": "Event-free survival (EFS)",
+    "pfs": "Progression-free survival (PFS)",
+}
+ENDPOINT_CHOICES = [(k, v) for k, v in _ENDPOINTS.items()]
+
+# Form field -> (hyper-parameter name, model kinds using it)
+HP_FIELDS = {
+    "hp_hidden_layers": ("hidden", ("deepsurv",)),
+    "hp_hidden_units": ("hidden", ("savae",)),
+    "hp_latent_dim": ("latent_dim", ("savae",)),
+    "hp_dropout": ("dropout", ("deepsurv", "savae")),
+    "hp_lr": ("lr", ("deepsurv", "savae")),
+    "hp_weight_decay": ("weight_decay", ("deepsurv",)),
+    "hp_batch_size": ("batch_size", ("deepsurv", "savae")),
+    "hp_local_epochs": ("local_epochs", ("deepsurv", "savae")),
+}
+
+
+def dataset_label(ds: Dataset) -> str:
+    return (f"{ds.node.organisation.name} · node {ds.node.name} · {ds.name} v{ds.version} · "
+            f"{ds.use_case} · {ds.patient_count} patients")
+
+
+def dataset_groups(ds: Dataset) -> list[str]:
+    """Feature groups the dataset's schema carries (for the form's filtering)."""
+    schema = SCHEMAS.get(ds.use_case)
+    present = set(ds.feature_schema or [])
+    if schema is None:
+        return []
+    groups = [g for g in ("clinical", "cytogenetic", "genomic", "therapy")
+              if any(c in present for c in schema.group(g))]
+    if any(e.matches(c) for e in schema.embeddings for c in present):
+        groups.append("embedding")
+    return groups
+
+
+class DatasetChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return dataset_label(obj)
+
+
+class StudyForm(forms.Form):
+    title = forms.CharField(max_length=200, help_text="A short name colleagues will recognise.")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                  help_text="Question, population, inclusion criteria.")
+    use_case = forms.ChoiceField(label="Disease (use case)",
+                                 choices=[c for c in UseCase.choices if c[0] in SCHEMAS])
+    endpoint = forms.ChoiceField(label="Survival endpoint", choices=ENDPOINT_CHOICES, initial="os",
+                                 help_text="Time in months from diagnosis to the event.")
+    feature_groups = forms.MultipleChoiceField(
+        label="Feature groups", choices=GROUP_LABELS, widget=forms.CheckboxSelectMultiple,
+        initial=["clinical", "cytogenetic"], required=False,
+        help_text="Every participating dataset must carry at least one column of each group.")
+    datasets = DatasetChoiceField(
+        label="Participating datasets", queryset=Dataset.objects.none(), required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Only datasets of approved nodes with the chosen disease are usable.")
+    model_kind = forms.ChoiceField(label="Model", choices=Study.ModelKind.choices, initial="deepsurv")
+    hp_hidden_layers = forms.CharField(label="Hidden layers (units per layer)", initial="32, 32", required=False,
+                                       help_text="DeepSurv: comma-separated, e.g. 32, 32.")
+    hp_hidden_units = forms.IntegerField(label="Hidden units", initial=50, required=False,
+                                         help_text="SAVAE: units of the encoder and decoders.")
+    hp_latent_dim = forms.IntegerField(label="Latent dimensions", initial=5, required=False,
+                                       help_text="SAVAE only.")
+    hp_dropout = forms.FloatField(label="Dropout (fraction, 0 to below 1)", initial=0.1, required=False)
+    hp_lr = forms.FloatField(label="Learning rate (Adam)", initial=0.001, required=False)
+    hp_weight_decay = forms.FloatField(label="Weight decay", initial=0.0001, required=False,
+                                       help_text="DeepSurv only.")
+    hp_batch_size = forms.IntegerField(label="Batch size (patients)", initial=64, required=False)
+    hp_local_epochs = forms.IntegerField(label="Local epochs per round", initial=2, required=False,
+                                         help_text="Passes over each hospital's data per round.")
+    rounds = forms.IntegerField(label="Federated rounds", initial=5, min_value=1, max_value=500)
+    fraction_nodes = forms.FloatField(label="Fraction of nodes per round (0–1]", initial=1.0,
+                                      help_text="1.0 = every hospital trains in every round.")
+    min_nodes = forms.IntegerField(label="Minimum hospitals per round", initial=2, min_value=1)
+    strategy = forms.ChoiceField(label="Aggregation strategy", choices=Study.Strategy.choices)
+
+    def __init__(self, *args, user=None, datasets_qs=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if datasets_qs is not None:
+            self.fields["datasets"].queryset = datasets_qs
+        for name, field in self.fields.items():
+            if field.help_text:
+                # Screen readers read the hint with the field (partials/field.html renders it).
+                field.widget.attrs.setdefault("aria-describedby", f"id_{name}_help")
+
+    @classmethod
+    def initial_from(cls, study: Study) -> dict:
+        hp = study.hyperparameters or {}
+        init = {k: getattr(study, k) for k in ("title", "description", "use_case", "endpoint", "feature_groups",
+                                                "model_kind", "rounds", "fraction_nodes", "min_nodes", "strategy")}
+        init["datasets"] = list(study.datasets.all())
+        for field, (name, kinds) in HP_FIELDS.items():
+            if study.model_kind in kinds and name in hp:
+                value = hp[name]
+                init[field] = ", ".join(map(str, value)) if isinstance(value, list) else value
+        return init
+
+    def _hyperparameters(self, kind: str) -> dict:
+        params = {}
+        for field, (name, kinds) in HP_FIELDS.items():
+            if kind not in kinds:
+                continue
+            value = self.cleaned_data.get(field)
+            if value in (None, ""):
+                continue
+            if field == "hp_hidden_layers":
+                try:
+                    value = [int(v) for v in str(value).replace(";", ",").split(",") if v.strip()]
+                except ValueError:
+                    self.add_error(field, "Give whole numbers separated by commas, e.g. 32, 32.")
+                    continue
+            params[name] = value
+        return params
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("model_kind")
+        use_case = data.get("use_case")
+        endpoint = data.get("endpoint")
+        if kind:
+            params = self._hyperparameters(kind)
+            try:
+                data["hyperparameters"] = validate_hyperparameters(kind, params)
+            except ValueError as exc:
+                placed = False
+                try:
+                    PARAMS_BY_KIND[kind](**params)
+                except PydanticError as perr:
+                    for e in perr.errors():
+                        name = str(e["loc"][0]) if e["loc"] else ""
+                        field = next((f for f, (n, ks) in HP_FIELDS.items() if n == name and kind in ks), None)
+                        if field:
+                            self.add_error(field, e["msg"])
+                            placed = True
+                if not placed:
+                    self.add_error("model_kind", str(exc))
+        fraction = data.get("fraction_nodes")
+        if fraction is not None and not 0 < fraction <= 1:
+            self.add_error("fraction_nodes", "Must be more than 0 and at most 1.")
+        if use_case in SCHEMAS and endpoint and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:
+            self.add_error("endpoint", f"{_ENDPOINTS.get(endpoint, endpoint)} is not recorded for {use_case}; "
+                                       f"choose one of: " + ", ".join(_ENDPOINTS.get(e.name, e.name)
+                                                                      for e in SCHEMAS[use_case].endpoints))
+        elif use_case and endpoint and "datasets" in data:
+            for problem in dataset_compatibility_errors(data["datasets"], use_case, endpoint, [],
+                                                        data.get("feature_groups") or []):
+                self.add_error("datasets", problem)
+        return data
+
+    def service_data(self, status: str) -> dict:
+        """The dict `services.create_study` / `update_study` take (same keys as the API)."""
+        d = self.cleaned_data
+        return {"title": d["title"], "description": d.get("description", ""), "use_case": d["use_case"],
+                "endpoint": d["endpoint"], "feature_groups": list(d.get("feature_groups") or []),
+                "features": [], "model_kind": d["model_kind"], "hyperparameters": d["hyperparameters"],
+                "datasets": list(d.get("datasets") or []), "rounds": d["rounds"],
+                "fraction_nodes": d["fraction_nodes"], "min_nodes": d["min_nodes"],
+                "strategy": d["strategy"], "status": status}
+
+    def add_service_errors(self, exc) -> None:
+        """Place a model ValidationError from the service next to the matching field."""
+        for field, messages in getattr(exc, "message_dict", {"__all__": exc.messages}).items():
+            target = field if field in self.fields else ("model_kind" if field == "hyperparameters" else None)
+            for m in messages:
+                self.add_error(target, m)
+
+
+def endpoints_by_use_case() -> dict[str, list[str]]:
+    return {uc: [e.name for e in s.endpoints] for uc, s in SCHEMAS.items()}
+
+
+class StartRunForm(forms.Form):
+    rounds = forms.IntegerField(label="Rounds for this run", min_value=1, max_value=500)
+
+
+class ApprovalForm(forms.Form):
+    dataset = forms.IntegerField(widget=forms.HiddenInput)
+    decision = forms.ChoiceField(choices=[("approved", "Approve"), ("rejected", "Reject")])
+    comment = forms.CharField(required=False, max_length=500)

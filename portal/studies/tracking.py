@@ -1,0 +1,63 @@
+"""MLflow: each finished run becomes an MLflow run (parameters, per-round metrics, the global
+model as a pyfunc artifact) and a version in the model registry, linked by ModelVersion."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+
+from portal.studies.models import ModelVersion, Run
+
+log = logging.getLogger(__name__)
+
+
+def registered_name(run: Run) -> str:
+    s = run.study
+    return f"fedhaem-{s.use_case.lower()}-{s.endpoint}-study{s.pk}"
+
+
+def log_run(run: Run, model_dir: Path) -> ModelVersion:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from fl_engine.serving import SurvivalPyfunc
+
+    uri = settings.MLFLOW_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    exp_name = f"fedhaem-study-{run.study_id}"
+    exp = client.get_experiment_by_name(exp_name)
+    if exp is None:
+        artifacts = None
+        if "://" not in settings.MLFLOW_ARTIFACT_ROOT or settings.MLFLOW_ARTIFACT_ROOT.startswith("file:"):
+            artifacts = Path(settings.MLFLOW_ARTIFACT_ROOT.removeprefix("file://")).joinpath(exp_name).as_uri()
+        exp_id = client.create_experiment(exp_name, artifact_location=artifacts)
+    else:
+        exp_id = exp.experiment_id
+    c = run.config
+    params = {"portal_run_id": run.pk, "study": run.study.title[:200], "use_case": c["use_case"],
+              "endpoint": c["endpoint"], "model": c["model"], "rounds": run.rounds,
+              "fraction_nodes": c["fraction_nodes"], "min_nodes": c["min_nodes"], "strategy": c["strategy"],
+              "flower_run_id": run.flower_run_id,
+              **{f"hp.{k}": v for k, v in c["hyperparameters"].items()},
+              **{f"dataset.{d['node']}": f"{d['name']} v{d['version']} ({d['patients']} patients, "
+                                         f"{d['fingerprint'][:12]})" for d in c["datasets"]}}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"portal-run-{run.pk}") as mrun:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        for m in run.metrics.all():
+            key = f"{m.name}.{m.node}".replace(" ", "_")
+            mlflow.log_metric(key, m.value, step=m.round)
+        info = mlflow.pyfunc.log_model(name="model", python_model=SurvivalPyfunc(),
+                                       artifacts={"model_dir": str(model_dir)},
+                                       registered_model_name=registered_name(run))
+        mlflow_run_id = mrun.info.run_id
+    versions = client.search_model_versions(f"name='{registered_name(run)}'")
+    mine = [v for v in versions if v.run_id == mlflow_run_id] or versions
+    version = max(mine, key=lambda v: int(v.version))
+    final = {f"{m.name}.{m.node}": m.value for m in run.metrics.filter(round=run.rounds)}
+    return ModelVersion.objects.create(run=run, mlflow_run_id=mlflow_run_id,
+                                       registered_model_name=registered_name(run), version=str(version.version),
+                                       artifact_uri=info.model_uri, metrics=final)

@@ -1,0 +1,164 @@
+"""The spine with real processes: a SuperLink and three SuperNodes (TLS + node authentication),
+the portal (live server), a real Celery worker on the real Redis broker, MLflow. A coordinator
+starts a 2-round study through the API; metrics, live messages and the registered model follow.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+NODES = ("hosp-a", "hosp-b", "hosp-c")
+
+
+@pytest.fixture
+def federation(tmp_path, settings, live_server, personas, orgs, django_db_blocker):
+    """Real federation + portal rows (approved nodes, announced datasets, approved study)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from etl.registry import DatasetRegistry
+    from fl_engine.cohort import generate_mds_cohort, split_nodes
+    from fl_engine.deploy.local import LocalFederation
+    from portal.accounts.models import Organisation
+    from portal.celery import app as celery_app
+    from portal.datasets.services import announce
+    from portal.nodes.models import WorkerNode
+    from portal.studies import services
+    from portal.studies.models import Study
+
+    cohort = generate_mds_cohort(n=900, seed=3)
+    parts = split_nodes(cohort, (0.6, 0.3, 0.1), seed=3)
+    with LocalFederation(tmp_path / "fed") as fed:
+        for name, part in zip(NODES, parts):
+            fed.add_node(name, part.reset_index(drop=True), dataset="mds")
+        fed.wait_nodes_online()
+        settings.FLOWER_CONTROL_ADDRESS = fed.address
+        settings.FLOWER_PKI_DIR = fed.pki.ca_cert.parent
+        settings.PORTAL_BASE_URL = live_server.url
+        settings.ROUND_TIMEOUT_S = 120
+        datasets = []
+        for name in NODES:
+            org, _ = Organisation.objects.get_or_create(code=name, defaults={"name": name})
+            node = WorkerNode.objects.create(name=name, organisation=org, status="approved",
+                                             flower_node_id=fed.node_ids[name],
+                                             public_key=(tmp_path / "fed" / "nodes" / name / "keys" /
+                                                         "node_key.pub").read_text())
+            entry = DatasetRegistry(tmp_path / "fed" / "nodes" / name / "data").get("mds")
+            datasets.append(announce(node, None, entry.announcement())[0])
+        study = Study.objects.create(title="E2E", use_case="MDS", owner=personas["coordinator"],
+                                     feature_groups=["clinical", "cytogenetic", "genomic"], min_nodes=2,
+                                     hyperparameters={"local_epochs": 1, "hidden": [16]})
+        study.full_clean()
+        study.save()
+        study.datasets.set(datasets)
+        for ds in datasets:
+            ds.node.organisation = personas["node_operator"].organisation
+            ds.node.save()
+            services.decide_approval(personas["node_operator"], study, ds, "approved")
+        # A real Celery worker (threads pool) consuming the real Redis broker, in this process so
+        # that it sees the test database.
+        with django_db_blocker.unblock(), start_worker(celery_app, pool="threads", concurrency=2,
+                                                       perform_ping_check=False, shutdown_timeout=30):
+            yield {"fed": fed, "study": study}
+
+
+class Listener:
+    """What a browser watching the run receives: a member of the run's group on the real channel
+    layer (its own layer instance and event loop, in a thread)."""
+
+    def __init__(self, run_id: int):
+        import asyncio
+        import threading
+
+        from channels.layers import channel_layers
+
+        from portal.core.live import run_group
+
+        self.messages: list[dict] = []
+        self.layer = channel_layers.make_backend("default")
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main():
+            channel = await self.layer.new_channel()
+            await self.layer.group_add(run_group(run_id), channel)
+            ready.set()
+            while True:
+                self.messages.append(await self.layer.receive(channel))
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+
+def _wait(api_client, run_id, pred, timeout=400):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api_client.get(f"/api/runs/{run_id}/").json()
+        if pred(body):
+            return body
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not reach the expected state: {body['status']} {body['error']}")
+
+
+def test_two_round_study_through_the_api(federation, api, personas):
+    coord = api(personas["coordinator"])
+    started = coord.post(f"/api/studies/{federation['study'].pk}/runs/", {"rounds": 2}, format="json")
+    assert started.status_code == 201, started.json()
+    run_id = started.json()["id"]
+    listener = Listener(run_id)
+    body = _wait(api(personas["clinician"]), run_id, lambda b: b["status"] not in ("queued", "starting", "running"))
+    assert body["status"] == "finished", body["error"]
+    assert body["flower_run_id"].isdigit()
+    cidx = {(m["round"], m["node"]): m["value"] for m in body["metrics"] if m["name"] == "c_index"}
+    for r in (1, 2):
+        for node in (*NODES, "global"):
+            assert 0.0 <= cidx[(r, node)] <= 1.0, (r, node)
+    # the global value is the patient-weighted mean of the nodes' values
+    n_hold = {m["node"]: m["value"] for m in body["metrics"] if m["name"] == "n_holdout" and m["round"] == 2}
+    weighted = sum(cidx[(2, n)] * n_hold[n] for n in NODES) / sum(n_hold[n] for n in NODES)
+    assert abs(weighted - cidx[(2, "global")]) < 1e-9
+    # live messages: one per round with its metrics, and the final status
+    time.sleep(1)
+    seen = [{"event": m["event"], "data": m["data"]} for m in listener.messages]
+    rounds = sorted(m["data"]["round"] for m in seen if m["event"] == "round")
+    assert rounds == [1, 2]
+    assert any(m["event"] == "status" and m["data"]["status"] == "finished" for m in seen)
+    # the registered model loads back from MLflow and predicts
+    mv = body["model_version"]
+    assert mv and mv["version"] == "1"
+    import mlflow
+
+    from fl_engine.cohort import generate_mds_cohort
+
+    model = mlflow.pyfunc.load_model(f"models:/{mv['registered_model_name']}/{mv['version']}")
+    pred = model.predict(generate_mds_cohort(n=50, seed=11))
+    assert pred.shape[0] == 50 and np.isfinite(pred["risk"]).all()
+    assert pred["risk"].nunique() > 40  # a trained model separates patients
+    # survival curves from the federated Breslow baseline
+    assert ((pred["surv_12m"] >= pred["surv_60m"]) & (pred["surv_60m"] >= 0) & (pred["surv_12m"] <= 1)).all()
+    assert pred["surv_60m"].std() > 0
+
+
+def test_cancel_a_running_study(federation, api, personas):
+    from portal.studies import flower_adapter
+
+    coord = api(personas["coordinator"])
+    run_id = coord.post(f"/api/studies/{federation['study'].pk}/runs/", {"rounds": 50},
+                        format="json").json()["id"]
+    body = _wait(coord, run_id, lambda b: b["rounds_completed"] >= 1 or b["status"] in ("failed", "finished"))
+    assert body["status"] == "running", body["error"]
+    cancelled = coord.post(f"/api/runs/{run_id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = flower_adapter.run_status(body["flower_run_id"])
+        if state["finished"]:
+            break
+        time.sleep(1)
+    assert state["status"] == "finished:stopped"
+    final = coord.get(f"/api/runs/{run_id}/").json()
+    assert final["status"] == "cancelled" and final["rounds_completed"] < 50

@@ -1,0 +1,90 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fl_engine.cohort import generate_mds_cohort, split_nodes
+from fl_engine.experiments import grid
+from fl_engine.schema import MDS
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate_mds_cohort(600, seed=3)
+
+
+def test_degrade_drops_groups_and_adds_missing(small):
+    parts = split_nodes(small, (0.6, 0.3, 0.1), seed=0)
+    worse = grid.degrade(parts, grid.WORST_CASE_DROPS[3], "MDS", 0.15, seed=0)
+    assert not set(MDS.group("genomic")) & set(worse[1].columns)
+    assert not set(MDS.group("cytogenetic")) & set(worse[2].columns)
+    assert set(MDS.group("genomic")) <= set(worse[0].columns)
+    before, after = parts[0].hb.isna().mean(), worse[0].hb.isna().mean()
+    assert 0.08 < after - before < 0.25
+
+
+def test_evaluate_bootstrap_interval_contains_point():
+    rng = np.random.default_rng(0)
+    d = rng.exponential(10, 200)
+    e = (rng.random(200) < 0.6).astype(float)
+    r = -d + rng.normal(0, 5, 200)
+    res = grid.evaluate(d, e, r, n_boot=100, seed=1)
+    assert res["harrell_lo"] <= res["harrell_c"] <= res["harrell_hi"]
+    assert res["harrell_c"] > 0.6 and res["n"] == 200
+
+
+@pytest.mark.slow
+def test_grid_runs_every_setting_through_the_executor(small, tmp_path):
+    cfg = grid.GridConfig(rounds=2, seeds=(0,), federations=(3,), n_boot=20)
+    results, rounds, extras = grid.run_grid(small, cfg, log=lambda m: None)
+    settings = set(results.setting)
+    assert {"centralised", "federated_3", "isolated_3", "ipss_m", "ipss_r"} <= settings
+    assert set(results.case) == {"best", "worst"}
+    c = results.harrell_c.dropna()
+    assert ((c >= 0) & (c <= 1)).all() and len(c) > 10
+    fed = results[(results.setting == "federated_3") & (results.case == "best")]
+    assert set(fed["eval"]) == {"global", "node1", "node2", "node3"}
+    # node test sets partition the global test set
+    assert fed[fed["eval"] != "global"].n.sum() == fed[fed["eval"] == "global"].n.iloc[0]
+    assert set(rounds["round"]) == {1, 2}
+    summary = grid.summarise(results)
+    md = grid.to_markdown(summary)
+    assert md.count("\n") == len(summary) + 2
+    written = grid.write_plots(tmp_path, summary, rounds, extras, cfg)
+    assert {p.name for p in written} >= {"c_per_round.html", "centralised_vs_federated.html",
+                                         "km_by_risk_group.html"}
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_federate_single_node_is_deterministic(small):
+    cfg = grid.GridConfig(rounds=2)
+    a = grid._federate({"central": small}, cfg, seed=1)
+    b = grid._federate({"central": small}, cfg, seed=1)
+    x = a.preprocessor.transform(small.head(20))
+    np.testing.assert_allclose(a.model.predict_risk(x), b.model.predict_risk(x))
+    assert np.isfinite(a.model.predict_survival(x, np.array([12.0, 24.0]))).all()
+
+
+@pytest.mark.slow
+def test_cli_writes_tables(tmp_path):
+    rc = grid.main(["--cohort", "generated", "--n", "500", "--out", str(tmp_path), "--seeds", "1",
+                    "--rounds", "1", "--federations", "3", "--cases", "best", "--no-isolated",
+                    "--n-boot", "10"])
+    assert rc == 0
+    s = pd.read_csv(tmp_path / "summary.csv")
+    assert {"centralised", "federated_3"} <= set(s.setting)
+    assert (tmp_path / "summary.md").read_text().startswith("| setting")
+
+
+def test_unknown_cohort_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        grid.load_cohort(str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.slow
+def test_savae_through_the_grid_gets_preprocessor_kinds(small):
+    cfg = grid.GridConfig(model="savae", model_params={"time_scale": 24.0, "val_fraction": 0.0},
+                          rounds=2, seeds=(0,), federations=(3,), cases=("worst",),
+                          isolated=False, n_boot=0, scores=False)
+    results, _, _ = grid.run_grid(small, cfg, log=lambda m: None)
+    c = results[results["eval"] == "global"].harrell_c
+    assert len(c) == 2 and c.between(0.4, 1.0).all()
