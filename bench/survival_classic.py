@@ -5,8 +5,9 @@ Antolini's time-dependent C next to the published table (Apellániz et al., Sci 
         [--epochs N] [--savae-epochs N] [--folds 5]
 
 Protocol per fold: the training folds are split 80/20 into fit / validation rows (seeded);
-both models stop early on the validation loss (patience 10; at most --epochs passes, 100 by
-default, 30 with --quick) and keep their best weights. DeepSurv (fl_engine.models
+both models stop early on the validation loss (patience 10 for DeepSurv, 30 for SAVAE; at most
+--epochs passes for DeepSurv, 100 by default, 30 with --quick, and --savae-epochs for SAVAE,
+3x --epochs by default) and keep their best weights. DeepSurv (fl_engine.models
 build_model("deepsurv"), hidden (32, 32), dropout 0.1, Adam 1e-3, batch 64) gets imputed,
 standardised, one-hot inputs; its Breslow baseline is fitted on all training folds. SAVAE
 (J=5, H=50, Adam 1e-3, batch 64) gets the same encoding with NaN kept (masked in its

@@ -10,6 +10,7 @@ from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
 from portal.studies.api import RunMetricsView, RunViewSet, StudyViewSet
+from portal.synthesis.api import SyntheticCohortViewSet
 from portal.studies import views as study_views
 
 router = DefaultRouter()
@@ -19,6 +20,7 @@ router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("studies", StudyViewSet, basename="study")
 router.register("runs", RunViewSet, basename="run")
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("cohorts", SyntheticCohortViewSet, basename="cohort")
 
 
 def _admin_login(request, extra_context=None):

@@ -18,6 +18,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit trail (administrators). Filters: actor, action, object_type, since, until."""
 
     serializer_class = AuditEventSerializer
+    lookup_value_regex = r"\d+"
     permission_classes = [perms_required("audit.view_auditevent")]
 
     def get_queryset(self):

@@ -1,12 +1,27 @@
 """Shared API helpers: error shape and role-based permissions."""
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import permissions
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
+class Pagination(LimitOffsetPagination):
+    """limit/offset with bounds: a huge number is clamped, never passed to the database."""
+
+    max_limit = 1000
+
+    def get_offset(self, request):
+        return min(super().get_offset(request), 2**31 - 1)
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus a top-level `detail` on validation errors so clients show one line."""
+    """DRF's handler, plus a top-level `detail` on validation errors so clients show one line;
+    a model's own validation error is a 400 naming the fields, not a server error."""
+    if isinstance(exc, DjangoValidationError):
+        exc = ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
         fields = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"

@@ -25,6 +25,7 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     """The catalogue: every node's datasets (metadata and quality summaries only)."""
 
     queryset = Dataset.objects.none()  # typed path parameters in the schema; real rows: get_queryset
+    lookup_value_regex = r"\d+"
     serializer_class = DatasetSerializer
     permission_classes = [perms_required("datasets.view_dataset")]
 

@@ -27,9 +27,11 @@ class WorkerNodeSerializer(serializers.ModelSerializer):
         from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
 
         raw = value.strip().encode()
+        from cryptography.exceptions import UnsupportedAlgorithm
+
         try:
             key = load_pem_public_key(raw) if raw.startswith(b"-----") else load_ssh_public_key(raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise serializers.ValidationError(f"not a PEM or OpenSSH public key: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
             raise serializers.ValidationError("SuperNode keys must be EC P-384 (secp384r1)")
@@ -47,6 +49,7 @@ class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     approve and revoke."""
 
     queryset = WorkerNode.objects.none()  # typed path parameters in the schema; rows: get_queryset
+    lookup_value_regex = r"\d+"
     serializer_class = WorkerNodeSerializer
     permission_classes = [perms_required("nodes.view_workernode")]
 

@@ -47,7 +47,7 @@ def approve_node(actor, node: WorkerNode) -> str:
     node.approved_by = actor if getattr(actor, "pk", None) else None
     node.save()
     record(actor, "node.approve", node)
-    transaction.on_commit(lambda: _register_key_with_superlink(node.pk))
+    transaction.on_commit(lambda: _sync_key_later(node.pk))
     return token.key
 
 
@@ -62,7 +62,7 @@ def revoke_node(actor, node: WorkerNode, reason: str = "") -> WorkerNode:
         Token.objects.filter(user_id=node.service_user_id).delete()
         type(node.service_user).objects.filter(pk=node.service_user_id).update(is_active=False)
     record(actor, "node.revoke", node, {"reason": reason})
-    transaction.on_commit(lambda: _unregister_key_with_superlink(node.pk))
+    transaction.on_commit(lambda: _sync_key_later(node.pk))
     return node
 
 
@@ -75,17 +75,14 @@ def heartbeat(node: WorkerNode, payload: dict) -> WorkerNode:
     return node
 
 
-def _register_key_with_superlink(node_id: int) -> None:
-    try:
-        from portal.studies import flower_adapter
-    except ImportError:
-        return
-    flower_adapter.sync_node_key(node_id)
+def _sync_key_later(node_id: int) -> None:
+    # The SuperLink may be slow or away: a Celery task owns the call and its retries, so an
+    # administrator's click never waits on Flower.
+    from portal.nodes.tasks import sync_node_key
 
-
-def _unregister_key_with_superlink(node_id: int) -> None:
     try:
-        from portal.studies import flower_adapter
-    except ImportError:
-        return
-    flower_adapter.sync_node_key(node_id)
+        sync_node_key.delay(node_id)
+    except Exception as exc:  # broker down: the approval stands; the health page shows the node
+        import logging
+
+        logging.getLogger(__name__).warning("node %s: key sync not queued: %s", node_id, exc)

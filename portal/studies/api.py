@@ -33,6 +33,7 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
     datasets; other roles read."""
 
     queryset = Study.objects.none()  # typed path parameters in the schema; rows: get_queryset
+    lookup_value_regex = r"\d+"
     serializer_class = StudySerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -92,6 +93,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Runs with their status and every metric so far."""
 
     queryset = Run.objects.none()  # typed path parameters in the schema; rows: get_queryset
+    lookup_value_regex = r"\d+"
     serializer_class = RunSerializer
     permission_classes = [perms_required("studies.view_run")]
 

@@ -61,11 +61,12 @@ def enrol_nodes() -> dict[str, str]:
                 node.refresh_from_db()
             token_file.write_text(services.approve_node(admin, node))
             token_file.chmod(0o600)
-        else:
-            from portal.nodes.services import _register_key_with_superlink
-
-            transaction.on_commit(lambda pk=node.pk: _register_key_with_superlink(pk))
         tokens[name] = token_file.read_text().strip()
+        # The nodes start right after this: register their keys with the SuperLink now, not
+        # through the Celery task that approval queues (idempotent either way).
+        from portal.studies import flower_adapter
+
+        transaction.on_commit(lambda pk=node.pk: flower_adapter.sync_node_key(pk))
     return tokens
 
 

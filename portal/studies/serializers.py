@@ -27,6 +27,11 @@ class StudySerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("must be between 1 and 500")
         return v
 
+    def validate_min_nodes(self, v):
+        if not 1 <= v <= 1000:
+            raise serializers.ValidationError("must be at least 1")
+        return v
+
     def validate_fraction_nodes(self, v):
         if not 0 < v <= 1:
             raise serializers.ValidationError("must be in (0, 1]")

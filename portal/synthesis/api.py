@@ -33,6 +33,7 @@ class SyntheticCohortViewSet(viewsets.ReadOnlyModelViewSet):
     """Synthetic cohorts with their SAFE validation report and release status."""
 
     queryset = SyntheticCohort.objects.none()  # typed path parameters in the schema; rows: get_queryset
+    lookup_value_regex = r"\d+"
     serializer_class = SyntheticCohortSerializer
 
     def get_queryset(self):

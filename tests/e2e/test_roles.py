@@ -53,7 +53,17 @@ def test_coordinator_creates_a_study_through_the_form_and_starts_a_run(people, p
     run = Run.objects.get(study=study)
     assert run.rounds == 4 and run.created_by.username == "coordinator"
     assert page.locator("#progress-label").inner_text() == "0 of 4"
-    assert page.get_by_role("button", name="Cancel this run").is_visible()
+    # cancelling asks for confirmation first; dismissing it keeps the run
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="Cancel this run").click()
+    page.wait_for_timeout(300)
+    run.refresh_from_db()
+    assert run.status == "queued"
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel this run").click()
+    page.wait_for_function("document.getElementById('run-status').dataset.status === 'cancelled'")
+    run.refresh_from_db()
+    assert run.status == "cancelled" and page.locator("#cancel-form").count() == 0
     shot(page, "coordinator")
 
 
@@ -106,6 +116,11 @@ def test_data_manager_downloads_released_cohort_and_is_refused_unreleased(world,
 
 def test_node_operator_sees_their_node_and_datasets_only(world, login):
     page = login("nodeoperator")
+    # keyboard: the first Tab reaches the skip link, which moves focus to the page's content
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     home = page.content()
     assert "Your datasets" in home and "312 patients" in home and "hosp-z-node" not in home
     page.get_by_role("link", name="Datasets").first.click()

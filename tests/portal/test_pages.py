@@ -234,3 +234,15 @@ def test_person_sets_their_time_zone(world, personas, browse):
     assert personas["clinician"].timezone == "America/New_York"
     html = c.get(f"/runs/{world['run'].pk}/").content.decode()
     assert "times shown in America/New_York" in html
+
+
+def test_cohort_report_in_words(world, personas, browse):
+    from portal.synthesis.models import SyntheticCohort
+
+    c = world["released"]
+    SyntheticCohort.objects.filter(pk=c.pk).update(validation_report={
+        "gate": {"passed": True, "failed": [], "checks": [
+            {"name": "dcr_ratio", "measured": 1.04, "threshold": 0.9, "comparison": ">=", "passed": True}]}})
+    html = browse(personas["data_manager"]).get(f"/cohorts/{c.pk}/").content.decode()
+    assert "gate · checks · dcr ratio" in html and "measured 1.040, threshold 0.900 (&gt;=) — passed" in html
+    assert "{&#x27;" not in html

@@ -28,8 +28,11 @@ def world(personas, approved_node, orgs, p384_public_key):
     from portal.nodes.services import register_node
 
     pending = register_node(personas["administrator"], orgs["hosp-a"], "pending-node", p384_public_key)
+    from portal.studies.models import Run
+
+    run = Run.objects.create(study=study, rounds=2, created_by=personas["coordinator"])
     return {"node": node, "token": token, "dataset": ds, "study": study, "pending": pending,
-            "key": p384_public_key}
+            "key": p384_public_key, "run": run}
 
 
 def _study_payload(world):
@@ -64,7 +67,19 @@ CASES = [
     ("studies-create", "post", lambda w: "/api/studies/", _study_payload, expect(["coordinator"], 201)),
     ("studies-update", "patch", lambda w: f"/api/studies/{w['study'].pk}/", lambda w: {"rounds": 4},
      expect(["coordinator"], 200)),
+    ("studies-runs-list", "get", lambda w: f"/api/studies/{w['study'].pk}/runs/", None,
+     {**expect(ROLES, 200), "outsider": 404}),
+    # the coordinator may start runs; this one waits for the node operators' approval (409)
+    ("studies-runs-start", "post", lambda w: f"/api/studies/{w['study'].pk}/runs/", lambda w: {"rounds": 2},
+     expect(["coordinator"], 409)),
+    ("studies-approvals-list", "get", lambda w: f"/api/studies/{w['study'].pk}/approvals/", None,
+     {**expect(ROLES, 200), "outsider": 404}),
+    ("studies-approvals-decide", "post", lambda w: f"/api/studies/{w['study'].pk}/approvals/",
+     lambda w: {"dataset": w["dataset"].pk, "decision": "approved"},
+     {**expect(["node_operator"], 200), "outsider": 404}),
     ("runs-list", "get", lambda w: "/api/runs/", None, expect(ROLES, 200)),
+    ("runs-detail", "get", lambda w: f"/api/runs/{w['run'].pk}/", None, {**expect(ROLES, 200), "outsider": 404}),
+    ("runs-cancel", "post", lambda w: f"/api/runs/{w['run'].pk}/cancel/", None, expect(["coordinator"], 200)),
     ("audit-list", "get", lambda w: "/api/audit/", None, expect(["administrator"], 200)),
     ("audit-export", "get", lambda w: "/api/audit/export/", None, expect(["administrator"], 200)),
 ]
@@ -78,6 +93,14 @@ def test_endpoint_permissions(case, persona, world, personas, api):
     data = payload(world) if payload else None
     response = getattr(client, method)(url(world), data, format="json")
     assert response.status_code == expectations[persona], (persona, response.content[:300])
+
+
+def test_run_metrics_take_only_the_run_token(world, personas, api):
+    """The ServerApp's endpoint: no persona's token is accepted, only the run's own."""
+    payload = {"round": 1, "metrics": [{"node": "global", "name": "c_index", "value": 0.7}]}
+    for persona in ALL:
+        r = api(personas[persona]).post(f"/api/runs/{world['run'].pk}/metrics/", payload, format="json")
+        assert r.status_code == 401, persona
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
