@@ -136,7 +136,7 @@ def measure_portal(tables: dict, rounds: int, root: Path) -> dict:
         web = None
         try:
             call_command("migrate", verbosity=0)
-            call_command("seed_demo", verbosity=0)
+            call_command("seed_demo", verbosity=0, stdout=open(os.devnull, "w"))
             User = get_user_model()
             coordinator, operator = User.objects.get(username="coordinator"), User.objects.get(username="nodeoperator")
             datasets = []

@@ -92,7 +92,7 @@ def split_nodes(df, shares=(0.6, 0.3, 0.1), holdout=0.2, seed=0):
 
 
 def settings(quick: bool) -> dict:
-    """Epochs and rounds (documented in bench/README_synthetic.md). VAE-BGM beta = 0.5 was
+    """Epochs and rounds (documented in bench/README.md, section 4). VAE-BGM beta = 0.5 was
     picked from {1.0, 0.5} x latent {8, 16} on the centralised model of this same split (CSF
     0.944 -> 0.953, GSF 0.845 -> 0.861), so its figures carry that mild selection."""
     if quick:
@@ -295,7 +295,7 @@ def _rows(results: dict):
 
 
 def markdown(results: dict, args=None) -> str:
-    """The measured table as Markdown (bench/README_synthetic.md)."""
+    """The measured table as Markdown (merged into bench/README.md, section 4)."""
     f = lambda v, k: f"{v[k]:.3f}" if isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool) else "-"  # noqa: E731
     lines = ["# Synthetic MDS cohorts: measured benchmark", "",
              f"Command: `{results.get('command', 'python bench/synthetic_mds.py')}`  ",

@@ -113,8 +113,6 @@ def test_run_page_renders_history(study, personas, client):
 def test_websocket_forwards_round_events_to_authorised_viewers(personas, approved_node):
     """Through the real channel layer (Redis): a clinician's socket receives the round; a user
     without a role is refused."""
-    import asyncio
-
     from channels.testing import WebsocketCommunicator
 
     from portal.asgi import application
@@ -150,4 +148,22 @@ def test_websocket_forwards_round_events_to_authorised_viewers(personas, approve
         connected, code = await denied.connect()
         assert not connected
 
-    asyncio.run(scenario())
+    # In a thread of its own: a browser test earlier in the session may leave an event loop
+    # running in this one (Playwright's sync API).
+    import asyncio
+    import threading
+
+    errors: list = []
+    thread = threading.Thread(target=lambda: _capture(errors, lambda: asyncio.run(scenario())))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "websocket scenario did not finish"
+    if errors:
+        raise errors[0]
+
+
+def _capture(errors: list, fn) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # re-raised in the test's thread
+        errors.append(exc)
