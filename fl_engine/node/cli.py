@@ -52,7 +52,8 @@ def cmd_start(args) -> int:
     name = args.name or socket.gethostname()
     state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
     node = start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
-                           state_dir, runtime_port=args.port, launcher=args.launcher)
+                           state_dir, runtime_port=args.port, launcher=args.launcher,
+                           tuning=args.flower_tuning)
     log.info("node %s: SuperNode pid %d (log %s)", name, node.process.pid, node.process.log_path)
     stopping = {"flag": False}
 
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", default=None, help="file with the portal API token")
     s.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink")
     s.add_argument("--launcher", choices=("prefork", "flower"), default="prefork")
+    s.add_argument("--flower-tuning", action="store_true",
+                   help="shorten Flower 1.42's fixed SuperNode waits (fl_engine/deploy/flower_tuning.py; opt-in)")
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)

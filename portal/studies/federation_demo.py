@@ -122,7 +122,7 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
     pki = ensure_dev_pki(settings.FLOWER_PKI_DIR)
     port = int(settings.FLOWER_CONTROL_ADDRESS.rsplit(":", 1)[1])
     handle = start_superlink(pki, Path(settings.VAR_DIR) / "logs", port=port,
-                             database=Path(settings.VAR_DIR) / "superlink.db")
+                             database=Path(settings.VAR_DIR) / "superlink.db", tuning=settings.FLOWER_TUNING)
     sup.services.append(Service("superlink", [], proc=handle.process.popen, log_path=handle.process.log_path))
     echo(f"  started superlink on {handle.address} (TLS, SuperNode authentication)")
     prepare_node_data(echo)
@@ -135,5 +135,5 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
             "--superlink", settings.FLOWER_FLEET_ADDRESS, "--key-dir", str(d / "keys"),
             "--data-dir", str(d / "data"), "--name", name, "--token-file", str(d / "token"),
             "--root-certificates", str(pki.ca_cert), "--heartbeat-interval", "10",
-            "--state-dir", str(d / "state")], env=env))
+            "--state-dir", str(d / "state")] + (["--flower-tuning"] if settings.FLOWER_TUNING else []), env=env))
     assert tokens  # every node holds a token
