@@ -79,7 +79,9 @@ class Supervisor:
                     os.killpg(s.proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 10
+        # Worker nodes stop their own SuperNode (another process group) before exiting: give
+        # them the time to, or a SIGKILL would orphan it.
+        deadline = time.monotonic() + 30
         for s in reversed(self.services):
             if s.proc is None:
                 continue
