@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fl_engine.models.base import load_module_weights, module_weights
+
 
 def cox_ph_loss(risk: torch.Tensor, durations: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
     """Mean negative Cox log partial likelihood (Breslow ties); risk, durations, events: (n,)."""
@@ -62,19 +64,11 @@ class DeepSurv:
     # --- SurvivalModel protocol -------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
         """Parameters as float32 arrays in state_dict order."""
-        return [v.detach().cpu().numpy().copy() for v in self.net.state_dict().values()]
+        return module_weights(self.net)
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         """Load arrays in get_weights order; drops the baseline hazard (it belonged to old weights)."""
-        keys = list(self.net.state_dict().keys())
-        if len(weights) != len(keys):
-            raise ValueError(f"DeepSurv.set_weights: expected {len(keys)} arrays, got {len(weights)}")
-        state = {}
-        for k, w, ref in zip(keys, weights, self.net.state_dict().values()):
-            if tuple(np.shape(w)) != tuple(ref.shape):
-                raise ValueError(f"DeepSurv.set_weights: {k} has shape {np.shape(w)}, expected {tuple(ref.shape)}")
-            state[k] = torch.as_tensor(np.asarray(w, dtype=np.float32))
-        self.net.load_state_dict(state)
+        load_module_weights(self.net, weights, "DeepSurv")
         self.baseline_times = self.baseline_cumhaz = None
 
     def fit(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray,

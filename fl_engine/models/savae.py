@@ -44,6 +44,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fl_engine.models.base import load_module_weights, module_weights
+
 _EPS = 1e-6
 
 
@@ -154,19 +156,11 @@ class SAVAE:
     # --- SurvivalModel protocol -------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
         """Parameters as float32 arrays in state_dict order."""
-        return [v.detach().cpu().numpy().copy() for v in self.net.state_dict().values()]
+        return module_weights(self.net)
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         """Load arrays in get_weights order."""
-        keys = list(self.net.state_dict().keys())
-        if len(weights) != len(keys):
-            raise ValueError(f"SAVAE.set_weights: expected {len(keys)} arrays, got {len(weights)}")
-        state = {}
-        for k, w, ref in zip(keys, weights, self.net.state_dict().values()):
-            if tuple(np.shape(w)) != tuple(ref.shape):
-                raise ValueError(f"SAVAE.set_weights: {k} has shape {np.shape(w)}, expected {tuple(ref.shape)}")
-            state[k] = torch.as_tensor(np.asarray(w, dtype=np.float32))
-        self.net.load_state_dict(state)
+        load_module_weights(self.net, weights, "SAVAE")
 
     def fit(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray,
             epochs: int, seed: int = 0) -> dict:

@@ -42,7 +42,6 @@ def enrol_nodes() -> dict[str, str]:
     """Register and approve the demo nodes in the portal; returns name -> API token."""
     from fl_engine.deploy.pki import ensure_node_keys
     from portal.accounts.models import Organisation
-    from portal.devidp.people import PEOPLE  # noqa: F401  (the demo people seeded alongside)
     from portal.nodes import services
     from portal.nodes.models import WorkerNode
     from django.contrib.auth import get_user_model
@@ -100,11 +99,11 @@ def ensure_demo_study(echo=print) -> None:
         study.datasets.set(datasets)
     operator = User.objects.get(username="nodeoperator")
     for ds in datasets:
-        study_services_decide(study, ds, operator)
+        _approve_for_demo(study, ds, operator)
     echo(f"  study ready: {STUDY_TITLE} (id {study.pk})")
 
 
-def study_services_decide(study, ds, operator) -> None:
+def _approve_for_demo(study, ds, operator) -> None:
     from portal.studies.models import StudyApproval
 
     # The demo's node operator belongs to hospital A; the demo approves all three hospitals'
@@ -126,7 +125,7 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
     sup.services.append(Service("superlink", [], proc=handle.process.popen, log_path=handle.process.log_path))
     echo(f"  started superlink on {handle.address} (TLS, SuperNode authentication)")
     prepare_node_data(echo)
-    tokens = enrol_nodes()
+    enrol_nodes()
     ensure_demo_study(echo)
     for name, _ in NODES:
         d = node_dir(name)
@@ -136,4 +135,3 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
             "--data-dir", str(d / "data"), "--name", name, "--token-file", str(d / "token"),
             "--root-certificates", str(pki.ca_cert), "--heartbeat-interval", "10",
             "--state-dir", str(d / "state")] + (["--flower-tuning"] if settings.FLOWER_TUNING else []), env=env))
-    assert tokens  # every node holds a token
