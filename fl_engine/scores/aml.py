@@ -2,10 +2,10 @@
 
 Inputs use ``fl_engine.schema.AML`` binary columns (1 present, 0 absent, NaN unknown).
 TP53 = 1 is read as a TP53 mutation at VAF >= 10% (the ELN 2022 threshold): the ETL should set
-it accordingly. Two rare adverse lesions have no schema column yet: t(8;16) KAT6A::CREBBP
-(``t_8_16``) and t(3q26.2;v) MECOM rearrangement (``mecom_r``). They are used when the input has
-those columns; when it lacks them they are taken as absent and every row says so in
-``eln2022_note``.
+it accordingly. t(8;16) KAT6A::CREBBP (``t_8_16``) and t(3q26.2;v) MECOM rearrangement
+(``mecom_r``) joined the AML schema after the other lesions, so ML-ready tables made before then
+lack the columns: such a table is still scored, the lesions taken as absent and every row saying
+so in ``eln2022_note``. A present column with NaN is unknown, like any other input.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ._common import as_frame, binary, require, shape_output
 
 ELN2022_CATEGORIES = ("Favorable", "Intermediate", "Adverse")
 
-OPTIONAL_ADVERSE = ("t_8_16", "mecom_r")  # not (yet) schema columns: see module docstring
+OPTIONAL_ADVERSE = ("t_8_16", "mecom_r")  # absent from older tables: see module docstring
 ADVERSE_CYTOGENETICS = ("t_6_9", "kmt2a_r", "t_9_22", "inv3", "del5q", "del7_7q", "del17_17p",
                         "complex", "monosomal") + OPTIONAL_ADVERSE
 MYELODYSPLASIA_GENES = ("ASXL1", "BCOR", "EZH2", "RUNX1", "SF3B1", "SRSF2", "STAG2", "U2AF1",

@@ -134,3 +134,24 @@ def test_generic_csv_for_aml_and_cmml(tmp_path):
     from etl.errors import EtlError
     with pytest.raises(EtlError, match="missing required column monocytes"):
         run_etl("cmml", [tmp_path / "cmml2.csv"], tmp_path / "oc2")
+
+
+def test_aml_t_8_16_and_mecom_r_reach_fhir_and_the_table(tmp_path):
+    # ELN 2022 adverse lesions: source headers as hospitals write them, yes/no/blank cells
+    src = pd.DataFrame({"patient_id": ["A1", "A2", "A3", "A4"], "age": [40, 55, 61, 70],
+                        "sex": ["F", "M", "F", "M"], "t(8;16)": ["yes", "no", "", "no"],
+                        "EVI1 rearranged": ["no", "yes", "no", ""]})
+    src.to_csv(tmp_path / "aml.csv", index=False)
+    first = run_etl("aml", [tmp_path / "aml.csv"], tmp_path / "a")
+    t = first.table.set_index("patient_id")
+    np.testing.assert_array_equal(t.loc[["A1", "A2", "A3", "A4"], "t_8_16"], [1.0, 0.0, np.nan, 0.0])
+    np.testing.assert_array_equal(t.loc[["A1", "A2", "A3", "A4"], "mecom_r"], [0.0, 1.0, 0.0, np.nan])
+    line = (first.out_dir / "bundles.ndjson").read_text().splitlines()[0]
+    karyo = next(e["resource"] for e in json.loads(line)["entry"]
+                 if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "karyotype")
+    comps = {c["code"]["coding"][0]["code"]: (c["code"]["coding"][0]["system"], c["valueBoolean"])
+             for c in karyo["component"]}
+    assert comps["t_8_16"] == ("urn:fedhaem:code", True)
+    assert comps["mecom_r"] == ("urn:fedhaem:code", False)
+    second = run_etl("aml", [first.out_dir / "bundles.ndjson"], tmp_path / "b")
+    pd.testing.assert_frame_equal(first.table, second.table)

@@ -102,9 +102,17 @@ def aml(**kw):
     ({"kmt2a_r": 1}, "Adverse"),                            # other KMT2A rearrangements
     ({"t_6_9": 1}, "Adverse"),
     ({"t_9_22": 1}, "Adverse"),
-    ({"t_8_16": 1}, "Adverse"),
+    ({"t_8_16": 1}, "Adverse"),                             # t(8;16) KAT6A::CREBBP
+    ({"t_8_16": 1, "NPM1": 1}, "Adverse"),                  # NPM1 with adverse cytogenetics
+    ({"t_8_16": 1, "CEBPA_bzip": 1}, "Adverse"),            # adverse cytogenetics rule first
+    ({"t_8_16": 1, "t_9_11": 1}, "Adverse"),                # t(9;11) outranks genes only
+    ({"t_8_16": 1, "inv16": 1}, "Favorable"),               # CBF favourable regardless
     ({"inv3": 1}, "Adverse"),
-    ({"mecom_r": 1}, "Adverse"),
+    ({"mecom_r": 1}, "Adverse"),                            # t(3q26.2;v) MECOM rearranged
+    ({"mecom_r": 1, "NPM1": 1}, "Adverse"),                 # NPM1 with adverse cytogenetics
+    ({"mecom_r": 1, "CEBPA_bzip": 1}, "Adverse"),
+    ({"mecom_r": 1, "t_9_11": 1}, "Adverse"),
+    ({"mecom_r": 1, "t_8_21": 1}, "Favorable"),             # CBF favourable regardless
     ({"del5q": 1}, "Adverse"),
     ({"del17_17p": 1}, "Adverse"),
     ({"monosomal": 1}, "Adverse"),
@@ -128,6 +136,18 @@ def test_eln2022_missing_fields():
     assert eln2022(aml(t_8_21=1, TP53=NA, monosomal=NA))["eln2022_cat"] == "Favorable"
     # no lesion at all: intermediate whether FLT3-ITD is present or not
     assert eln2022(aml(FLT3_ITD=NA))["eln2022_cat"] == "Intermediate"
+    # unknown t(8;16) / MECOM: undecided unless a favourable CBF or another adverse lesion decides
+    out = eln2022(aml(NPM1=1, t_8_16=NA, mecom_r=NA))
+    assert out["eln2022_cat"] is None and out["eln2022_missing"] == "missing: t_8_16, mecom_r"
+    assert eln2022(aml(inv16=1, t_8_16=NA, mecom_r=NA))["eln2022_cat"] == "Favorable"
+    assert eln2022(aml(del5q=1, mecom_r=NA))["eln2022_cat"] == "Adverse"
+    assert eln2022(aml(t_8_16=1, mecom_r=NA))["eln2022_cat"] == "Adverse"
+
+
+def test_eln2022_inputs_are_aml_schema_columns():
+    from fl_engine.schema import AML
+    assert set(ELN2022_INPUTS) <= set(AML.feature_names)
+    assert {AML.feature(c).group for c in ("t_8_16", "mecom_r")} == {"cytogenetic"}
 
 
 def mm(**kw):
@@ -183,10 +203,10 @@ def test_scores_accept_frames_and_reject_bad_values():
         eln2022({k: v for k, v in aml().items() if k != "NPM1"})
 
 
-def test_eln2022_rare_lesions_without_schema_columns_are_flagged():
-    # t(8;16) and MECOM rearrangements have no schema column yet: taken as absent, and said
-    schema_row = {k: v for k, v in aml(NPM1=1).items() if k not in ("t_8_16", "mecom_r")}
-    out = eln2022(schema_row)
+def test_eln2022_tables_older_than_the_rare_lesion_columns_are_flagged():
+    # tables made before t_8_16 / mecom_r joined the schema: taken as absent, and said
+    old_row = {k: v for k, v in aml(NPM1=1).items() if k not in ("t_8_16", "mecom_r")}
+    out = eln2022(old_row)
     assert out["eln2022_cat"] == "Favorable"
     assert out["eln2022_note"] == "t_8_16, mecom_r not in the input: taken as absent"
     assert eln2022(aml(NPM1=1))["eln2022_note"] == ""
