@@ -25,8 +25,9 @@ Figures (medians over the rounds of one run; seconds):
                     federation machinery costs.
   run_start_s       from `flwr run` to the ServerApp's first line (FAB build, run start).
   run_total_s       from `flwr run` to the run being finished.
-  portal    (measured unless --no-portal) the "ours" deployment driven by the portal, as a
-           coordinator does it: Django on a fresh SQLite + embedded Redis, nodes and datasets
+  portal    (measured unless --no-portal) the portal's default deployment (--portal-config,
+           default tuned_fused: FLOWER_TUNING and FLOWER_FUSED_EVALUATION on) driven by the
+           portal, as a coordinator does it: Django on a fresh SQLite + embedded Redis, nodes and datasets
            announced, study approved, `start_run` -> a real Celery worker -> the Flower adapter ->
            metrics POSTed by the ServerApp to a daphne-served portal -> MLflow registration.
   portal_vs_bare_ratio  whole 5-round run through the portal (start_run to status finished,
@@ -85,7 +86,7 @@ def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
     recs = [json.loads(l) for l in metrics.read_text().splitlines()]
     started = next(r["time"] for r in recs if r.get("event") == "started")
     round_times, overheads = [], []
-    for r in (r for r in recs if "round" in r):
+    for r in (r for r in recs if "round" in r and r.get("phase", "round") == "round"):
         g = {m["name"]: m["value"] for m in r["metrics"] if m["node"] == "global"}
         slowest = max(m["value"] for m in r["metrics"] if m["name"] == "train_time_s")
         round_times.append(g["round_time_s"])
@@ -95,8 +96,9 @@ def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
             "run_start_s": started - t0, "run_total_s": total}
 
 
-def measure_portal(tables: dict, rounds: int, root: Path) -> dict:
-    """The same study started through the portal's own code path (see the module docstring)."""
+def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_fused") -> dict:
+    """The same study started through the portal's own code path (see the module docstring), the
+    federation deployed as `config` (the portal's default deployment: tuned_fused)."""
     import socket
     import subprocess
 
@@ -105,13 +107,18 @@ def measure_portal(tables: dict, rounds: int, root: Path) -> dict:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
 
-    with LocalFederation(root / "portal-fed", launcher="prefork", poll_interval_s=0.1) as fed:
+    c = CONFIGS[config]
+    if c["launcher"] != "prefork":
+        raise ValueError("the portal measurement uses FedHaem's deployment (prefork launcher)")
+    with LocalFederation(root / f"portal-fed-{config}", launcher="prefork", poll_interval_s=0.1,
+                         tuning=c["tuning"]) as fed:
         for node, table in tables.items():
             fed.add_node(node, table, dataset="bench")
         fed.wait_nodes_online(180)
         port = free_port()
         os.environ.update({
-            "FEDHAEM_VAR_DIR": str(root / "portal-var"), "EMBEDDED_REDIS_PORT": str(free_port()),
+            "FEDHAEM_VAR_DIR": str(root / f"portal-var-{config}"),
+            "FLOWER_FUSED_EVALUATION": "true" if c["fuse"] else "false", "EMBEDDED_REDIS_PORT": str(free_port()),
             "DJANGO_SETTINGS_MODULE": "portal.settings", "FLOWER_CONTROL_ADDRESS": fed.address,
             "FLOWER_PKI_DIR": str(fed.pki.ca_cert.parent), "PORTAL_BASE_URL": f"http://127.0.0.1:{port}",
             "CHANNELS_PREFIX": f"bench{port}"})
@@ -182,7 +189,8 @@ def measure_portal(tables: dict, rounds: int, root: Path) -> dict:
             overheads = [rt - slow[r] for r, rt in enumerate(rts, start=1)]
             return {"round_time_s": statistics.median(rts), "round_overhead_s": statistics.median(overheads),
                     "round_times_s": [round(x, 3) for x in rts], "run_total_s": total,
-                    "model_registered": f"{run.model_version.registered_model_name} v{run.model_version.version}"}
+                    "model_registered": f"{run.model_version.registered_model_name} v{run.model_version.version}",
+                    "config": config}
         finally:
             if web is not None:
                 web.terminate()
@@ -197,6 +205,9 @@ def main() -> None:
     p.add_argument("--tuning", action="store_true", help="also measure the opt-in flower_tuning")
     p.add_argument("--only", choices=tuple(CONFIGS), nargs="+", help="measure only these")
     p.add_argument("--no-portal", action="store_true", help="skip the measurement through the portal")
+    p.add_argument("--portal-config", choices=tuple(k for k in CONFIGS if k != "bare"), default="tuned_fused",
+                   help="deployment under the portal measurement (default: the portal's own default, "
+                        "tuned_fused = FLOWER_TUNING and FLOWER_FUSED_EVALUATION on)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     fractions = (0.6, 0.3, 0.1) if a.nodes == 3 else tuple([1 / a.nodes] * a.nodes)
@@ -216,9 +227,13 @@ def main() -> None:
                       f"{out[n]['round_overhead_s']:.2f}  run_start_s {out[n]['run_start_s']:.1f}  "
                       f"run_total_s {out[n]['run_total_s']:.1f}  rounds {out[n]['round_times_s']}", flush=True)
         if not a.no_portal:
-            out["portal"] = measure_portal(tables, a.rounds, root)
-            if not a.json:
-                print(f"portal round_time_s {out['portal']['round_time_s']:.2f}  round_overhead_s "
+            try:
+                out["portal"] = measure_portal(tables, a.rounds, root, a.portal_config)
+            except Exception as err:  # keep the deployments measured so far
+                out["portal_error"] = f"{type(err).__name__}: {err}"
+                print(f"portal measurement failed: {out['portal_error']}", file=sys.stderr, flush=True)
+            if not a.json and "portal" in out:
+                print(f"portal ({a.portal_config}) round_time_s {out['portal']['round_time_s']:.2f}  round_overhead_s "
                       f"{out['portal']['round_overhead_s']:.2f}  run_total_s {out['portal']['run_total_s']:.1f}  "
                       f"({out['portal']['model_registered']})", flush=True)
     finally:

@@ -31,6 +31,9 @@ urlpatterns: list = [
     path("cohorts/<int:pk>/", cohort_views.cohort_detail, name="page-cohort-detail"),
     path("cohorts/<int:pk>/download/", cohort_views.cohort_download, name="page-cohort-download"),
     path("cohorts/<int:pk>/release/", cohort_views.cohort_release, name="page-cohort-release"),
+    path("cohorts/<int:pk>/download.parquet", cohort_views.cohort_download_parquet, name="page-cohort-download-parquet"),
+    path("studies/<int:pk>/generate/", cohort_views.generation_start, name="page-generation-start"),
+    path("generation-runs/<int:pk>/", cohort_views.generation_run, name="page-generation-run"),
     path("audit/", audit_views.audit_list, name="page-audit-list"),
     path("preferences/", account_views.preferences, name="page-preferences"),
 ]

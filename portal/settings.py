@@ -194,9 +194,15 @@ SPECTACULAR_SETTINGS = {
 FLOWER_CONTROL_ADDRESS = env.string("FLOWER_CONTROL_ADDRESS", "127.0.0.1:9092")
 FLOWER_FLEET_ADDRESS = env.string("FLOWER_FLEET_ADDRESS", FLOWER_CONTROL_ADDRESS)
 FLOWER_PKI_DIR = Path(env.string("FLOWER_PKI_DIR", str(VAR_DIR / "pki")))
-# Opt-in: the demo's SuperLink and nodes apply fl_engine/deploy/flower_tuning.py (Flower's fixed
-# sleeps and back-offs shortened; the one module that patches Flower). Off: stock Flower waits.
-FLOWER_TUNING = env.boolean("FLOWER_TUNING", False)
+# The demo's SuperLink and nodes apply fl_engine/deploy/flower_tuning.py (Flower's fixed sleeps
+# and back-offs shortened; the one module that patches Flower, pinned to flwr 1.42). On by
+# default since it is what takes a round's overhead under 2 s; FLOWER_TUNING=false gives stock
+# Flower waits (the tests run both ways).
+FLOWER_TUNING = env.boolean("FLOWER_TUNING", True)
+# Fused evaluation: each round's training message also evaluates the global model the node
+# received, so a round is one message phase instead of two (+ one final evaluation). The point
+# of round r then arrives when round r+1's training replies do, one local training later.
+FLOWER_FUSED_EVALUATION = env.boolean("FLOWER_FUSED_EVALUATION", True)
 NODE_HEARTBEAT_TIMEOUT_S = env.integer("NODE_HEARTBEAT_TIMEOUT_S", 60, 5)
 PORTAL_BASE_URL = env.url("PORTAL_BASE_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
 MLFLOW_TRACKING_URI = env.string("MLFLOW_TRACKING_URI", f"sqlite:///{VAR_DIR / 'mlflow' / 'mlflow.db'}")

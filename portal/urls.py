@@ -9,8 +9,8 @@ from portal.audit.api import AuditEventViewSet
 from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
-from portal.studies.api import RunMetricsView, RunViewSet, StudyViewSet
-from portal.synthesis.api import SyntheticCohortViewSet
+from portal.studies.api import ModelVersionViewSet, RunMetricsView, RunViewSet, StudyViewSet
+from portal.synthesis.api import GenerationRunsView, SyntheticCohortViewSet
 from portal.studies import views as study_views
 
 router = DefaultRouter()
@@ -19,6 +19,7 @@ router.register("nodes", WorkerNodeViewSet, basename="node")
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("studies", StudyViewSet, basename="study")
 router.register("runs", RunViewSet, basename="run")
+router.register("models", ModelVersionViewSet, basename="model")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("cohorts", SyntheticCohortViewSet, basename="cohort")
 
@@ -37,6 +38,7 @@ api_patterns = [
     path("nodes/heartbeat/", HeartbeatView.as_view(), name="node-heartbeat"),
     path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
     path("runs/<int:pk>/metrics/", RunMetricsView.as_view(), name="run-metrics"),
+    path("studies/<int:pk>/generation-runs/", GenerationRunsView.as_view(), name="study-generation-runs"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include(router.urls)),

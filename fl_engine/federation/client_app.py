@@ -49,3 +49,14 @@ def stats(msg: Message, context: Context) -> Message:
 @app.query("baseline")
 def baseline(msg: Message, context: Context) -> Message:
     return _answer(msg, context)
+
+
+@app.query("reference")
+def reference(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+# Synthetic-cohort generation (fl_engine.federation.synthesis): one handler per message kind.
+for _kind in ("synth_summary", "synth_round", "synth_mixture", "synth_structure", "synth_counts",
+              "synth_validate", "synth_alone"):
+    app.query(_kind)(_answer)

@@ -19,11 +19,31 @@ Keys (times in seconds):
   metrics_url, metrics_token POST each round there with "Authorization: Token <token>"
   metrics_token_file         file holding the token (preferred: the run config reaches nodes)
   portal_run_id              the portal's run id, echoed as "run" in every metrics record
-  model_dir                  folder for the final model.npz + model.json ("" = none)
+  model_dir                  folder for the final model.npz + model.json ("" = none); for
+                             synthesis runs synthetic.csv + synthesis.json
+  task                       "survival" (default: a survival model) | "synthesis" (a synthetic
+                             cohort, fl_engine.federation.synthesis)
+  generator                  synthesis: "vae_bgm" | "bayesian_network" | "ctgan"
+  generator_params           synthesis: JSON object of generator hyper-parameters
+  synth_rows                 synthesis: rows of the final cohort (0 = the federation's
+                             training patients)
   fuse_evaluation            evaluate the incoming global model inside the next train phase
                              (one message phase per round instead of two, plus one final
                              evaluate phase); round r's record is then written when round r+1's
                              training ends, and only the nodes trained in r+1 evaluate it
+  comparison                 after the last round each node also trains the model on its own
+                             patients only and scores the conventional prognostic scores, on
+                             its held-out split (scalars: isolated_c_index, <score>_c_index),
+                             added to the last round's record for the comparison page
+  min_patients_per_node      a node whose training split has fewer patients refuses to take
+                             part (stats, train, baseline); 0 = no minimum
+  min_cell_count             a node whose held-out split has fewer than this many patients or
+                             events does not report its C-index; 0 = always report
+  dp_enabled, dp_clip_norm,  DP-FedAvg (fl_engine.federation.privacy): nodes clip their update
+  dp_noise_multiplier        to L2 norm dp_clip_norm, the manager averages with equal weights
+                             and adds N(0, (dp_noise_multiplier * dp_clip_norm / m)^2)
+The privacy defaults here are "off" (plain engine runs and tests); the portal always sends its
+study's values, whose defaults are strict (portal.studies.config.PrivacyOptions).
 """
 from __future__ import annotations
 
@@ -56,7 +76,17 @@ DEFAULT_RUN_CONFIG: dict[str, object] = {
     "metrics_token_file": "",
     "portal_run_id": "",
     "model_dir": "",
+    "task": "survival",
+    "generator": "vae_bgm",
+    "generator_params": "{}",
+    "synth_rows": 0,
     "fuse_evaluation": False,
+    "comparison": False,
+    "min_patients_per_node": 0,
+    "min_cell_count": 0,
+    "dp_enabled": False,
+    "dp_clip_norm": 1.0,
+    "dp_noise_multiplier": 1.0,
 }
 
 
@@ -87,14 +117,24 @@ class RunConfig:
     metrics_token_file: str
     portal_run_id: str
     model_dir: str
+    task: str
+    generator: str
+    generator_params: dict
+    synth_rows: int
     fuse_evaluation: bool
+    comparison: bool
+    min_patients_per_node: int
+    min_cell_count: int
+    dp_enabled: bool
+    dp_clip_norm: float
+    dp_noise_multiplier: float
 
     def to_flat(self) -> dict:
         """Back to flat Flower-compatible values."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "model_params":
+            if f.name in ("model_params", "generator_params"):
                 v = json.dumps(v, sort_keys=True)
             elif isinstance(v, tuple):
                 v = ",".join(v)
@@ -141,6 +181,14 @@ def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
     if not isinstance(params, dict):
         raise ValueError("run config: model_params must be a JSON object")
     out["model_params"] = params
+    try:
+        gparams = json.loads(out["generator_params"] or "{}") if isinstance(out["generator_params"], str) \
+            else dict(out["generator_params"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"run config: generator_params is not valid JSON: {err}") from None
+    if not isinstance(gparams, dict):
+        raise ValueError("run config: generator_params must be a JSON object")
+    out["generator_params"] = gparams
     out["features"] = _split(out["features"])
     out["feature_groups"] = _split(out["feature_groups"])
     out["use_case"] = out["use_case"].upper()
@@ -165,6 +213,18 @@ def _check(c: dict) -> None:
         raise ValueError(f"run config: endpoint: {err.args[0]}") from None
     if c["model"] not in ("deepsurv", "savae"):
         bad("model", "must be deepsurv or savae")
+    if c["task"] not in ("survival", "synthesis"):
+        bad("task", "must be survival or synthesis")
+    if c["task"] == "synthesis":
+        from fl_engine.federation.synthesis import generator_hyper  # lazy: generative is heavy
+
+        try:
+            generator_hyper(c["generator"], c["generator_params"])
+        except ValueError as err:
+            key = "generator_params" if c["generator"] in ("vae_bgm", "bayesian_network", "ctgan") else "generator"
+            bad(key, str(err))
+    if c["synth_rows"] < 0:
+        bad("synth_rows", "must be >= 0 (0 = as many rows as training patients)")
     if c["num_rounds"] < 1:
         bad("num_rounds", "must be >= 1")
     if c["local_epochs"] < 1:
@@ -178,6 +238,13 @@ def _check(c: dict) -> None:
     for key in ("round_timeout_s", "run_timeout_s", "poll_interval_s"):
         if not c[key] > 0:
             bad(key, "must be > 0")
+    for key in ("min_patients_per_node", "min_cell_count"):
+        if c[key] < 0:
+            bad(key, "must be >= 0 (0 = off)")
+    if not 0 < c["dp_clip_norm"] < float("inf"):
+        bad("dp_clip_norm", "must be a finite number > 0 (L2 norm of a node's update)")
+    if not 0 <= c["dp_noise_multiplier"] < float("inf"):
+        bad("dp_noise_multiplier", "must be a finite number >= 0")
     unknown_groups = [g for g in c["feature_groups"] if g not in schema.groups]
     if unknown_groups:
         bad("feature_groups", f"unknown group(s) {unknown_groups}; known: {schema.groups}")

@@ -19,6 +19,7 @@ import torch
 
 from fl_engine.features import Preprocessor, column_stats, merge_stats, resolve_columns, survival_arrays
 from fl_engine.federation.config import RunConfig
+from fl_engine.federation.privacy import check_min_patients, clip_update, suppress_small_cell
 from fl_engine.models import build_model
 from fl_engine.schema import get_schema
 
@@ -27,7 +28,7 @@ try:
 except ImportError:  # metrics being split into a package
     from fl_engine.metrics.concordance import harrell_c
 
-KINDS = ("stats", "train", "evaluate", "baseline")
+KINDS = ("stats", "train", "evaluate", "baseline", "reference")
 
 # Bin edges (months) of the federated Breslow baseline hazard: monthly up to 50 years.
 BASELINE_EDGES_MONTHS = np.arange(0.0, 601.0, 1.0)
@@ -89,18 +90,24 @@ def node_seed(cfg: RunConfig, round_: int, name: str) -> int:
 def node_train(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, weights: list[np.ndarray],
                round_: int, name: str) -> tuple[list[np.ndarray], dict]:
     """Local training from the global `weights`; returns (new weights, {n_train, n_events, loss,
-    train_time_s}); train_time_s is the wall time of encoding + local epochs (seconds)."""
+    train_time_s}); train_time_s is the wall time of encoding + local epochs (seconds). Refuses
+    (NodeRefused) below cfg.min_patients_per_node; with cfg.dp_enabled the update is clipped to
+    L2 norm cfg.dp_clip_norm before it leaves the node."""
     t0 = time.perf_counter()
     pre = Preprocessor.from_dict(preprocessor)
     train, _ = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    check_min_patients(len(train), cfg.min_patients_per_node, name)
     x = pre.transform(train)
     durations, events = survival_arrays(train, cfg.use_case, cfg.endpoint)
     model = build_model(cfg.model, x.shape[1], cfg.model_params)
     model.set_weights(weights)
     out = model.fit(x, durations, events, epochs=cfg.local_epochs, seed=node_seed(cfg, round_, name))
     loss = float(out.get("loss", float("nan")))
-    return model.get_weights(), {"n_train": int(len(train)), "n_events": int(events.sum()), "loss": loss,
-                                 "train_time_s": time.perf_counter() - t0}
+    new = model.get_weights()
+    if cfg.dp_enabled:
+        new = clip_update(weights, new, cfg.dp_clip_norm)
+    return new, {"n_train": int(len(train)), "n_events": int(events.sum()), "loss": loss,
+                 "train_time_s": time.perf_counter() - t0}
 
 
 def _global_model_on(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, weights: list[np.ndarray],
@@ -117,10 +124,42 @@ def _global_model_on(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, weigh
 
 def node_evaluate(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
                   weights: list[np.ndarray]) -> dict:
-    """Harrell's C of the global model on the node's held-out split: {n_holdout, n_events, c_index}."""
+    """Harrell's C of the global model on the node's held-out split: {n_holdout, n_events, c_index};
+    {n_holdout, c_index_suppressed: 1} when the split has fewer than cfg.min_cell_count patients
+    or events (small-cell suppression: the index and the event count are not reported)."""
     model, x, durations, events = _global_model_on(df, cfg, preprocessor, weights, "holdout")
+    if suppress_small_cell(int(len(x)), int(events.sum()), cfg.min_cell_count):
+        return {"n_holdout": int(len(x)), "c_index_suppressed": 1}
     c = harrell_c(durations, events, model.predict_risk(x))
     return {"n_holdout": int(len(x)), "n_events": int(events.sum()), "c_index": float(c)}
+
+
+def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial: list[np.ndarray],
+                   name: str) -> dict:
+    """What the comparison page sets beside the federated model, on the node's held-out split:
+    the same model trained on this node's patients only (from the same initial weights, the same
+    rounds x local_epochs schedule and seeds: FedAvg over this one node), and the use case's
+    conventional scores (fl_engine.scores.conventional). Scalars only:
+    {isolated_c_index, n_holdout, <score>_c_index, <score>_n} (Harrell's C)."""
+    from fl_engine.scores.conventional import conventional_risks
+
+    pre = Preprocessor.from_dict(preprocessor)
+    train, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    x = pre.transform(train)
+    durations, events = survival_arrays(train, cfg.use_case, cfg.endpoint)
+    model = build_model(cfg.model, x.shape[1], cfg.model_params)
+    model.set_weights(initial)
+    for r in range(1, cfg.num_rounds + 1):
+        model.fit(x, durations, events, epochs=cfg.local_epochs, seed=node_seed(cfg, r, name))
+    xh = pre.transform(hold)
+    dh, eh = survival_arrays(hold, cfg.use_case, cfg.endpoint)
+    out = {"n_holdout": int(len(hold)), "isolated_c_index": float(harrell_c(dh, eh, model.predict_risk(xh)))}
+    for score, risk in conventional_risks(hold.reset_index(drop=True), cfg.use_case).items():
+        ok = ~np.isnan(risk)
+        out[f"{score}_n"] = int(ok.sum())
+        if ok.sum() >= 2 and eh[ok].sum() > 0:
+            out[f"{score}_c_index"] = float(harrell_c(dh[ok], eh[ok], risk[ok]))
+    return out
 
 
 def node_baseline(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
@@ -152,8 +191,23 @@ def merge_baseline(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarra
     return BASELINE_EDGES_MONTHS[1:].copy(), np.cumsum(hazard)
 
 
+def _small_holdout(df: pd.DataFrame, cfg: RunConfig) -> bool:
+    """True when the held-out split is under the small-cell threshold (patients or events)."""
+    if cfg.min_cell_count <= 0:
+        return False
+    _, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
+    _, events = survival_arrays(hold, cfg.use_case, cfg.endpoint)
+    return suppress_small_cell(int(len(hold)), int(events.sum()), cfg.min_cell_count)
+
+
 def handle_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) -> NodeReply:
     """Dispatch one request on a node's table (what the ClientApp and the in-process node run)."""
+    if req.kind.startswith("synth_"):  # synthetic-cohort generation: fl_engine.federation.synthesis
+        from fl_engine.federation.synthesis import handle_synth_request
+        return handle_synth_request(df, cfg, req, name)
+    if req.kind in ("stats", "baseline", "reference"):  # phases over the training split (train: node_train)
+        check_min_patients(len(split_holdout(df, cfg.holdout_fraction, cfg.seed)[0]),
+                           cfg.min_patients_per_node, name, f"answer the {req.kind} request")
     if req.kind == "stats":
         return NodeReply(name=name, stats=node_stats(df, cfg), metrics={"n": int(len(df))})
     if req.kind == "train":
@@ -168,12 +222,20 @@ def handle_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str
         return NodeReply(name=name, metrics=node_evaluate(df, cfg, req.config["preprocessor"], req.arrays))
     if req.kind == "baseline":
         return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays))
+    if req.kind == "reference":
+        metrics = node_reference(df, cfg, req.config["preprocessor"], req.arrays, name)
+        if _small_holdout(df, cfg):  # the same small-cell rule as node_evaluate's C-index
+            metrics = {k: v for k, v in metrics.items() if not k.endswith("_c_index")}
+        return NodeReply(name=name, metrics=metrics)
     raise ValueError(f"unknown request kind {req.kind!r}; known: {', '.join(KINDS)}")
 
 
 def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None) -> None:
     """Raise ValueError unless the reply holds only model weights (of `weight_shapes`), scalar
-    metrics, and for `stats` aggregate column statistics."""
+    metrics, and for `stats` aggregate column statistics (synth_* kinds: synthesis.check_synth_reply_privacy)."""
+    if kind.startswith("synth_"):
+        from fl_engine.federation.synthesis import check_synth_reply_privacy
+        return check_synth_reply_privacy(kind, reply, weight_shapes)
     for k, v in reply.metrics.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ValueError(f"{kind} reply metric {k!r} is not a scalar number: {type(v).__name__}")
@@ -272,7 +334,8 @@ def weighted_mean(values: list[float], weights: list[float]) -> float:
 
 def round_metrics(train: dict[str, dict], evaluation: dict[str, dict]) -> list[dict]:
     """Per-node and global metrics of one round: global loss weighted by training patients,
-    global C-index weighted by held-out patients. Keys of the inputs are node names."""
+    global C-index weighted by held-out patients over the nodes that reported one (a node under
+    small-cell suppression gets c_index_suppressed = 1 instead). Keys of the inputs are node names."""
     out = []
     for name in sorted(train):
         m = train[name]
@@ -282,11 +345,15 @@ def round_metrics(train: dict[str, dict], evaluation: dict[str, dict]) -> list[d
             out.append({"node": name, "name": "train_time_s", "value": float(m["train_time_s"])})
     for name in sorted(evaluation):
         m = evaluation[name]
-        out.append({"node": name, "name": "c_index", "value": float(m["c_index"])})
+        if "c_index" in m:
+            out.append({"node": name, "name": "c_index", "value": float(m["c_index"])})
+        else:
+            out.append({"node": name, "name": "c_index_suppressed", "value": 1.0})
         out.append({"node": name, "name": "n_holdout", "value": float(m["n_holdout"])})
     out.append({"node": "global", "name": "loss", "value": weighted_mean(
         [train[n]["loss"] for n in train], [train[n]["n_train"] for n in train])})
     out.append({"node": "global", "name": "c_index", "value": weighted_mean(
-        [evaluation[n]["c_index"] for n in evaluation], [evaluation[n]["n_holdout"] for n in evaluation])})
+        [evaluation[n]["c_index"] for n in evaluation if "c_index" in evaluation[n]],
+        [evaluation[n]["n_holdout"] for n in evaluation if "c_index" in evaluation[n]])})
     out.append({"node": "global", "name": "n_nodes_trained", "value": float(len(train))})
     return out

@@ -18,8 +18,9 @@ from fl_engine.features import Preprocessor
 from fl_engine.federation.config import RunConfig
 from fl_engine.federation.core import (
     FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
-    merge_baseline, round_metrics, select_nodes,
+    merge_baseline, round_metrics, select_nodes, weighted_mean,
 )
+from fl_engine.federation.privacy import add_gaussian_noise, gaussian_noise_std, noise_seed
 from fl_engine.models import build_model
 
 log = logging.getLogger("fedhaem.federation")
@@ -58,7 +59,8 @@ class History:
 class MetricsSink:
     """Writes each round's record as one JSON line and POSTs it to the portal when configured.
 
-    Record: {"run": portal_run_id, "round": r, "metrics": [{"node", "name", "value"}...]}.
+    Record: {"run": portal_run_id, "round": r, "metrics": [{"node", "name", "value"}...]}, with
+    "phase": "comparison" on the record of the comparison figures.
     Lifecycle lines carry "event" instead of "round" ("started", "finished", "error" + "reason").
     Reaching the portal is best effort: failures are logged, the run goes on.
     """
@@ -74,8 +76,12 @@ class MetricsSink:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def round(self, round_: int, metrics: list[dict]) -> None:
+    def round(self, round_: int, metrics: list[dict], phase: str = "round") -> None:
+        """One round's metrics; phase "comparison" marks the isolated/conventional figures added
+        to the last round after training (not a new round for a live chart)."""
         rec = {"run": self.run, "round": round_, "metrics": metrics}
+        if phase != "round":
+            rec["phase"] = phase
         self._write(rec)
         if self.url:
             self._post(rec)
@@ -134,6 +140,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
     hist.preprocessor = pre.to_dict()
     hist.nodes = sorted(names.values())
     weights = initial_weights(cfg, len(pre.output_names))
+    initial = [np.array(w, copy=True) for w in weights]  # the isolated models of the comparison start here
     by_name = {v: k for k, v in names.items()}
     dropped: set[str] = set()  # nodes that missed a deadline: left out of the rest of the run
 
@@ -186,7 +193,13 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
                               for k, v in ok.items()}, t0 - pt0, pweights)
             pending = None
         order = sorted(trained)
-        weights = fedavg([ok[by_name[n]].arrays for n in order], [trained[n]["n_train"] for n in order])
+        # DP-FedAvg: equal weights bound one node's influence on the average to dp_clip_norm / m
+        weights = fedavg([ok[by_name[n]].arrays for n in order],
+                         [1.0 if cfg.dp_enabled else trained[n]["n_train"] for n in order])
+        if cfg.dp_enabled:
+            weights = add_gaussian_noise(
+                weights, gaussian_noise_std(cfg.dp_noise_multiplier, cfg.dp_clip_norm, len(order)),
+                noise_seed(cfg.seed, r))
         if cfg.fuse_evaluation and r < cfg.num_rounds:
             pending = (r, trained, weights, t0)
             continue
@@ -203,6 +216,37 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
         ok = _successful(replies, "baseline hazard", cfg.min_nodes)
         times, cumhaz = merge_baseline([ok[k].arrays for k in sorted(ok, key=names.get)])
         hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
+
+    if cfg.comparison and hist.rounds:
+        nodes = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]
+        replies = request({by_name[n]: NodeRequest("reference", initial,
+                                                   {"preprocessor": hist.preprocessor, "round": cfg.num_rounds})
+                           for n in nodes}, "comparison")
+        ok = {names[k]: v.metrics for k, v in replies.items() if isinstance(v, NodeReply)}
+        for k, err in replies.items():
+            if not isinstance(err, NodeReply):
+                log.warning("comparison: node %s failed: %s", names.get(k, k), err)
+        if ok:
+            extra = comparison_metrics(ok)
+            hist.rounds[-1]["metrics"].extend(extra)
+            sink.round(hist.rounds[-1]["round"], extra, phase="comparison")
+
+
+def comparison_metrics(replies: dict[str, dict]) -> list[dict]:
+    """Per-node comparison scalars (node_reference replies keyed by node name) + patient-weighted
+    global values: isolated_c_index weighted by n_holdout, <score>_c_index by <score>_n."""
+    out = []
+    for node in sorted(replies):
+        out += [{"node": node, "name": k, "value": float(v)} for k, v in sorted(replies[node].items())
+                if k.endswith("_c_index") or k.endswith("_n") or k == "n_holdout"]
+    names = sorted({k for m in replies.values() for k in m if k.endswith("_c_index")})
+    for name in names:
+        weight_key = "n_holdout" if name == "isolated_c_index" else name[:-len("_c_index")] + "_n"
+        pairs = [(m[name], m.get(weight_key, 0)) for m in replies.values() if name in m]
+        if sum(w for _, w in pairs) > 0:
+            out.append({"node": "global", "name": name,
+                        "value": weighted_mean([v for v, _ in pairs], [w for _, w in pairs])})
+    return out
 
 
 def _wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:

@@ -81,4 +81,8 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if flower_tuning.enabled():
         flower_tuning.apply()
+    if cfg.task == "synthesis":
+        from fl_engine.federation.synthesis import run_synthesis
+        run_synthesis(cfg, GridTransport(grid, cfg.poll_interval_s))
+        return
     run_federation(cfg, GridTransport(grid, cfg.poll_interval_s))

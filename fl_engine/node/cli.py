@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", default=None, help="file with the portal API token")
     s.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink")
     s.add_argument("--launcher", choices=("prefork", "flower"), default="prefork")
-    s.add_argument("--flower-tuning", action="store_true",
-                   help="shorten Flower 1.42's fixed SuperNode waits (fl_engine/deploy/flower_tuning.py; opt-in)")
+    s.add_argument("--flower-tuning", action=argparse.BooleanOptionalAction, default=True,
+                   help="shorten Flower 1.42's fixed SuperNode waits (fl_engine/deploy/flower_tuning.py; "
+                        "on by default, --no-flower-tuning for stock Flower)")
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)

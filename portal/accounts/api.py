@@ -1,7 +1,9 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.accounts import services
 from portal.accounts.models import Organisation
 from portal.accounts.roles import ROLE_LABELS, user_roles
 from portal.core.api import perms_required
@@ -34,16 +36,37 @@ class MeSerializer(serializers.Serializer):
     timezone = serializers.CharField()
 
 
+class MeUpdateSerializer(serializers.Serializer):
+    timezone = serializers.CharField(max_length=64, help_text="IANA time zone, e.g. Europe/Madrid, or UTC.")
+
+    def validate_timezone(self, value):
+        if value not in services.TIME_ZONES:
+            raise serializers.ValidationError(
+                f"{value!r} is not an IANA time zone name such as Europe/Madrid or UTC")
+        return value
+
+
 class MeView(APIView):
-    """Who am I: username, organisation and roles."""
+    """Who am I: username, organisation, roles and time zone. PATCH {"timezone"} changes one's own
+    time zone (what the preferences page does)."""
 
     serializer_class = MeSerializer
 
-    def get(self, request):
-        roles = user_roles(request.user)
-        return Response(MeSerializer({
-            "username": request.user.username,
-            "organisation": request.user.organisation.code if request.user.organisation else None,
+    def _me(self, user):
+        roles = user_roles(user)
+        return MeSerializer({
+            "username": user.username,
+            "organisation": user.organisation.code if user.organisation else None,
             "roles": roles, "role_labels": [ROLE_LABELS[r] for r in roles],
-            "timezone": request.user.timezone,
-        }).data)
+            "timezone": user.timezone,
+        }).data
+
+    def get(self, request):
+        return Response(self._me(request.user))
+
+    @extend_schema(request=MeUpdateSerializer, responses={200: MeSerializer})
+    def patch(self, request):
+        ser = MeUpdateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        services.set_timezone(request.user, ser.validated_data["timezone"])
+        return Response(self._me(request.user))

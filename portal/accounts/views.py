@@ -3,8 +3,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
+from portal.accounts import services
 from portal.accounts.forms import PreferencesForm
-from portal.audit.services import record
 
 
 @login_required
@@ -13,10 +13,7 @@ def preferences(request):
     if request.method == "POST":
         form = PreferencesForm(request.POST)
         if form.is_valid():
-            old = user.timezone
-            user.timezone = form.cleaned_data["timezone"]
-            user.save(update_fields=["timezone"])
-            record(user, "user.preferences", user, {"timezone": [old, user.timezone]})
+            services.set_timezone(user, form.cleaned_data["timezone"])
             messages.success(request, f"Times are now shown in {user.timezone}.")
             return redirect("page-preferences")
     else:

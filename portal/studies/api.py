@@ -1,5 +1,7 @@
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -9,8 +11,8 @@ from rest_framework.views import APIView
 from portal.core.api import perms_required
 from portal.datasets.models import Dataset
 from portal.studies import services
-from portal.studies.models import Run, Study, StudyApproval
-from portal.studies.selectors import runs_visible_to, studies_visible_to
+from portal.studies.models import ModelVersion, Run, Study, StudyApproval
+from portal.studies.selectors import models_visible_to, runs_visible_to, studies_visible_to
 from portal.studies.serializers import RunSerializer, StudySerializer
 
 
@@ -45,6 +47,8 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
             return [perms_required("studies.add_run", safe=("studies.view_run",))()]
         if self.action == "approvals":
             return [perms_required("studies.approve_study", safe=("studies.view_study",))()]
+        if self.action == "clone":
+            return [perms_required("studies.add_study")()]
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
             return [perms_required("studies.view_study")()]
         return [perms_required("studies.add_study", "studies.change_study")()]
@@ -89,6 +93,51 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
         return Response(ApprovalSerializer(study.approvals.select_related("decided_by"), many=True).data)
 
 
+    @extend_schema(request=None, responses={201: StudySerializer})
+    @action(detail=True, methods=["post"])
+    def clone(self, request, pk=None):
+        """A new draft study with this study's settings, datasets and privacy options (coordinators)."""
+        study = services.clone_study(request.user, self.get_object())
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    study = serializers.IntegerField(source="run.study_id", read_only=True)
+    study_title = serializers.CharField(source="run.study.title", read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "run", "study", "study_title", "registered_model_name", "version", "mlflow_run_id",
+                  "artifact_uri", "metrics", "created_at"]
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The model registry: global models of finished runs, and their files (audited download)."""
+
+    queryset = ModelVersion.objects.none()  # typed path parameters in the schema; rows: get_queryset
+    lookup_value_regex = r"\d+"
+    serializer_class = RegisteredModelSerializer
+    permission_classes = [perms_required("studies.view_modelversion")]
+
+    def get_queryset(self):
+        return models_visible_to(self.request.user).order_by("registered_model_name", "-created_at")
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY,
+                              404: OpenApiResponse(description="not visible, or files not stored here")})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """The model's files (model.npz weights + model.json preprocessing and metadata) as a zip;
+        recorded in the audit trail as `model.download`."""
+        archive = services.model_archive(request.user, self.get_object())
+        if archive is None:
+            return Response({"detail": "the model's files are not stored on this portal (see MLflow)"},
+                            status=status.HTTP_404_NOT_FOUND)
+        filename, content = archive
+        response = HttpResponse(content, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Runs with their status and every metric so far."""
 
@@ -129,6 +178,7 @@ class MetricItem(serializers.Serializer):
 class RoundMetricsSerializer(serializers.Serializer):
     run = serializers.CharField(required=False, allow_blank=True)
     round = serializers.IntegerField(min_value=0, max_value=10000)
+    phase = serializers.ChoiceField(choices=("round", "comparison"), default="round")
     metrics = MetricItem(many=True)
 
 
@@ -149,5 +199,6 @@ class RunMetricsView(APIView):
             return Response({"detail": f"run {run.pk} is {run.status}"}, status=status.HTTP_409_CONFLICT)
         ser = RoundMetricsSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        new = services.ingest_round(run, ser.validated_data["round"], ser.validated_data["metrics"])
+        new = services.ingest_round(run, ser.validated_data["round"], ser.validated_data["metrics"],
+                                    ser.validated_data["phase"])
         return Response({"stored": new}, status=status.HTTP_201_CREATED)

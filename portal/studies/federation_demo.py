@@ -134,4 +134,4 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
             "--superlink", settings.FLOWER_FLEET_ADDRESS, "--key-dir", str(d / "keys"),
             "--data-dir", str(d / "data"), "--name", name, "--token-file", str(d / "token"),
             "--root-certificates", str(pki.ca_cert), "--heartbeat-interval", "10",
-            "--state-dir", str(d / "state")] + (["--flower-tuning"] if settings.FLOWER_TUNING else []), env=env))
+            "--state-dir", str(d / "state")] + (["--flower-tuning"] if settings.FLOWER_TUNING else ["--no-flower-tuning"]), env=env))

@@ -9,7 +9,7 @@ from pydantic import ValidationError as PydanticError
 from fl_engine.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import PARAMS_BY_KIND, validate_hyperparameters
+from portal.studies.config import PARAMS_BY_KIND, PrivacyOptions, default_privacy, validate_hyperparameters
 from portal.studies.models import Study
 from portal.studies.selectors import dataset_compatibility_errors
 
@@ -39,6 +39,16 @@ HP_FIELDS = {
     "hp_batch_size": ("batch_size", ("deepsurv", "savae")),
     "hp_local_epochs": ("local_epochs", ("deepsurv", "savae")),
 }
+
+# Form field -> privacy option (portal.studies.config.PrivacyOptions)
+PRIVACY_FIELDS = {
+    "priv_min_patients": "min_patients_per_node",
+    "priv_min_cell": "min_cell_count",
+    "priv_dp_enabled": "dp_enabled",
+    "priv_dp_clip_norm": "dp_clip_norm",
+    "priv_dp_noise": "dp_noise_multiplier",
+}
+_PRIVACY_DEFAULTS = default_privacy()
 
 
 def dataset_label(ds: Dataset) -> str:
@@ -99,6 +109,28 @@ class StudyForm(forms.Form):
                                       help_text="1.0 = every hospital trains in every round.")
     min_nodes = forms.IntegerField(label="Minimum hospitals per round", initial=2, min_value=1)
     strategy = forms.ChoiceField(label="Aggregation strategy", choices=Study.Strategy.choices)
+    priv_min_patients = forms.IntegerField(
+        label="Minimum patients per hospital (patients)", initial=_PRIVACY_DEFAULTS["min_patients_per_node"],
+        required=False,
+        help_text="A hospital whose training split (the patients not held out for evaluation) is smaller "
+                  "does not take part in the run. Empty = 20.")
+    priv_min_cell = forms.IntegerField(
+        label="Small-cell threshold (patients and events)", initial=_PRIVACY_DEFAULTS["min_cell_count"],
+        required=False,
+        help_text="A hospital's own C-index is not reported when its held-out patients or their events "
+                  "number fewer than this; the overall C-index then uses the other hospitals. Empty = 10.")
+    priv_dp_enabled = forms.BooleanField(
+        label="Differential privacy on model updates (DP-FedAvg)", required=False,
+        help_text="Each hospital bounds its model update; the manager averages hospitals equally and adds "
+                  "random noise. Protects each hospital's contribution; costs some accuracy.")
+    priv_dp_clip_norm = forms.FloatField(
+        label="Update bound C (L2 norm of the weight change per round)", initial=_PRIVACY_DEFAULTS["dp_clip_norm"],
+        required=False, help_text="Differential privacy only. Larger updates are scaled down to this size.")
+    priv_dp_noise = forms.FloatField(
+        label="Noise multiplier z", initial=_PRIVACY_DEFAULTS["dp_noise_multiplier"], required=False,
+        help_text="Differential privacy only. Noise per weight has standard deviation z × C ÷ hospitals in "
+                  "the round; 0 = no noise (clipping only), higher = more private. With few hospitals the "
+                  "noise is large and costs accuracy: compare runs before relying on it.")
 
     def __init__(self, *args, user=None, datasets_qs=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -115,6 +147,9 @@ class StudyForm(forms.Form):
         init = {k: getattr(study, k) for k in ("title", "description", "use_case", "endpoint", "feature_groups",
                                                 "model_kind", "rounds", "fraction_nodes", "min_nodes", "strategy")}
         init["datasets"] = list(study.datasets.all())
+        privacy = {**_PRIVACY_DEFAULTS, **(study.privacy or {})}
+        for field, name in PRIVACY_FIELDS.items():
+            init[field] = privacy.get(name)
         for field, (name, kinds) in HP_FIELDS.items():
             if study.model_kind in kinds and name in hp:
                 value = hp[name]
@@ -160,6 +195,14 @@ class StudyForm(forms.Form):
                             placed = True
                 if not placed:
                     self.add_error("model_kind", str(exc))
+        privacy = {name: data.get(field) for field, name in PRIVACY_FIELDS.items()
+                   if data.get(field) is not None and field not in self.errors}
+        try:
+            data["privacy"] = PrivacyOptions(**privacy).model_dump()
+        except PydanticError as perr:
+            by_name = {n: f for f, n in PRIVACY_FIELDS.items()}
+            for e in perr.errors():
+                self.add_error(by_name.get(str(e["loc"][0]) if e["loc"] else "", "priv_min_patients"), e["msg"])
         fraction = data.get("fraction_nodes")
         if fraction is not None and not 0 < fraction <= 1:
             self.add_error("fraction_nodes", "Must be more than 0 and at most 1.")
@@ -181,12 +224,13 @@ class StudyForm(forms.Form):
                 "features": [], "model_kind": d["model_kind"], "hyperparameters": d["hyperparameters"],
                 "datasets": list(d.get("datasets") or []), "rounds": d["rounds"],
                 "fraction_nodes": d["fraction_nodes"], "min_nodes": d["min_nodes"],
-                "strategy": d["strategy"], "status": status}
+                "strategy": d["strategy"], "privacy": d["privacy"], "status": status}
 
     def add_service_errors(self, exc) -> None:
         """Place a model ValidationError from the service next to the matching field."""
         for field, messages in getattr(exc, "message_dict", {"__all__": exc.messages}).items():
-            target = field if field in self.fields else ("model_kind" if field == "hyperparameters" else None)
+            target = field if field in self.fields else {"hyperparameters": "model_kind",
+                                                         "privacy": "priv_min_patients"}.get(field)
             for m in messages:
                 self.add_error(target, m)
 

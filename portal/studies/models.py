@@ -5,7 +5,7 @@ from django.db import models
 from portal.accounts.models import Organisation
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import validate_hyperparameters
+from portal.studies.config import default_privacy, validate_hyperparameters, validate_privacy
 
 
 class Study(models.Model):
@@ -37,6 +37,8 @@ class Study(models.Model):
     fraction_nodes = models.FloatField("fraction of nodes per round", default=1.0)
     min_nodes = models.PositiveSmallIntegerField("minimum available nodes", default=2)
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FEDAVG)
+    privacy = models.JSONField(default=default_privacy, blank=True,
+                               help_text="Privacy options (portal.studies.config.PrivacyOptions).")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies")
     organisation = models.ForeignKey(Organisation, null=True, blank=True, on_delete=models.SET_NULL)
@@ -57,6 +59,10 @@ class Study(models.Model):
             self.hyperparameters = validate_hyperparameters(self.model_kind, self.hyperparameters)
         except ValueError as exc:
             errors["hyperparameters"] = str(exc)
+        try:
+            self.privacy = validate_privacy(self.privacy)
+        except ValueError as exc:
+            errors["privacy"] = str(exc)
         if not 0 < self.fraction_nodes <= 1:
             errors["fraction_nodes"] = "must be in (0, 1]"
         if self.rounds < 1 or self.rounds > 500:
@@ -98,7 +104,13 @@ class Run(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.STARTING, Status.RUNNING)
 
+    class Kind(models.TextChoices):
+        SURVIVAL = "survival", "Survival model"
+        SYNTHESIS = "synthesis", "Synthetic cohort generation"
+
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="runs")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.SURVIVAL, db_index=True,
+                            help_text="What the run produces: a survival model or a synthetic cohort.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     rounds = models.PositiveSmallIntegerField()
     config = models.JSONField(default=dict, help_text="Snapshot of the study settings and dataset versions used.")

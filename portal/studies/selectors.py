@@ -95,28 +95,64 @@ def final_metrics(run) -> dict:
 
 
 COMPARISON_SETTINGS = (
-    ("centralised", "Centralised (all patients pooled; reference, not allowed in practice)"),
+    ("centralised", "Centralised (all patients pooled; a reference the federation cannot compute)"),
     ("federated", "Federated (this platform)"),
-    ("isolated", "Isolated (each hospital alone, mean over hospitals)"),
-    ("conventional", "Conventional prognostic score"),
+    ("isolated", "Isolated (each hospital alone, patient-weighted)"),
+    ("conventional", "Best conventional prognostic score"),
 )
 
 
 def study_comparison(study, runs) -> list[dict]:
-    """One row per finished run: held-out C-index (Harrell) per setting. The federated value is
-    the run's last global round; the other settings come from the registered model's metrics
-    (keys `<setting>_c_index`, `conventional_<score>_c_index`) when the run computed them."""
+    """One row per finished run: held-out C-index (Harrell) per setting, overall and per hospital.
+
+    From the run's last round: federated = the global model (`c_index`); isolated = each node's
+    model trained on its own patients only (`isolated_c_index`); conventional = the use case's
+    scores on the same held-out patients (`<score>_c_index`, fl_engine.scores.conventional);
+    overall values are patient-weighted over hospitals. Centralised needs pooled patients, which
+    a federation never has: shown only when the registered model carries `centralised_c_index`
+    (e.g. from the experiment grid run where pooling is allowed)."""
+    from fl_engine.scores.conventional import LABELS
+
     rows = []
     for run in runs:
         if run.status != "finished":
             continue
-        fm = final_metrics(run)
+        last_round = max((m.round for m in run.metrics.all()), default=0)
+        at: dict[str, dict[str, float]] = {}
+        for m in run.metrics.all():
+            if m.round == last_round:
+                at.setdefault(m.node, {})[m.name] = m.value
+        glob = at.pop("global", {})
         stored = dict(getattr(getattr(run, "model_version", None), "metrics", None) or {})
-        values = {"federated": stored.get("federated_c_index", fm["global"])}
-        values["centralised"] = stored.get("centralised_c_index")
-        values["isolated"] = stored.get("isolated_c_index")
-        conventional = {k[len("conventional_"):-len("_c_index")].upper().replace("_", "-"): v
-                        for k, v in stored.items() if k.startswith("conventional_") and k.endswith("_c_index")}
-        values["conventional"] = max(conventional.values()) if conventional else None
-        rows.append({"run": run, "values": values, "conventional": conventional, "nodes": fm["nodes"]})
+        conventional = {label: glob[f"{key}_c_index"] for key, label in LABELS.items() if f"{key}_c_index" in glob}
+        values = {"federated": glob.get("c_index"), "centralised": stored.get("centralised_c_index"),
+                  "isolated": glob.get("isolated_c_index"),
+                  "conventional": max(conventional.values()) if conventional else None}
+        hospitals = []
+        for node, m in sorted(at.items()):
+            fed, iso = m.get("c_index"), m.get("isolated_c_index")
+            hospitals.append({
+                "node": node, "n": int(m["n_holdout"]) if "n_holdout" in m else None, "federated": fed,
+                "isolated": iso, "gain": fed - iso if fed is not None and iso is not None else None,
+                "scores": {label: m.get(f"{key}_c_index") for key, label in LABELS.items() if label in conventional}})
+        rows.append({"run": run, "values": values, "conventional": conventional, "hospitals": hospitals,
+                     "nodes": {h["node"]: h["federated"] for h in hospitals}})
     return rows
+
+
+def comparison_chart(row: dict) -> dict:
+    """Grouped bars of one run's comparison row: one group per hospital + "All hospitals"
+    (patient-weighted), one series per setting (federated, isolated, each conventional score)."""
+    groups = [h["node"] for h in row["hospitals"]] + ["All hospitals"]
+    series = [{"name": "Federated", "values": [h["federated"] for h in row["hospitals"]] + [row["values"]["federated"]]},
+              {"name": "Isolated", "values": [h["isolated"] for h in row["hospitals"]] + [row["values"]["isolated"]]}]
+    for label, overall in row["conventional"].items():
+        series.append({"name": label, "values": [h["scores"].get(label) for h in row["hospitals"]] + [overall]})
+    return {"run": row["run"].pk, "labels": groups, "series": series}
+
+
+def models_visible_to(user):
+    """Registered models of the runs `user` may see (the caller checks studies.view_modelversion)."""
+    from portal.studies.models import ModelVersion
+
+    return ModelVersion.objects.filter(run__in=runs_visible_to(user).values("pk")).select_related("run", "run__study")

@@ -1,11 +1,30 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import validate_hyperparameters
+from portal.studies.config import PrivacyOptions, validate_hyperparameters, validate_privacy
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
 
 FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
+
+
+def _openapi_object(model) -> dict:
+    """A pydantic model's JSON schema in OpenAPI 3.0 terms (boolean exclusive bounds, no titles)."""
+    props = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if bound in prop:
+                prop[plain], prop[bound] = prop.pop(bound), True
+        props[name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+@extend_schema_field(_openapi_object(PrivacyOptions))
+class PrivacyField(serializers.JSONField):
+    """The study's privacy options (an object; options left out keep their current value, or
+    the strict default on a new study)."""
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -14,12 +33,14 @@ class StudySerializer(serializers.ModelSerializer):
     feature_groups = serializers.ListField(child=serializers.ChoiceField(choices=FEATURE_GROUPS), required=False)
     features = serializers.ListField(child=serializers.CharField(max_length=120), required=False)
     use_case = serializers.ChoiceField(choices=UseCase.choices)
+    privacy = PrivacyField(required=False, help_text="Privacy options; options left out keep their current "
+                                                     "value (the strict default on a new study).")
 
     class Meta:
         model = Study
         fields = ["id", "title", "description", "use_case", "endpoint", "feature_groups", "features",
                   "model_kind", "hyperparameters", "datasets", "rounds", "fraction_nodes", "min_nodes",
-                  "strategy", "status", "owner", "created_at", "updated_at"]
+                  "strategy", "privacy", "status", "owner", "created_at", "updated_at"]
         read_only_fields = ["owner", "created_at", "updated_at"]
 
     def validate_rounds(self, v):
@@ -45,6 +66,13 @@ class StudySerializer(serializers.ModelSerializer):
                 kind, attrs.get("hyperparameters", inst.hyperparameters if inst else {}))
         except ValueError as exc:
             raise serializers.ValidationError({"hyperparameters": str(exc)})
+        given = attrs.get("privacy", {})
+        if not isinstance(given, dict):
+            raise serializers.ValidationError({"privacy": "must be an object of privacy options"})
+        try:
+            attrs["privacy"] = validate_privacy({**(inst.privacy if inst else {}), **given})
+        except ValueError as exc:
+            raise serializers.ValidationError({"privacy": str(exc)})
         use_case = attrs.get("use_case", inst.use_case if inst else None)
         from fl_engine.schema import SCHEMAS
 

@@ -31,6 +31,20 @@ def update_study(actor, study: Study, data: dict) -> Study:
     return study
 
 
+@transaction.atomic
+def clone_study(actor, source: Study) -> Study:
+    """A new draft study with `source`'s settings and datasets, owned by `actor` (the page's
+    clone action pre-fills the form with the same values)."""
+    data = {f: getattr(source, f) for f in (
+        "description", "use_case", "endpoint", "feature_groups", "features", "model_kind", "hyperparameters",
+        "rounds", "fraction_nodes", "min_nodes", "strategy", "privacy")}
+    data.update(title=f"Copy of {source.title}"[:200], status=Study.Status.DRAFT,
+                datasets=list(source.datasets.all()))
+    study = create_study(actor, data)
+    record(actor, "study.clone", study, {"from": source.pk})
+    return study
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 import hashlib  # noqa: E402
@@ -90,7 +104,9 @@ def start_run(actor, study: Study, rounds: int | None = None) -> Run:
                 "hyperparameters": study.hyperparameters, "features": study.features,
                 "feature_groups": study.feature_groups, "rounds": rounds,
                 "fraction_nodes": study.fraction_nodes, "min_nodes": study.min_nodes,
-                "strategy": study.strategy,
+                "strategy": study.strategy, "privacy": study.privacy,
+                # pinned per run: the page labels the one-phase lag of fused evaluation
+                "fuse_evaluation": bool(settings.FLOWER_FUSED_EVALUATION),
                 "datasets": [{"node": d.node.name, "name": d.name, "version": d.version,
                               "fingerprint": d.fingerprint, "patients": d.patient_count} for d in datasets],
             })
@@ -113,6 +129,8 @@ def flower_run_config(run: Run) -> dict:
     """The Flower run config of a portal run (flat values, as `fl_engine.federation.config`)."""
     import json
 
+    from portal.studies.config import flower_privacy
+
     c = run.config
     d = run_dir(run)
     versions = {ds["version"] for ds in c["datasets"]}
@@ -127,6 +145,9 @@ def flower_run_config(run: Run) -> dict:
         "num_rounds": run.rounds, "local_epochs": local_epochs,
         "fraction_train": float(c["fraction_nodes"]), "min_nodes": int(c["min_nodes"]),
         "round_timeout_s": float(settings.ROUND_TIMEOUT_S), "run_timeout_s": float(settings.RUN_TIME_LIMIT_S),
+        "fuse_evaluation": bool(c.get("fuse_evaluation", settings.FLOWER_FUSED_EVALUATION)),
+        "comparison": True,  # isolated models and conventional scores for the comparison page
+        **flower_privacy(c.get("privacy")),  # runs queued before privacy options: the strict defaults
         "metrics_path": str(d / "metrics.jsonl"),
         "metrics_url": f"{settings.PORTAL_BASE_URL}/api/runs/{run.pk}/metrics/",
         "metrics_token_file": str(d / "metrics.token"),
@@ -174,8 +195,9 @@ def cancel_run(actor, run: Run) -> Run:
     return set_status(run, Run.Status.CANCELLED, error=f"cancelled by {actor.username}{stop_error}")
 
 
-def ingest_round(run: Run, round_: int, metrics: list[dict]) -> int:
-    """Store one round's metrics (idempotent) and publish them; returns how many were new."""
+def ingest_round(run: Run, round_: int, metrics: list[dict], phase: str = "round") -> int:
+    """Store one round's metrics (idempotent) and publish them (event `round`, or `comparison`
+    for the isolated/conventional figures added to the last round); returns how many were new."""
     new = 0
     for m in metrics:
         value = m.get("value")
@@ -186,8 +208,9 @@ def ingest_round(run: Run, round_: int, metrics: list[dict]) -> int:
             defaults={"value": float(value)})
         new += created
     if new:
-        publish_run(run.pk, "round", {"round": round_, "rounds": run.rounds,
-                                      "metrics": [m for m in metrics if m.get("value") is not None]})
+        publish_run(run.pk, "round" if phase == "round" else phase,
+                    {"round": round_, "rounds": run.rounds,
+                     "metrics": [m for m in metrics if m.get("value") is not None]})
         if run.status in (Run.Status.QUEUED, Run.Status.STARTING):
             set_status(run, Run.Status.RUNNING)
     return new
@@ -207,7 +230,7 @@ def ingest_metrics_file(run: Run) -> int:
         except json.JSONDecodeError:
             continue  # a line being written right now
         if "round" in rec:
-            new += ingest_round(run, int(rec["round"]), rec.get("metrics", []))
+            new += ingest_round(run, int(rec["round"]), rec.get("metrics", []), rec.get("phase", "round"))
     return new
 
 
@@ -223,3 +246,29 @@ def decide_approval(actor, study: Study, dataset, decision: str, comment: str = 
         study=study, dataset=dataset, defaults={"decision": decision, "decided_by": actor, "comment": comment})
     record(actor, f"study.{decision}", study, {"dataset": str(dataset), "comment": comment})
     return approval
+
+
+# --- model registry -------------------------------------------------------------------------
+
+def model_files(mv):
+    """Folder of a registered model's files on this portal (model.npz, model.json), or None."""
+    d = run_dir(mv.run) / "model"
+    return d if d.is_dir() and any(d.iterdir()) else None
+
+
+def model_archive(actor, mv) -> tuple[str, bytes] | None:
+    """(file name, zip bytes) of the model's files, audited as `model.download`; None when the
+    files are not stored on this portal (see MLflow). The caller checks the actor may see `mv`."""
+    import io
+    import zipfile
+
+    folder = model_files(mv)
+    if folder is None:
+        return None
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder))
+    record(actor, "model.download", mv)
+    return f"{mv.registered_model_name}-v{mv.version}.zip", buf.getvalue()

@@ -25,7 +25,12 @@ def execute_run(self, run_id: int) -> str:
         return run.status
     run = services.set_status(run, Run.Status.STARTING, task_id=self.request.id or "")
     try:
-        flower_id = flower_adapter.start_run(services.flower_run_config(run))
+        if run.kind == Run.Kind.SYNTHESIS:  # synthetic-cohort generation (portal.synthesis)
+            from portal.synthesis.services import flower_generation_config
+            run_config = flower_generation_config(run)
+        else:
+            run_config = services.flower_run_config(run)
+        flower_id = flower_adapter.start_run(run_config)
     except (flower_adapter.FlowerUnavailable, ValueError) as exc:
         services.set_status(run, Run.Status.FAILED, error=f"could not start the run on the SuperLink: {exc}")
         return "failed"
@@ -62,6 +67,15 @@ def _conclude(run, flower_status: str) -> str:
 
     d = services.run_dir(run)
     failure = _error_event(d / "metrics.jsonl")
+    if flower_status.endswith("completed") and not failure and run.kind == Run.Kind.SYNTHESIS:
+        from portal.synthesis import services as synthesis_services
+        try:
+            synthesis_services.conclude_generation(run)
+        except synthesis_services.CohortRefused as exc:
+            services.set_status(run, Run.Status.FAILED, error=str(exc))
+            return "failed"
+        services.set_status(run, Run.Status.FINISHED)
+        return "finished"
     if flower_status.endswith("completed") and not failure:
         model_dir = d / "model"
         if not (model_dir / "model.json").exists():

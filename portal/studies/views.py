@@ -1,8 +1,6 @@
 """Study, run and model pages: server-rendered; every action calls the service the API calls."""
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 from django.contrib import messages
@@ -16,10 +14,12 @@ from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
 from portal.studies import services
 from portal.studies.forms import ApprovalForm, StartRunForm, StudyForm, dataset_groups, endpoints_by_use_case
-from portal.studies.models import ModelVersion, Study
+from portal.studies.models import Study
 from portal.studies.selectors import (
-    COMPARISON_SETTINGS, final_metrics, run_chart_data, runs_visible_to, studies_visible_to, study_comparison,
+    COMPARISON_SETTINGS, comparison_chart, final_metrics, run_chart_data, runs_visible_to, studies_visible_to, study_comparison,
 )
+from portal.studies.selectors import models_visible_to
+from portal.studies.config import privacy_rows
 
 
 def _need(request, perm: str) -> None:
@@ -114,7 +114,7 @@ def study_detail(request, pk: int):
             for d in study.datasets.select_related("node", "node__organisation")]
     return render(request, "studies/study_detail.html", {
         "study": study, "runs": [(r, final_metrics(r)) for r in runs], "dataset_rows": rows,
-        "hp_rows": hp_rows(study.hyperparameters),
+        "hp_rows": hp_rows(study.hyperparameters), "privacy_rows": privacy_rows(study.privacy),
         "start_form": StartRunForm(initial={"rounds": study.rounds}),
         "can_run": request.user.has_perm("studies.add_run"),
         "can_edit": request.user.has_perm("studies.change_study"),
@@ -178,7 +178,7 @@ def _comparison_context(request, study):
     for row in comparison:
         row["cells"] = [row["values"][key] for key, _ in COMPARISON_SETTINGS]
     return {"study": study, "runs": runs, "comparison": comparison, "hp_rows": hp_rows(study.hyperparameters),
-            "settings_labels": COMPARISON_SETTINGS}
+            "privacy_rows": privacy_rows(study.privacy), "settings_labels": COMPARISON_SETTINGS}
 
 
 @login_required
@@ -186,12 +186,7 @@ def study_compare(request, pk: int):
     _need(request, "studies.view_run")
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
     ctx = _comparison_context(request, study)
-    short = {"conventional": "Conventional score"}
-    chart = {"labels": [short.get(key, key.capitalize()) for key, _ in COMPARISON_SETTINGS], "runs": []}
-    for row in ctx["comparison"]:
-        chart["runs"].append({"name": f"Run {row['run'].pk}",
-                              "values": [row["values"][key] for key, _ in COMPARISON_SETTINGS]})
-    ctx["chart"] = chart
+    ctx["chart"] = comparison_chart(ctx["comparison"][0]) if ctx["comparison"] else None
     return render(request, "studies/study_compare.html", ctx)
 
 
@@ -232,6 +227,8 @@ def run_list(request):
 def run_detail(request, pk: int):
     _need(request, "studies.view_run")
     run = get_object_or_404(runs_visible_to(request.user), pk=pk)
+    if run.kind == "synthesis":  # generation runs have their own live page (portal.synthesis)
+        return redirect("page-generation-run", pk=pk)
     return render(request, "studies/run_detail.html", {
         "run": run, "chart": run_chart_data(run), "final": final_metrics(run),
         "can_cancel": request.user.has_perm("studies.cancel_run") and run.active,
@@ -256,8 +253,7 @@ def run_cancel(request, pk: int):
 def _models_visible_to(user):
     if not user.has_perm("studies.view_modelversion"):
         raise PermissionDenied
-    ids = runs_visible_to(user).values("pk")
-    return ModelVersion.objects.filter(run__in=ids).select_related("run", "run__study")
+    return models_visible_to(user)
 
 
 @login_required
@@ -278,25 +274,17 @@ def model_detail(request, pk: int):
 
 
 def _model_files(mv):
-    d = services.run_dir(mv.run) / "model"
-    return d if d.is_dir() and any(d.iterdir()) else None
+    return services.model_files(mv)
 
 
 @login_required
 def model_download(request, pk: int):
     mv = get_object_or_404(_models_visible_to(request.user), pk=pk)
-    folder = _model_files(mv)
-    if folder is None:
+    archive = services.model_archive(request.user, mv)
+    if archive is None:
         messages.error(request, "The model's files are not stored on this portal (see MLflow).")
         return redirect("page-model-detail", pk=pk)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder))
-    from portal.audit.services import record
-
-    record(request.user, "model.download", mv)
-    response = HttpResponse(buf.getvalue(), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="{mv.registered_model_name}-v{mv.version}.zip"'
+    filename, content = archive
+    response = HttpResponse(content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

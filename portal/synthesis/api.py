@@ -2,12 +2,14 @@
 with validation report and data card, release (coordinators), download (data managers,
 released cohorts only). Register with `router.register("cohorts", SyntheticCohortViewSet,
 basename="cohort")`."""
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from portal.core.api import perms_required
 from portal.synthesis import services
@@ -53,6 +55,17 @@ class SyntheticCohortViewSet(viewsets.ReadOnlyModelViewSet):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(cohort).data)
 
+    @extend_schema(responses={(200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY, 403: dict})
+    @action(detail=True, methods=["get"], url_path="download-parquet")
+    def download_parquet(self, request, pk=None):
+        """The released cohort as Parquet, its data card in the file metadata (fedhaem.data_card)."""
+        cohort = self.get_object()
+        try:
+            data = services.download_parquet(request.user, cohort)
+        except services.CohortRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        return _parquet_response(cohort, data)
+
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY, 403: dict})
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
@@ -62,3 +75,80 @@ class SyntheticCohortViewSet(viewsets.ReadOnlyModelViewSet):
         except services.CohortRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
         return FileResponse(handle, as_attachment=True, filename=cohort.file.name.rsplit("/", 1)[-1])
+
+
+def _parquet_response(cohort, data: bytes) -> HttpResponse:
+    name = (cohort.file.name.rsplit("/", 1)[-1] or f"cohort-{cohort.pk}.csv").rsplit(".", 1)[0] + ".parquet"
+    resp = HttpResponse(data, content_type="application/vnd.apache.parquet")
+    resp["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
+
+
+class GenerationRunSerializer(serializers.Serializer):
+    generator = serializers.ChoiceField(choices=services.GENERATORS)
+    rounds = serializers.IntegerField(min_value=1, max_value=200, default=5,
+                                      help_text="Federated rounds (the Bayesian network needs one)")
+    local_epochs = serializers.IntegerField(min_value=1, max_value=1000, default=20,
+                                            help_text="Local epochs per round on each node")
+    rows = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0,
+                                    help_text="Rows of the final cohort; 0 = as many as training patients")
+    generator_params = serializers.DictField(required=False, default=dict,
+                                             help_text="Generator hyper-parameters (constructor keywords)")
+    features = serializers.ListField(child=serializers.CharField(max_length=80), required=False, max_length=500,
+                                     help_text="Generated columns; default: the use case's core columns")
+
+
+class GenerationRunOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    rounds = serializers.IntegerField()
+    config = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+    error = serializers.CharField()
+    rounds_completed = serializers.SerializerMethodField()
+    cohort = serializers.SerializerMethodField()
+    page = serializers.SerializerMethodField()
+
+    def get_rounds_completed(self, run) -> int:
+        return max((m.round for m in run.metrics.all() if m.node == "global" and m.name == "csf"), default=0)
+
+    def get_cohort(self, run) -> int | None:
+        c = run.synthetic_cohorts.first()
+        return c.pk if c else None
+
+    def get_page(self, run) -> str:
+        from django.urls import reverse
+        return reverse("page-generation-run", args=[run.pk])
+
+
+class GenerationRunsView(APIView):
+    """GET: a study's generation runs. POST {generator, rounds, local_epochs, rows,
+    generator_params, features}: start a federated synthetic-cohort generation (coordinators)."""
+
+    permission_classes = [perms_required(*services.START_PERMS, safe=("studies.view_run",))]
+
+    def _study(self, request, pk):
+        from portal.studies.selectors import studies_visible_to
+        return get_object_or_404(studies_visible_to(request.user), pk=pk)
+
+    @extend_schema(responses={200: GenerationRunOut(many=True)})
+    def get(self, request, pk: int):
+        from portal.studies.selectors import runs_visible_to
+        study = self._study(request, pk)
+        runs = runs_visible_to(request.user).filter(study=study, kind="synthesis")
+        return Response(GenerationRunOut(runs, many=True).data)
+
+    @extend_schema(request=GenerationRunSerializer, responses={201: GenerationRunOut, 400: dict, 409: dict})
+    def post(self, request, pk: int):
+        study = self._study(request, pk)
+        ser = GenerationRunSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            run = services.start_generation_run(request.user, study, **ser.validated_data)
+        except services.GenerationRefused as exc:
+            if exc.field:
+                return Response({"detail": f"{exc.field}: {exc}", "errors": {exc.field: [str(exc)]}},
+                                status=status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(GenerationRunOut(run).data, status=status.HTTP_201_CREATED)

@@ -40,6 +40,13 @@ def release_cohort(actor, cohort: SyntheticCohort) -> SyntheticCohort:
 
 def open_for_download(actor, cohort: SyntheticCohort):
     """The cohort's file opened for reading, after checking role and release; audited both ways."""
+    handle = _checked_file(actor, cohort)
+    record(actor, "cohort.download", cohort, {"rows": cohort.row_count, "format": "csv"})
+    return handle
+
+
+def _checked_file(actor, cohort: SyntheticCohort):
+    """Role and release checks (refusals audited), then the stored file opened for reading."""
     if not actor.has_perm("synthesis.download_syntheticcohort"):
         record(actor, "cohort.download_refused", cohort, {"reason": "role"})
         raise CohortRefused("your role does not allow downloading synthetic cohorts")
@@ -52,5 +59,205 @@ def open_for_download(actor, cohort: SyntheticCohort):
         handle = cohort.file.open("rb")
     except FileNotFoundError:
         raise CohortRefused(f"the file of {cohort} is missing from storage") from None
-    record(actor, "cohort.download", cohort, {"rows": cohort.row_count})
     return handle
+
+
+# --- generation runs -------------------------------------------------------------------------
+# A generation run is a studies.Run with kind "synthesis": it goes through the same Celery task,
+# SuperLink, metrics endpoint and websocket as a survival run; when it finishes, the cohort it
+# wrote is stored as a SyntheticCohort (not released: release goes through the gate above).
+
+GENERATORS = ("vae_bgm", "bayesian_network", "ctgan")
+START_PERMS = ("studies.add_run", "synthesis.add_syntheticcohort")  # the coordinator role
+
+
+class GenerationRefused(Exception):
+    """A generation run cannot start; `field` names the bad input when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def can_start_generation(user) -> bool:
+    return all(user.has_perm(p) for p in START_PERMS)
+
+
+def generation_columns(study, features: list[str] | None) -> list[str]:
+    """Generated feature columns: the given ones, else the engine's default for the use case."""
+    from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.synthesis import synthesis_columns
+
+    cfg = parse_run_config({"use_case": study.use_case, "endpoint": study.endpoint,
+                            "features": ",".join(features or [])})
+    return synthesis_columns(cfg)
+
+
+def start_generation_run(actor, study, *, generator: str, rounds: int, local_epochs: int,
+                         rows: int = 0, generator_params: dict | None = None,
+                         features: list[str] | None = None):
+    """Queue a synthetic-cohort generation run of `study` over its approved datasets; the
+    Celery task (portal.studies.tasks.execute_run) starts it after commit. Raises
+    GenerationRefused (with the field when an input is bad); nothing is stored then."""
+    import secrets
+
+    from fl_engine.federation.synthesis import generator_hyper
+    from portal.core.live import publish_run
+    from portal.studies import services as study_services
+    from portal.studies.models import Run
+    from portal.studies.selectors import dataset_compatibility_errors
+
+    if not can_start_generation(actor):
+        raise GenerationRefused("your role does not allow starting a generation run (study coordinators only)")
+    if generator not in GENERATORS:
+        raise GenerationRefused(f"generator {generator!r} is not one of {', '.join(GENERATORS)}", "generator")
+    if not 1 <= int(rounds) <= 200:
+        raise GenerationRefused("rounds must be between 1 and 200", "rounds")
+    if not 1 <= int(local_epochs) <= 1000:
+        raise GenerationRefused("local_epochs must be between 1 and 1000", "local_epochs")
+    if not 0 <= int(rows) <= 1_000_000:
+        raise GenerationRefused("rows must be between 0 (as many as training patients) and 1000000", "rows")
+    try:
+        params = generator_hyper(generator, dict(generator_params or {}))
+    except ValueError as exc:
+        raise GenerationRefused(str(exc), "generator_params") from None
+    try:
+        columns = generation_columns(study, features)
+    except ValueError as exc:
+        raise GenerationRefused(str(exc), "features") from None
+    datasets = list(study.datasets.select_related("node"))
+    if not datasets:
+        raise GenerationRefused("the study has no participating dataset")
+    problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, columns, [])
+    if problems:
+        raise GenerationRefused("; ".join(problems))
+    if len({d.name for d in datasets}) != 1:
+        raise GenerationRefused("every node must hold the study's dataset under one name")
+    if len(datasets) < study.min_nodes:
+        raise GenerationRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
+    approved = set(study.approvals.filter(decision="approved").values_list("dataset_id", flat=True))
+    waiting = [d for d in datasets if d.pk not in approved]
+    if waiting:
+        raise GenerationRefused("awaiting the node operators' approval for: " + ", ".join(str(d) for d in waiting))
+    token = secrets.token_urlsafe(32)
+    generation = {"generator": generator, "generator_params": params, "local_epochs": int(local_epochs),
+                  "rows": int(rows), "features": columns}
+    with transaction.atomic():
+        run = Run.objects.create(
+            study=study, kind=Run.Kind.SYNTHESIS, rounds=int(rounds), created_by=actor,
+            metrics_token_hash=study_services._hash(token),
+            config={
+                # the keys of a survival run's snapshot (flower_run_config reads them) + generation
+                "use_case": study.use_case, "endpoint": study.endpoint, "model": study.model_kind,
+                "hyperparameters": {"local_epochs": int(local_epochs)}, "features": columns,
+                "feature_groups": [], "rounds": int(rounds), "fraction_nodes": 1.0,
+                "min_nodes": study.min_nodes, "strategy": study.strategy,
+                "datasets": [{"node": d.node.name, "name": d.name, "version": d.version,
+                              "fingerprint": d.fingerprint, "patients": d.patient_count} for d in datasets],
+                "generation": generation,
+            })
+        token_file = study_services.run_dir(run) / "metrics.token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        record(actor, "run.start_generation", run, {"rounds": int(rounds), **generation})
+        from portal.studies import tasks
+
+        transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
+    publish_run(run.pk, "status", {"status": run.status})
+    return run
+
+
+def flower_generation_config(run) -> dict:
+    """The Flower run config of a generation run: a survival run's (dataset, timeouts, metrics
+    endpoint, node privacy options) with the synthesis task and generator on top."""
+    import json
+
+    from portal.studies import services as study_services
+
+    g = run.config["generation"]
+    base = study_services.flower_run_config(run)
+    base.update({
+        "task": "synthesis", "generator": g["generator"],
+        "generator_params": json.dumps(g["generator_params"], sort_keys=True),
+        "local_epochs": int(g["local_epochs"]), "synth_rows": int(g["rows"]),
+        "features": ",".join(g["features"]), "feature_groups": "", "fraction_train": 1.0,
+        "model": "deepsurv", "model_params": "{}", "fuse_evaluation": False,
+    })
+    base.pop("comparison", None)  # survival-only phase
+    return base
+
+
+def conclude_generation(run) -> SyntheticCohort:
+    """Store the cohort a finished generation run wrote (run_dir/model/synthetic.csv and
+    synthesis.json) as a SyntheticCohort with its SAFE report, gate and data card; not released.
+    Raises CohortRefused when the files are missing or malformed."""
+    import json
+
+    from django.core.files.base import ContentFile
+
+    from generative import build_data_card
+    from portal.studies import services as study_services
+
+    d = study_services.run_dir(run) / "model"
+    try:
+        meta = json.loads((d / "synthesis.json").read_text())
+        csv = (d / "synthetic.csv").read_bytes()
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CohortRefused(f"run {run.pk} ended without a readable synthetic cohort: {exc}") from None
+    report = meta.get("report") or {}
+    gate = meta.get("gate") or {}
+    if not isinstance(report, dict) or not isinstance(gate, dict) or "checks" not in gate:
+        raise CohortRefused(f"run {run.pk}: synthesis.json lacks the validation report or the gate")
+    n_rows = int(meta.get("n_rows", 0))
+    card = build_data_card(generator=meta["generator"], generator_params=meta.get("generator_params", {}),
+                           study=run.study.title, run=run.pk, rounds=meta.get("num_rounds"), report=report,
+                           gate=gate, n_rows=n_rows,
+                           extra={"use_case": meta.get("use_case"), "endpoint": meta.get("endpoint"),
+                                  "columns": [c["name"] for c in meta.get("spec", {}).get("columns", [])],
+                                  "local_epochs": meta.get("local_epochs"),
+                                  "nodes": meta.get("nodes", [])})
+    with transaction.atomic():
+        existing = SyntheticCohort.objects.filter(run=run).first()
+        if existing is not None:  # the task may conclude twice after a worker restart
+            return existing
+        cohort = SyntheticCohort(run=run, generator=meta["generator"], row_count=n_rows,
+                                 validation_report={**report, "gate": gate}, data_card=card)
+        cohort.file.save(f"run-{run.pk}-{meta['generator']}.csv", ContentFile(csv), save=False)
+        cohort.save()
+        record(None, "cohort.create", cohort, {"run": run.pk, "rows": n_rows, "gate_passed": bool(gate.get("passed"))})
+    return cohort
+
+
+def parquet_bytes(cohort: SyntheticCohort) -> bytes:
+    """The cohort as Parquet (pyarrow), its data card in the file's key-value metadata
+    ("fedhaem.data_card", JSON). Raises CohortRefused when pyarrow or the file is missing."""
+    import io
+    import json
+
+    import pandas as pd
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CohortRefused("Parquet export needs pyarrow, which is not installed; download the CSV") from None
+    with cohort.file.open("rb") as f:
+        df = pd.read_csv(f)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"fedhaem.data_card"] = json.dumps(cohort.data_card or {}, default=str).encode()
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf)
+    return buf.getvalue()
+
+
+def download_parquet(actor, cohort: SyntheticCohort) -> bytes:
+    """Parquet bytes after the same role and release checks as the CSV download; audited."""
+    _checked_file(actor, cohort).close()  # role and release checks, refusals audited
+    try:
+        data = parquet_bytes(cohort)
+    except CohortRefused:
+        raise
+    except Exception as exc:  # a malformed stored file: say so, do not 500
+        raise CohortRefused(f"the file of {cohort} could not be converted to Parquet: {exc}") from None
+    record(actor, "cohort.download", cohort, {"rows": cohort.row_count, "format": "parquet"})
+    return data

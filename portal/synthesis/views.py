@@ -29,8 +29,11 @@ def cohort_list(request):
 def cohort_detail(request, pk: int):
     _need(request)
     cohort = get_object_or_404(cohorts_visible_to(request.user), pk=pk)
+    from portal.synthesis.selectors import report_plots
+
     return render(request, "synthesis/cohort_detail.html", {
         "cohort": cohort, "card": data_card(cohort), "report": report_rows(cohort),
+        "plots": report_plots(cohort),
         "gate_passed": services.gate_passed(cohort),
         "can_download": request.user.has_perm("synthesis.download_syntheticcohort"),
         "can_release": request.user.has_perm("synthesis.add_syntheticcohort")})
@@ -63,3 +66,59 @@ def cohort_release(request, pk: int):
     return redirect("page-cohort-detail", pk=pk)
 
 
+
+
+@login_required
+def cohort_download_parquet(request, pk: int):
+    _need(request)
+    cohort = get_object_or_404(cohorts_visible_to(request.user), pk=pk)
+    try:
+        data = services.download_parquet(request.user, cohort)
+    except services.CohortRefused as exc:
+        return render(request, "synthesis/refused.html", {"cohort": cohort, "reason": str(exc)}, status=403)
+    from portal.synthesis.api import _parquet_response
+    return _parquet_response(cohort, data)
+
+
+# --- generation runs ---------------------------------------------------------------------------
+
+@login_required
+@require_POST
+def generation_start(request, pk: int):
+    """The study page's "Generate synthetic cohort" form."""
+    from portal.studies.selectors import studies_visible_to
+    from portal.synthesis.forms import GenerationForm
+
+    if not services.can_start_generation(request.user):
+        raise PermissionDenied
+    study = get_object_or_404(studies_visible_to(request.user), pk=pk)
+    form = GenerationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Synthetic cohort not started: " + "; ".join(
+            f"{form.fields[k].label or k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("page-study-detail", pk=pk)
+    try:
+        run = services.start_generation_run(request.user, study, **form.cleaned_data)
+    except services.GenerationRefused as exc:
+        messages.error(request, f"Synthetic cohort not started: {exc}")
+        return redirect("page-study-detail", pk=pk)
+    messages.success(request, f"Generation run {run.pk} queued.")
+    return redirect("page-generation-run", pk=run.pk)
+
+
+@login_required
+def generation_run(request, pk: int):
+    """Live page of a generation run: CSF, GSF, NNDR p5 per round, federated vs each node alone."""
+    from portal.studies.selectors import runs_visible_to
+    from portal.synthesis.selectors import generation_chart_data, last_round_table
+
+    if not request.user.has_perm("studies.view_run"):
+        raise PermissionDenied
+    run = get_object_or_404(runs_visible_to(request.user).filter(kind="synthesis"), pk=pk)
+    cohort = run.synthetic_cohorts.first()
+    return render(request, "synthesis/generation_run.html", {
+        "run": run, "chart": generation_chart_data(run), "table": last_round_table(run),
+        "generation": run.config.get("generation", {}), "cohort": cohort,
+        "can_see_cohort": request.user.has_perm("synthesis.view_syntheticcohort"),
+        "can_cancel": request.user.has_perm("studies.cancel_run") and run.active,
+    })

@@ -51,9 +51,15 @@ def build_world(admin, coordinator, node_operator, public_key: str, with_run: bo
         study_services.ingest_round(run, r, [{"node": "global", "name": "c_index", "value": c},
                                              {"node": node.name, "name": "c_index", "value": c - 0.01},
                                              {"node": "global", "name": "loss", "value": 3.0 - r / 10}])
+    # what the engine's comparison phase adds to the last round (fl_engine.federation.loop)
+    study_services.ingest_round(run, 3, [{"node": node.name, "name": "n_holdout", "value": 62},
+                                         {"node": node.name, "name": "isolated_c_index", "value": 0.64},
+                                         {"node": node.name, "name": "ipss_m_c_index", "value": 0.67},
+                                         {"node": node.name, "name": "ipss_m_n", "value": 62},
+                                         {"node": "global", "name": "isolated_c_index", "value": 0.64},
+                                         {"node": "global", "name": "ipss_m_c_index", "value": 0.67}])
     mv = ModelVersion.objects.create(run=run, mlflow_run_id="0" * 32, registered_model_name="fedhaem-mds-os",
-                                     version="1", metrics={"centralised_c_index": 0.71,
-                                                           "conventional_ipssm_c_index": 0.68})
+                                     version="1", metrics={"centralised_c_index": 0.71})
     released = SyntheticCohort.objects.create(run=run, generator="ctgan", row_count=2, released=True,
                                               validation_report={"gate": {"passed": True}, "dcr_5th": 0.41},
                                               data_card={"intended_use": "method development"})

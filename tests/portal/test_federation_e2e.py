@@ -126,6 +126,12 @@ def test_two_round_study_through_the_api(federation, api, personas):
     seen = [{"event": m["event"], "data": m["data"]} for m in listener.messages]
     rounds = sorted(m["data"]["round"] for m in seen if m["event"] == "round")
     assert rounds == [1, 2]
+    # the comparison phase: each hospital's own model and IPSS-M / IPSS-R on the same held-out rows
+    last = {(m["node"], m["name"]): m["value"] for m in body["metrics"] if m["round"] == 2}
+    for node in (*NODES, "global"):
+        for name in ("isolated_c_index", "ipss_m_c_index", "ipss_r_c_index"):
+            assert 0.0 <= last[(node, name)] <= 1.0, (node, name)
+    assert any(m["event"] == "comparison" and m["data"]["round"] == 2 for m in seen)
     assert any(m["event"] == "status" and m["data"]["status"] == "finished" for m in seen)
     # the registered model loads back from MLflow and predicts
     mv = body["model_version"]

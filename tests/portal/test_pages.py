@@ -57,6 +57,16 @@ def test_detail_pages_render_without_raw_json(world, personas, browse):
     assert "/static/" not in body and "Plotly" in body  # stands alone: CSS and plotly.js inlined
 
 
+def test_comparison_sets_each_hospital_beside_its_own_model_and_the_score(world, personas, browse):
+    html = browse(personas["clinician"]).get(f"/studies/{world['study'].pk}/compare/").content.decode()
+    row = html[html.index(f'<th scope="row">{world["node"].name}</th>'):]
+    row = row[:row.index("</tr>")]
+    # federated 0.680 at the hospital, isolated 0.640, gain +0.040, IPSS-M 0.670 on 62 patients
+    for cell in ("62", "0.680", "0.640", "+0.040", "0.670"):
+        assert f"<td>{cell}</td>" in row, (cell, row)
+    assert "IPSS-M" in html and "0.710" in html  # conventional score named; imported centralised reference
+
+
 def test_home_shows_what_needs_attention(world, personas, browse):
     from portal.datasets.models import Dataset
     from portal.studies import services

@@ -7,6 +7,7 @@ pytestmark = pytest.mark.django_db
 
 ALL = ["clinician", "coordinator", "data_manager", "node_operator", "administrator", "outsider", "norole"]
 ROLES = [p for p in ALL if p != "norole"]
+SCIENCE = ["clinician", "coordinator", "data_manager", "administrator"]  # model registry readers
 
 
 def expect(allowed: list[str], ok: int, denied: int = 403) -> dict:
@@ -31,8 +32,16 @@ def world(personas, approved_node, orgs, p384_public_key):
     from portal.studies.models import Run
 
     run = Run.objects.create(study=study, rounds=2, created_by=personas["coordinator"])
+    from portal.studies.models import ModelVersion
+    from portal.studies.services import run_dir
+
+    finished = Run.objects.create(study=study, rounds=2, created_by=personas["coordinator"], status="finished")
+    model = ModelVersion.objects.create(run=finished, mlflow_run_id="m1", registered_model_name="fedhaem-mds-os",
+                                        version="1")
+    (run_dir(finished) / "model").mkdir(parents=True, exist_ok=True)
+    (run_dir(finished) / "model" / "model.json").write_text("{}")
     return {"node": node, "token": token, "dataset": ds, "study": study, "pending": pending,
-            "key": p384_public_key, "run": run}
+            "key": p384_public_key, "run": run, "model": model}
 
 
 def _study_payload(world):
@@ -43,6 +52,7 @@ def _study_payload(world):
 CASES = [
     # (id, method, url(world), payload(world), expectations)
     ("me", "get", lambda w: "/api/me/", None, expect(ALL, 200)),
+    ("me-timezone", "patch", lambda w: "/api/me/", lambda w: {"timezone": "Europe/Madrid"}, expect(ALL, 200)),
     ("organisations-list", "get", lambda w: "/api/organisations/", None, expect(ROLES, 200)),
     ("organisations-create", "post", lambda w: "/api/organisations/",
      lambda w: {"code": "hosp-new", "name": "New hospital"}, expect(["administrator"], 201)),
@@ -67,6 +77,8 @@ CASES = [
     ("studies-create", "post", lambda w: "/api/studies/", _study_payload, expect(["coordinator"], 201)),
     ("studies-update", "patch", lambda w: f"/api/studies/{w['study'].pk}/", lambda w: {"rounds": 4},
      expect(["coordinator"], 200)),
+    ("studies-clone", "post", lambda w: f"/api/studies/{w['study'].pk}/clone/", None,
+     expect(["coordinator"], 201)),
     ("studies-runs-list", "get", lambda w: f"/api/studies/{w['study'].pk}/runs/", None,
      {**expect(ROLES, 200), "outsider": 404}),
     # the coordinator may start runs; this one waits for the node operators' approval (409)
@@ -80,6 +92,9 @@ CASES = [
     ("runs-list", "get", lambda w: "/api/runs/", None, expect(ROLES, 200)),
     ("runs-detail", "get", lambda w: f"/api/runs/{w['run'].pk}/", None, {**expect(ROLES, 200), "outsider": 404}),
     ("runs-cancel", "post", lambda w: f"/api/runs/{w['run'].pk}/cancel/", None, expect(["coordinator"], 200)),
+    ("models-list", "get", lambda w: "/api/models/", None, expect(SCIENCE, 200)),
+    ("models-detail", "get", lambda w: f"/api/models/{w['model'].pk}/", None, expect(SCIENCE, 200)),
+    ("models-download", "get", lambda w: f"/api/models/{w['model'].pk}/download/", None, expect(SCIENCE, 200)),
     ("audit-list", "get", lambda w: "/api/audit/", None, expect(["administrator"], 200)),
     ("audit-export", "get", lambda w: "/api/audit/export/", None, expect(["administrator"], 200)),
 ]
