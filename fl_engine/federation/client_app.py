@@ -27,7 +27,7 @@ def _answer(msg: Message, context: Context) -> Message:
     df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, cfg.dataset_version)
     req = request_from_message(msg)
     reply = handle_request(df, cfg, req, name)
-    check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None)
+    check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None, req)
     return Message(reply_content(reply), reply_to=msg)
 
 
@@ -58,5 +58,5 @@ def reference(msg: Message, context: Context) -> Message:
 
 # Synthetic-cohort generation (fl_engine.federation.synthesis): one handler per message kind.
 for _kind in ("synth_summary", "synth_round", "synth_mixture", "synth_structure", "synth_counts",
-              "synth_validate", "synth_alone"):
+              "synth_validate", "synth_alone", "synth_share"):
     app.query(_kind)(_answer)

@@ -23,7 +23,7 @@ Keys (times in seconds):
                              synthesis runs synthetic.csv + synthesis.json
   task                       "survival" (default: a survival model) | "synthesis" (a synthetic
                              cohort, fl_engine.federation.synthesis)
-  generator                  synthesis: "vae_bgm" | "bayesian_network" | "ctgan"
+  generator                  synthesis: "vae_bgm" | "bayesian_network" | "ctgan" | "sd_sharing"
   generator_params           synthesis: JSON object of generator hyper-parameters
   synth_rows                 synthesis: rows of the final cohort (0 = the federation's
                              training patients)
@@ -221,7 +221,8 @@ def _check(c: dict) -> None:
         try:
             generator_hyper(c["generator"], c["generator_params"])
         except ValueError as err:
-            key = "generator_params" if c["generator"] in ("vae_bgm", "bayesian_network", "ctgan") else "generator"
+            from fl_engine.federation.synthesis import SYNTH_GENERATORS
+            key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
     if c["synth_rows"] < 0:
         bad("synth_rows", "must be >= 0 (0 = as many rows as training patients)")

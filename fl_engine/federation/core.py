@@ -135,13 +135,16 @@ def node_evaluate(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
 
 
 def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial: list[np.ndarray],
-                   name: str) -> dict:
+                   name: str, final: list[np.ndarray] | None = None, baseline: dict | None = None
+                   ) -> tuple[dict, list[np.ndarray]]:
     """What the comparison page sets beside the federated model, on the node's held-out split:
     the same model trained on this node's patients only (from the same initial weights, the same
     rounds x local_epochs schedule and seeds: FedAvg over this one node), and the use case's
-    conventional scores (fl_engine.scores.conventional). Scalars only:
-    {isolated_c_index, n_holdout, <score>_c_index, <score>_n} (Harrell's C)."""
-    from fl_engine.scores.conventional import conventional_risks
+    conventional scores (fl_engine.scores.conventional). Returns (scalars {isolated_c_index,
+    n_holdout, <score>_c_index, <score>_n} (Harrell's C), [Kaplan-Meier counts by risk group
+    (fl_engine.federation.curves), when the `final` global weights are given])."""
+    from fl_engine.federation import curves
+    from fl_engine.scores.conventional import conventional_groups, conventional_risks
 
     pre = Preprocessor.from_dict(preprocessor)
     train, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
@@ -159,7 +162,28 @@ def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial
         out[f"{score}_n"] = int(ok.sum())
         if ok.sum() >= 2 and eh[ok].sum() > 0:
             out[f"{score}_c_index"] = float(harrell_c(dh[ok], eh[ok], risk[ok]))
-    return out
+    if final is None:
+        return out, []
+    model.set_weights(final)
+    if baseline and hasattr(model, "set_baseline"):
+        model.set_baseline(np.asarray(baseline["times"]), np.asarray(baseline["cumhaz"]))
+    rows = curves.layout(cfg.use_case)
+    counts = np.zeros((len(rows), 2, len(curves.CURVE_EDGES_MONTHS) - 1))
+    try:
+        s24 = model.predict_survival(xh, np.array([curves.MODEL_HORIZON_MONTHS]))[:, 0]
+    except RuntimeError:  # no baseline hazard: no model groups
+        s24 = None
+    parts = {"model": (curves.model_groups(s24), len(curves.MODEL_GROUPS))} if s24 is not None else {}
+    groups = conventional_groups(hold.reset_index(drop=True), cfg.use_case)
+    parts.update({k: (v, sum(1 for r in rows if r[0] == k)) for k, v in groups.items()})
+    suppressed = 0
+    for score, (g, n_groups) in parts.items():
+        start = next(i for i, r in enumerate(rows) if r[0] == score)
+        c, s = curves.group_counts(dh, eh, g, n_groups, cfg.min_cell_count)
+        counts[start:start + n_groups] = c
+        suppressed += s
+    out["curve_groups_suppressed"] = suppressed
+    return out, [counts]
 
 
 def node_baseline(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict,
@@ -222,20 +246,24 @@ def handle_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str
         return NodeReply(name=name, metrics=node_evaluate(df, cfg, req.config["preprocessor"], req.arrays))
     if req.kind == "baseline":
         return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays))
-    if req.kind == "reference":
-        metrics = node_reference(df, cfg, req.config["preprocessor"], req.arrays, name)
+    if req.kind == "reference":  # arrays: initial weights, then (optionally) the final global weights
+        half = len(req.arrays) // 2 if req.config.get("with_final") else len(req.arrays)
+        metrics, arrays = node_reference(df, cfg, req.config["preprocessor"], req.arrays[:half], name,
+                                         final=req.arrays[half:] or None, baseline=req.config.get("baseline"))
         if _small_holdout(df, cfg):  # the same small-cell rule as node_evaluate's C-index
             metrics = {k: v for k, v in metrics.items() if not k.endswith("_c_index")}
-        return NodeReply(name=name, metrics=metrics)
+            arrays = [np.zeros_like(a) for a in arrays]
+        return NodeReply(name=name, metrics=metrics, arrays=arrays)
     raise ValueError(f"unknown request kind {req.kind!r}; known: {', '.join(KINDS)}")
 
 
-def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None) -> None:
+def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None,
+                        request: NodeRequest | None = None) -> None:
     """Raise ValueError unless the reply holds only model weights (of `weight_shapes`), scalar
     metrics, and for `stats` aggregate column statistics (synth_* kinds: synthesis.check_synth_reply_privacy)."""
     if kind.startswith("synth_"):
         from fl_engine.federation.synthesis import check_synth_reply_privacy
-        return check_synth_reply_privacy(kind, reply, weight_shapes)
+        return check_synth_reply_privacy(kind, reply, weight_shapes, request)  # request: sd_sharing row limits
     for k, v in reply.metrics.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ValueError(f"{kind} reply metric {k!r} is not a scalar number: {type(v).__name__}")
@@ -250,9 +278,17 @@ def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] 
                                                       for a in reply.arrays):
             raise ValueError(f"baseline reply must be two non-negative sums over {n_bins} month bins, "
                              f"got shapes {shapes}")
+    elif kind == "reference" and reply.arrays:
+        from fl_engine.federation.curves import CURVE_EDGES_MONTHS
+        n_bins = len(CURVE_EDGES_MONTHS) - 1
+        a = np.asarray(reply.arrays[0]) if len(reply.arrays) == 1 else None
+        if a is None or a.ndim != 3 or a.shape[1:] != (2, n_bins) or not np.all(np.isfinite(a)) \
+                or np.any(a < 0) or np.any(a != np.round(a)):
+            raise ValueError(f"reference reply may carry one array of group counts (groups, 2, {n_bins}), "
+                             f"got {[np.shape(x) for x in reply.arrays]}")
     elif reply.arrays:
-        raise ValueError(f"{kind} reply carries {len(reply.arrays)} array(s); only train and baseline "
-                         "replies may")
+        raise ValueError(f"{kind} reply carries {len(reply.arrays)} array(s); only train, baseline and "
+                         "reference (group counts) replies may")
     if kind == "stats":
         _check_stats(reply.stats)
     elif reply.stats is not None:

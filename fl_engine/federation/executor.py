@@ -1,10 +1,11 @@
 """Run a study without Flower processes: the same loop and node functions, called directly."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from fl_engine.federation.config import RunConfig, parse_run_config
-from fl_engine.federation.core import NodeReply, NodeRequest, handle_request
+from fl_engine.federation.core import NodeReply, NodeRequest, check_reply_privacy, handle_request
 from fl_engine.federation.loop import History, MetricsSink, run_federation
 
 
@@ -22,7 +23,10 @@ class LocalTransport:
         out: dict[str, NodeReply | Exception] = {}
         for name, req in requests.items():
             try:
-                out[name] = handle_request(self.tables[name], self.cfg, req, name)
+                reply = handle_request(self.tables[name], self.cfg, req, name)
+                # the same check the ClientApp applies before a reply leaves a node
+                check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None, req)
+                out[name] = reply
             except Exception as err:  # one node failing must not hide the others' replies
                 out[name] = err
         return out

@@ -21,7 +21,8 @@ MESSAGE_TYPES = {"stats": "query.stats", "train": "train", "evaluate": "evaluate
                  "synth_summary": "query.synth_summary", "synth_round": "query.synth_round",
                  "synth_mixture": "query.synth_mixture", "synth_structure": "query.synth_structure",
                  "synth_counts": "query.synth_counts", "synth_validate": "query.synth_validate",
-                 "synth_alone": "query.synth_alone", "reference": "query.reference"}
+                 "synth_alone": "query.synth_alone", "synth_share": "query.synth_share",
+                 "reference": "query.reference"}
 KIND_OF_TYPE = {v: k for k, v in MESSAGE_TYPES.items()}
 
 

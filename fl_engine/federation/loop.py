@@ -46,6 +46,8 @@ class History:
     nodes: list[str] = field(default_factory=list)
     # Federated Breslow baseline of the final model (Cox-type models): {"times", "cumhaz"}, months.
     baseline: dict = field(default_factory=dict)
+    # Kaplan-Meier curves of the pooled held-out patients by risk group (comparison phase).
+    curves: dict = field(default_factory=dict)
 
     def model(self, cfg: RunConfig):
         """The final global model as a SurvivalModel."""
@@ -123,13 +125,19 @@ def run_federation(cfg: RunConfig, transport: Transport, sink: MetricsSink | Non
     return hist
 
 
-def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History, t_end: float) -> None:
+def time_budget(cfg: RunConfig, t_end: float):
+    """budget(what) -> seconds the next phase may wait: the round timeout, capped by what is left
+    of the run's time limit (monotonic deadline `t_end`); raises FederationError past it."""
     def budget(what: str) -> float:
         left = t_end - time.monotonic()
         if left <= 0:
             raise FederationError(f"run exceeded its time limit of {cfg.run_timeout_s:g} s ({what})")
         return min(cfg.round_timeout_s, left)
+    return budget
 
+
+def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History, t_end: float) -> None:
+    budget = time_budget(cfg, t_end)
     keys = _wait_for_nodes(cfg, transport, budget("waiting for nodes"))
     replies = transport.request({k: NodeRequest("stats") for k in keys}, budget("preprocessing"))
     ok = _successful(replies, "preprocessing", cfg.min_nodes)
@@ -219,10 +227,15 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
 
     if cfg.comparison and hist.rounds:
         nodes = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]
-        replies = request({by_name[n]: NodeRequest("reference", initial,
-                                                   {"preprocessor": hist.preprocessor, "round": cfg.num_rounds})
+        conf = {"preprocessor": hist.preprocessor, "round": cfg.num_rounds, "with_final": True,
+                "baseline": {"times": hist.baseline["times"], "cumhaz": hist.baseline["cumhaz"]} if hist.baseline else None}
+        replies = request({by_name[n]: NodeRequest("reference", initial + list(hist.weights), conf)
                            for n in nodes}, "comparison")
         ok = {names[k]: v.metrics for k, v in replies.items() if isinstance(v, NodeReply)}
+        counts = [v.arrays[0] for v in replies.values() if isinstance(v, NodeReply) and v.arrays]
+        if counts:
+            from fl_engine.federation.curves import curves_from_counts
+            hist.curves = curves_from_counts(np.sum(counts, axis=0), cfg.use_case)
         for k, err in replies.items():
             if not isinstance(err, NodeReply):
                 log.warning("comparison: node %s failed: %s", names.get(k, k), err)
@@ -282,6 +295,7 @@ def save_model(model_dir: str | Path, cfg: RunConfig, hist: History) -> Path:
         "endpoint": cfg.endpoint, "time_unit": "months", "num_rounds": cfg.num_rounds,
         "n_features": len(Preprocessor.from_dict(hist.preprocessor).output_names),
         "preprocessor": hist.preprocessor, "nodes": hist.nodes, "baseline": hist.baseline,
+        "curves": hist.curves,
         "final_metrics": hist.rounds[-1]["metrics"] if hist.rounds else [],
     }
     (d / "model.json").write_text(json.dumps(_finite(meta), indent=1))

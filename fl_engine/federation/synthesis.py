@@ -4,8 +4,8 @@ Manager side: `run_synthesis(cfg, transport, sink)`. Node side: `handle_synth_re
 `core.handle_request` for every ``synth_*`` kind), and `check_synth_reply_privacy` (called by
 `core.check_reply_privacy`), which states what may leave a node: column summaries, generator
 parameters, sufficient statistics (counts), SAFE aggregates (counts, sums, histograms) and scalar
-scores. No patient row leaves a node; the only rows that travel are synthetic, from manager to
-nodes (to be validated there).
+scores. No patient row leaves a node; the only rows that travel are synthetic: from manager to
+nodes (to be validated there) and, for sd_sharing, gated shares from nodes to the manager.
 
 Protocol (generators `vae_bgm`, `ctgan`: iterative; `bayesian_network`: two steps, one "round"):
   synth_summary    node column summaries -> one global summary (generative.transform)
@@ -20,6 +20,17 @@ Protocol (generators `vae_bgm`, `ctgan`: iterative; `bayesian_network`: two step
                    messages, and these are parameters like every FedAvg update a node sends)
 Each round the manager samples a cohort from the FedAvg'd generator, every node validates it and
 the pooled CSF / GSF / NNDR p5 go to `sink.round` (global and per node, plus `alone_*` per node).
+
+Synthetic-data sharing (`sd_sharing`, one round): after the summaries (node sizes only are used)
+  synth_share      the node trains a generator of the base kind (generator_params "kind",
+                   default vae_bgm) on its own patients, samples its share of the rows, runs ITS
+                   OWN privacy gate (generative.gate, strict defaults) against its own holdout and
+                   replies with the rows only if the gate passed (categories as integer codes
+                   into the spec's categories), always with the gate as scalars (gate_passed,
+                   gate_<check> measured, gate_<check>_threshold)
+The manager pools the passing shares (generative.sd_sharing), then synth_validate as above. These
+are the only rows that leave a node: synthetic, gated by the node, of the spec's columns, at most
+as many as the manager asked for (check_synth_reply_privacy, given the request).
 At the end the final cohort (synthetic.csv), the pooled SAFE report and the gate
 (generative.gate) are written to cfg.model_dir (synthesis.json).
 
@@ -47,9 +58,10 @@ from fl_engine.schema import get_schema
 log = logging.getLogger("fedhaem.federation")
 
 SYNTH_KINDS = ("synth_summary", "synth_round", "synth_mixture", "synth_structure", "synth_counts",
-               "synth_validate", "synth_alone")
-SYNTH_GENERATORS = ("vae_bgm", "bayesian_network", "ctgan")
+               "synth_validate", "synth_alone", "synth_share")
+SYNTH_GENERATORS = ("vae_bgm", "bayesian_network", "ctgan", "sd_sharing")
 ITERATIVE = ("vae_bgm", "ctgan")
+SHARE_BASES = ("vae_bgm", "bayesian_network", "ctgan")  # generators a node may train for sd_sharing
 
 # Default generated columns of MDS (the set the benchmark bench/synthetic_mds.py uses).
 _MDS_GENES = ("SF3B1", "TET2", "ASXL1", "SRSF2", "DNMT3A", "RUNX1", "U2AF1", "TP53", "EZH2", "ZRSR2",
@@ -72,6 +84,12 @@ def generator_hyper(kind: str, params: dict) -> dict:
     ValueError naming the bad key."""
     if kind not in SYNTH_GENERATORS:
         raise ValueError(f"generator {kind!r} is not one of {', '.join(SYNTH_GENERATORS)}")
+    if kind == "sd_sharing":  # {"kind": base generator, **its hyper-parameters}
+        base = params.get("kind", "vae_bgm")
+        if base not in SHARE_BASES:
+            raise ValueError(f"generator_params: kind={base!r} must be one of {', '.join(SHARE_BASES)} "
+                             "(the generator each node trains for sd_sharing)")
+        return {"kind": base, **generator_hyper(base, {k: v for k, v in params.items() if k != "kind"})}
     from generative.federated import make_generator  # noqa: F401  (backends import lazily)
     if kind == "vae_bgm":
         from generative.backends.vae_bgm import VAEBGMGenerator as cls
@@ -272,6 +290,8 @@ def handle_synth_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, nam
         return _reply(name, rep, counts)
     if req.kind == "synth_alone":
         return _node_alone(train, hold, cfg, spec, summary, p.get("params"), r, name, counts)
+    if req.kind == "synth_share":
+        return _node_share(train, hold, cfg, spec, p, name, counts)
     raise ValueError(f"unknown request kind {req.kind!r}; known: {', '.join(SYNTH_KINDS)}")
 
 
@@ -301,6 +321,73 @@ def _node_alone(train, hold, cfg, spec, summary, params, r, name, counts) -> Nod
     return _reply(name, {"params": out_params} if out_params is not None else None, metrics)
 
 
+def share_hyper(cfg: RunConfig) -> tuple[str, dict]:
+    """(base generator, its hyper-parameters) a node trains for sd_sharing; the run's local_epochs
+    are its training epochs unless generator_params set "epochs"."""
+    hyper = generator_hyper("sd_sharing", dict(cfg.generator_params))
+    base = hyper.pop("kind")
+    if base in ITERATIVE:
+        hyper.setdefault("epochs", cfg.local_epochs)
+    return base, hyper
+
+
+def rows_to_payload(df: pd.DataFrame, spec) -> dict:
+    """Synthetic rows as {column: 1-D numeric array}: categories as integer codes into the spec's
+    categories (only numbers leave a node)."""
+    out = {}
+    for c in spec.columns:
+        v = df[c.name]
+        if c.kind == "categorical":
+            codes = pd.Categorical(v.astype(str), categories=list(c.categories)).codes
+            if (codes < 0).any():
+                raise ValueError(f"synthetic column {c.name!r} holds a value outside {list(c.categories)}")
+            out[c.name] = codes.astype(np.int16)
+        else:
+            out[c.name] = v.to_numpy(dtype=float)
+    return out
+
+
+def payload_to_rows(d: dict, spec) -> pd.DataFrame:
+    """Inverse of rows_to_payload, validated against the spec (raises ValueError naming the column)."""
+    cols = {}
+    for c in spec.columns:
+        a = np.asarray(d[c.name])
+        if c.kind == "categorical":
+            if a.size and (a.min() < 0 or a.max() >= len(c.categories) or not np.issubdtype(a.dtype, np.integer)):
+                raise ValueError(f"shared column {c.name!r}: codes outside 0..{len(c.categories) - 1}")
+            cols[c.name] = np.asarray(c.categories, dtype=object)[a.astype(int)]
+        else:
+            cols[c.name] = a
+    return spec.validate(pd.DataFrame(cols), where="shared synthetic rows")
+
+
+def _node_share(train, hold, cfg, spec, p, name, counts) -> NodeReply:
+    """sd_sharing on this node: local generator, own gate, rows only if it passed."""
+    from generative.sd_sharing import node_share_synthetic
+
+    if cfg.generator != "sd_sharing":
+        raise ValueError(f"synth_share belongs to the sd_sharing generator, not to {cfg.generator!r}")
+    if list(p.get("columns") or []) != spec.names:
+        raise ValueError(f"synth_share: requested columns {p.get('columns')} are not this run's "
+                         f"generated columns {spec.names}")
+    n_rows = p.get("n_rows")
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"synth_share: n_rows={n_rows!r} must be a positive integer")
+    base, hyper = share_hyper(cfg)
+    out = node_share_synthetic(spec, train, hold, n_rows=n_rows, kind=base, hyper=hyper,
+                               seed=_seed(cfg, "share", name))
+    metrics = {**counts, "gate_passed": 1.0 if out["passed"] else 0.0,
+               "n_shared": float(n_rows if out["passed"] else 0)}
+    for c in out["gate"]["checks"]:
+        metrics[f"gate_{c['name']}_threshold"] = float(c["threshold"])
+        if c["measured"] is not None:  # not measured = failed, shown as missing
+            metrics[f"gate_{c['name']}"] = float(c["measured"])
+            metrics[f"gate_{c['name']}_margin"] = float(c["margin"])  # negative = failed by that much
+    if not out["passed"]:
+        return _reply(name, None, metrics)
+    return _reply(name, {"rows": rows_to_payload(pd.DataFrame(out["rows"]), spec)}, metrics)
+
+
 # --- privacy check of replies ------------------------------------------------------------
 
 _ALLOWED = {
@@ -311,16 +398,20 @@ _ALLOWED = {
     "synth_counts": {"n", "counts"},
     "synth_validate": {"n_train", "n_holdout", "n_synthetic", "parts", "stats", "scores", "tstr", "privacy"},
     "synth_alone": {"params"},
+    "synth_share": {"rows"},
 }
 _SUMMARY_KEYS = ({"sum", "sumsq", "min", "max", "quantiles", "gmm"}, {"counts"})
 _VALIDATE_KEYS = {"stats": {"n", "ecdf", "cat", "sum", "cross", "events", "censored"},
                   "scores": {"csf", "gsf"}, "tstr": {"c_index", "n"}}
 
 
-def check_synth_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None) -> None:
+def check_synth_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None,
+                              request: NodeRequest | None = None) -> None:
     """Raise ValueError unless a synth_* reply holds only what may leave a node: scalar metrics,
     and a payload of the kind's allowed keys whose arrays are numbers (never text, never a row
-    table); parameters of synth_round / synth_alone have shapes present in the request."""
+    table); parameters of synth_round / synth_alone have shapes present in the request. Rows may
+    leave only in a synth_share reply whose gate_passed metric is 1, with exactly the columns and
+    at most the rows that `request` asked for (without the request, rows are refused)."""
     for k, v in reply.metrics.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ValueError(f"{kind} reply metric {k!r} is not a scalar number: {type(v).__name__}")
@@ -356,6 +447,32 @@ def check_synth_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[t
             if not isinstance(a, np.ndarray) or tuple(a.shape) not in allowed_shapes:
                 raise ValueError(f"{kind}: parameter {key!r} shape {np.shape(a)} is not a shape the "
                                  "manager sent (only model parameters may return)")
+    if kind == "synth_share" and "rows" in p:
+        _check_share_rows(reply, p["rows"], request)
+
+
+def _check_share_rows(reply: NodeReply, rows, request: NodeRequest | None) -> None:
+    if reply.metrics.get("gate_passed") != 1:
+        raise ValueError(f"synth_share: node {reply.name} sends rows although its privacy gate did not pass "
+                         f"(gate_passed={reply.metrics.get('gate_passed')!r})")
+    if request is None or request.kind != "synth_share":
+        raise ValueError("synth_share: rows can be checked only against the synth_share request; refused")
+    asked = decode_payload(request.config.get("payload", {}), request.arrays)
+    columns, n_max = list(asked.get("columns") or []), asked.get("n_rows")
+    if not isinstance(rows, dict) or set(rows) != set(columns):
+        got = set(rows) if isinstance(rows, dict) else set()
+        raise ValueError(f"synth_share: row columns differ from the requested ones: foreign "
+                         f"{sorted(got - set(columns))}, missing {sorted(set(columns) - got)}")
+    lengths = set()
+    for col, a in rows.items():
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            raise ValueError(f"synth_share: column {col!r} is not a 1-D array")
+        lengths.add(len(a))
+    if len(lengths) > 1:
+        raise ValueError(f"synth_share: columns have different lengths {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    if not isinstance(n_max, int) or n > n_max:
+        raise ValueError(f"synth_share: {n} rows, more than the {n_max} requested")
 
 
 _PARTS = {"fidelity", "utility", "privacy"}
@@ -445,17 +562,12 @@ def run_synthesis(cfg: RunConfig, transport, sink=None) -> dict:
 def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
     from generative import GateThresholds, evaluate_gate, fit_tstr_model, manager_merge_summaries, manager_pool
     from generative import SafeConfig
-    from fl_engine.federation.loop import _successful, _wait_for_nodes
+    from fl_engine.federation.loop import _successful, _wait_for_nodes, time_budget
 
     if cfg.generator not in SYNTH_GENERATORS:
         raise FederationError(f"generator {cfg.generator!r} is not one of {', '.join(SYNTH_GENERATORS)}")
     spec = synthesis_spec(cfg)
-
-    def budget(what: str) -> float:
-        left = t_end - time.monotonic()
-        if left <= 0:
-            raise FederationError(f"run exceeded its time limit of {cfg.run_timeout_s:g} s ({what})")
-        return min(cfg.round_timeout_s, left)
+    budget = time_budget(cfg, t_end)
 
     keys = _wait_for_nodes(cfg, transport, budget("waiting for nodes"))
     ok = _successful(transport.request({k: NodeRequest("synth_summary", [], {"round": 0}) for k in keys},
@@ -476,7 +588,7 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
         live[:] = [k for k in live if k in replies]
         return {names[k]: v for k, v in replies.items()}
 
-    g = _make(cfg.generator, spec, cfg, summary, cfg.seed)
+    g = _make(cfg.generator, spec, cfg, summary, cfg.seed) if cfg.generator != "sd_sharing" else None
     rounds: list[dict] = []
     alone_params: dict[str, dict] = {}
     params = initial_parameters(cfg, spec, summary) if cfg.generator in ITERATIVE else None
@@ -504,6 +616,9 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
                 pl = reply_payload(rep) or {}
                 if pl.get("params") is not None:
                     alone_params[n] = pl["params"]
+        elif cfg.generator == "sd_sharing":
+            g, alone = _pool_shares(cfg, spec, phase, r, n_train, n_final)
+            n_final = min(n_final, len(g.pool))  # fewer rows when some node's gate failed
         else:
             from generative.backends import bayesnet as bn
             st = phase("synth_structure", {"summary": summary}, r, "network structure")
@@ -523,6 +638,9 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
         reps = {n: reply_payload(v) for n, v in val.items()}
         pooled = manager_pool([reps[n] for n in sorted(reps)], syn, spec, sc)
         metrics = round_metrics_synth(pooled, reps, {n: v.metrics for n, v in alone.items()})
+        if cfg.generator == "sd_sharing":  # each node's own gate: passed flag and measured values
+            metrics += [{"node": n, "name": k, "value": float(v)} for n in sorted(alone)
+                        for k, v in alone[n].metrics.items() if k.startswith("gate_") or k == "n_shared"]
         metrics.append({"node": "global", "name": "round_time_s", "value": time.monotonic() - t0})
         rounds.append({"round": r, "metrics": metrics})
         sink.round(r, metrics)
@@ -532,6 +650,47 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
     gate = evaluate_gate(report, GateThresholds())
     return {"synthetic": synthetic, "report": report, "gate": gate, "rounds": rounds,
             "nodes": sorted(n_train), "n_train": n_train, "spec": spec.as_dict()}
+
+
+def _pool_shares(cfg: RunConfig, spec, phase, r: int, n_train: dict[str, int], n_final: int):
+    """sd_sharing: ask each node for its share of n_final rows (in proportion to its training
+    patients), pool the rows of nodes whose gate passed. Returns (pool generator, replies by
+    node); raises FederationError naming every node's failed checks when none passed."""
+    from generative.sd_sharing import SyntheticPoolGenerator, manager_pool_synthetic
+
+    total = sum(n_train.values())
+    want = {n: max(1, -(-n_final * k // total)) for n, k in n_train.items()}  # integer ceiling
+    replies = phase("synth_share", {"columns": spec.names}, r, "synthetic-data sharing",
+                    per_node={n: {"n_rows": want[n]} for n in n_train})
+    shares = []
+    for n in sorted(replies):
+        passed = replies[n].metrics.get("gate_passed") == 1
+        rows = (reply_payload(replies[n]) or {}).get("rows") if passed else None
+        shares.append({"passed": passed and rows is not None,
+                       "rows": payload_to_rows(rows, spec) if rows is not None else None})
+    if not any(s["passed"] for s in shares):
+        detail = "; ".join(f"{n}: " + (", ".join(_failed_checks(replies[n].metrics)) or "no check measured")
+                           for n in sorted(replies))
+        raise FederationError(f"sd_sharing: no node passed its privacy gate ({detail})")
+    pool = manager_pool_synthetic(shares, spec)
+    g = SyntheticPoolGenerator(spec, seed=cfg.seed).fit(pool)
+    g.fit_info["node_gates"] = {n: bool(replies[n].metrics.get("gate_passed") == 1) for n in sorted(replies)}
+    log.info("sd_sharing: %d rows pooled from %d of %d nodes", len(pool), sum(s["passed"] for s in shares),
+             len(shares))
+    return g, replies
+
+
+def _failed_checks(metrics: dict) -> list[str]:
+    """'check measured vs threshold' for each failed gate check in a synth_share reply's metrics."""
+    out = []
+    for key in sorted(k for k in metrics if k.startswith("gate_") and k.endswith("_threshold")):
+        name = key[len("gate_"):-len("_threshold")]
+        th, m, margin = metrics[key], metrics.get(f"gate_{name}"), metrics.get(f"gate_{name}_margin")
+        if m is None or margin is None or not math.isfinite(m):
+            out.append(f"{name} not measured (threshold {th:g})")
+        elif margin < 0:
+            out.append(f"{name} {m:.3g} vs threshold {th:g}")
+    return out
 
 
 def save_synthesis(model_dir: str | Path, cfg: RunConfig, out: dict) -> Path:
@@ -584,7 +743,7 @@ class CheckedTransport:
             if isinstance(rep, NodeReply):
                 req = requests[k]
                 try:
-                    check_reply_privacy(req.kind, rep, [np.shape(a) for a in req.arrays] if req.arrays else None)
+                    check_reply_privacy(req.kind, rep, [np.shape(a) for a in req.arrays] if req.arrays else None, req)
                     self.replies.append((req.kind, rep))
                 except ValueError as err:
                     out[k] = err

@@ -136,8 +136,32 @@ def study_comparison(study, runs) -> list[dict]:
                 "isolated": iso, "gain": fed - iso if fed is not None and iso is not None else None,
                 "scores": {label: m.get(f"{key}_c_index") for key, label in LABELS.items() if label in conventional}})
         rows.append({"run": run, "values": values, "conventional": conventional, "hospitals": hospitals,
-                     "nodes": {h["node"]: h["federated"] for h in hospitals}})
+                     "nodes": {h["node"]: h["federated"] for h in hospitals}, "curves": run_curves(run)})
     return rows
+
+
+def run_curves(run) -> dict:
+    """Kaplan-Meier curves by risk group of a finished run's pooled held-out patients (from the
+    counts the hospitals sent in the comparison phase), grouped by score: {"times": [...],
+    "panels": [{"title", "groups": [{category, n, survival}]}]}; empty when not computed."""
+    import json
+    from pathlib import Path
+
+    from django.conf import settings
+
+    path = Path(settings.VAR_DIR) / "runs" / str(run.pk) / "model" / "model.json"
+    try:
+        curves = json.loads(path.read_text()).get("curves") or {}
+    except (OSError, ValueError):
+        return {}
+    if not curves.get("groups"):
+        return {}
+    panels: dict[str, dict] = {}
+    for g in curves["groups"]:
+        title = "FedHaem model: predicted 2-year survival" if g["score"] == "model" else g["label"]
+        panels.setdefault(g["score"], {"title": title, "groups": []})["groups"].append(
+            {"category": g["category"], "n": g["n"], "survival": g["survival"]})
+    return {"times": curves["times"], "panels": list(panels.values())}
 
 
 def comparison_chart(row: dict) -> dict:

@@ -9,7 +9,9 @@ from portal.synthesis.services import GENERATORS
 
 GENERATOR_LABELS = {"vae_bgm": "VAE-BGM (variational autoencoder + latent mixture)",
                     "bayesian_network": "Bayesian network (one round: structure votes + summed counts)",
-                    "ctgan": "CTGAN (Fed-TGAN; needs many epochs to be useful)"}
+                    "ctgan": "CTGAN (Fed-TGAN; needs many epochs to be useful)",
+                    "sd_sharing": "Synthetic-data sharing (one round: each hospital trains alone, "
+                                  "gates its rows, shares those that pass)"}
 
 
 class GenerationForm(forms.Form):
@@ -21,7 +23,8 @@ class GenerationForm(forms.Form):
                               help_text="0 = as many synthetic patients as the hospitals' training patients.")
     generator_params = forms.CharField(required=False, label="Generator settings (JSON, optional)",
                                        widget=forms.TextInput(attrs={"placeholder": '{"beta": 0.5}'}),
-                                       help_text="Constructor keywords of the generator, e.g. beta, latent, hidden.")
+                                       help_text="Constructor keywords of the generator, e.g. beta, latent, hidden; "
+                                                 "for synthetic-data sharing also \"kind\" (default vae_bgm).")
 
     def clean_generator_params(self) -> dict:
         text = (self.cleaned_data.get("generator_params") or "").strip()

@@ -67,7 +67,8 @@ def _checked_file(actor, cohort: SyntheticCohort):
 # SuperLink, metrics endpoint and websocket as a survival run; when it finishes, the cohort it
 # wrote is stored as a SyntheticCohort (not released: release goes through the gate above).
 
-GENERATORS = ("vae_bgm", "bayesian_network", "ctgan")
+GENERATORS = ("vae_bgm", "bayesian_network", "ctgan", "sd_sharing")
+ONE_ROUND = ("bayesian_network", "sd_sharing")  # the engine runs one round whatever was asked
 START_PERMS = ("studies.add_run", "synthesis.add_syntheticcohort")  # the coordinator role
 
 
@@ -113,6 +114,8 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
         raise GenerationRefused(f"generator {generator!r} is not one of {', '.join(GENERATORS)}", "generator")
     if not 1 <= int(rounds) <= 200:
         raise GenerationRefused("rounds must be between 1 and 200", "rounds")
+    if generator in ONE_ROUND:
+        rounds = 1  # the run page counts rounds against this: "1 of 1", not "1 of 5" forever
     if not 1 <= int(local_epochs) <= 1000:
         raise GenerationRefused("local_epochs must be between 1 and 1000", "local_epochs")
     if not 0 <= int(rows) <= 1_000_000:

@@ -8,3 +8,19 @@
     yaxis: {title: "C-index (Harrell, held-out)", range: [0.4, 1]}, legend: {orientation: "h"},
   }, {responsive: true, displaylogo: false});
 })();
+
+// Kaplan-Meier curves by risk group: one chart per grouping (model, each conventional score).
+(function () {
+  const el = document.getElementById("curves-data");
+  if (!el) return;
+  const data = JSON.parse(el.textContent);
+  data.panels.forEach(function (p, i) {
+    const traces = p.groups.map(g => ({x: data.times, y: g.survival, mode: "lines", line: {shape: "hv"},
+      name: g.category + " (n=" + g.n + ")", hovertemplate: "%{x} months: %{y:.2f}<extra>" + g.category + "</extra>"}));
+    Plotly.newPlot("km-" + (i + 1), traces, {
+      title: {text: p.title, font: {size: 14}}, margin: {t: 40, r: 10, b: 50},
+      xaxis: {title: "months of follow-up"}, yaxis: {title: "survival probability", range: [0, 1.02]},
+      legend: {orientation: "h"},
+    }, {responsive: true, displaylogo: false});
+  });
+})();

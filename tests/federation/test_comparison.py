@@ -50,7 +50,7 @@ def test_without_comparison_no_reference_metrics(node_tables):
     assert not any(m["name"].startswith("isolated") for m in hist.rounds[-1]["metrics"])
 
 
-def test_reference_reply_may_not_carry_arrays():
+def test_reference_reply_may_not_carry_other_arrays():
     check_reply_privacy("reference", NodeReply("H1", metrics={"isolated_c_index": 0.7}), None)
     with pytest.raises(ValueError, match="array"):
         check_reply_privacy("reference", NodeReply("H1", arrays=[np.zeros(3)], metrics={}), None)
@@ -62,3 +62,58 @@ def test_comparison_metrics_weights_each_score_by_its_own_count():
     g = {m["name"]: m["value"] for m in out if m["node"] == "global"}
     assert g["isolated_c_index"] == pytest.approx(0.75)
     assert g["ipss_m_c_index"] == pytest.approx(0.6)
+
+
+def test_curves_by_group_from_node_counts_are_the_pooled_kaplan_meier():
+    """Counts add up over nodes, and with whole-month follow-up the monthly estimate equals the
+    exact Kaplan-Meier curve of the pooled patients just before each month boundary."""
+    from fl_engine.federation.curves import CURVE_EDGES_MONTHS, curves_from_counts, group_counts, layout
+    from fl_engine.metrics import kaplan_meier, step_at
+
+    rng = np.random.default_rng(0)
+    n = 400
+    d = rng.integers(0, 130, n).astype(float)
+    e = rng.integers(0, 2, n).astype(float)
+    g = rng.integers(-1, 3, n)
+    parts = [slice(0, 240), slice(240, 360), slice(360, n)]
+    summed = sum(group_counts(d[p], e[p], g[p], 3)[0] for p in parts)
+    pooled, _ = group_counts(d, e, g, 3)
+    np.testing.assert_array_equal(summed, pooled)
+    rows = len(layout("MDS"))
+    full = np.zeros((rows, 2, len(CURVE_EDGES_MONTHS) - 1))
+    full[:3] = summed
+    cur = curves_from_counts(full, "MDS")
+    assert [c["category"] for c in cur["groups"]] == ["2-year survival >= 80 %", "2-year survival 50-80 %",
+                                                      "2-year survival < 50 %"]
+    for k, c in enumerate(cur["groups"]):
+        t, s = kaplan_meier(d[g == k], e[g == k])
+        want = step_at(t, s, CURVE_EDGES_MONTHS[1:] - 0.5)
+        np.testing.assert_allclose(c["survival"][1:], want, atol=1e-5)
+        assert c["n"] == (g == k).sum()
+
+
+def test_small_groups_are_suppressed():
+    from fl_engine.federation.curves import group_counts
+    counts, suppressed = group_counts(np.array([5.0, 6, 7, 8]), np.array([1.0, 0, 1, 1]), np.array([0, 0, 0, 1]), 2,
+                                      min_cell=2)
+    assert suppressed == 1 and counts[1].sum() == 0 and counts[0, 1, 0] == 3
+
+
+def test_comparison_run_carries_curves_by_model_and_score_group(node_tables):
+    hist = run_in_process({"dataset": "d", "num_rounds": 1, "min_nodes": 3, "comparison": True}, node_tables)
+    scores = {c["score"] for c in hist.curves["groups"]}
+    assert {"model", "ipss_m", "ipss_r"} <= scores
+    total_model = sum(c["n"] for c in hist.curves["groups"] if c["score"] == "model")
+    assert total_model == sum(m["value"] for m in hist.rounds[-1]["metrics"]
+                              if m["name"] == "n_holdout" and m["node"] != "global") / 2  # evaluate + comparison
+    for c in hist.curves["groups"]:
+        assert c["survival"][0] == 1.0 and all(a >= b for a, b in zip(c["survival"], c["survival"][1:]))
+
+
+def test_reference_reply_arrays_must_be_group_counts():
+    from fl_engine.federation.curves import CURVE_EDGES_MONTHS
+    ok = np.zeros((5, 2, len(CURVE_EDGES_MONTHS) - 1))
+    check_reply_privacy("reference", NodeReply("H1", arrays=[ok]), None)
+    for bad in (ok + 0.5, ok - 1, np.zeros((5, 3, len(CURVE_EDGES_MONTHS) - 1))):
+        with pytest.raises(ValueError, match="group counts"):
+            check_reply_privacy("reference", NodeReply("H1", arrays=[bad]), None)

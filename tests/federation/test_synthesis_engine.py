@@ -153,3 +153,102 @@ def test_ctgan_runs_through_the_same_rounds(tables, tmp_path):
     g = {m["name"] for m in out["rounds"][-1]["metrics"] if m["node"] == "global"}
     assert {"csf", "gsf", "nndr_p5", "tstr_c_index"} <= g
     assert {m["name"] for m in out["rounds"][-1]["metrics"] if m["node"] == "H2"} >= {"alone_csf", "csf"}
+
+
+# --- synthetic-data sharing (sd_sharing): node-gated rows, pooled by the manager ----------------
+
+def _share_request(spec, n_rows: int):
+    from fl_engine.federation.core import NodeRequest
+
+    skel, arrays = encode_payload({"columns": spec.names, "n_rows": n_rows})
+    return NodeRequest("synth_share", arrays, {"payload": skel, "round": 1})
+
+
+def _share_reply(rows: dict, passed: float):
+    skel, arrays = encode_payload({"rows": rows})
+    return NodeReply("H1", arrays, {"gate_passed": passed, "n_train": 10.0}, {"payload": skel})
+
+
+def test_sd_sharing_pools_only_rows_whose_node_gate_passed(tables, tmp_path):
+    from fl_engine.federation.synthesis import payload_to_rows
+
+    box: list = []
+    # default base generator (vae_bgm); 100 local epochs, seed 3: at least one node passes its gate
+    out = run_synthesis_in_process(_config(tmp_path, generator="sd_sharing", local_epochs=100), tables,
+                                   transport_out=box)
+    assert [r["round"] for r in out["rounds"]] == [1]
+    metrics = {(m["node"], m["name"]): m["value"] for m in out["rounds"][0]["metrics"]}
+    passed = {n: metrics[(n, "gate_passed")] for n in ("H1", "H2")}
+    assert set(passed.values()) <= {0.0, 1.0} and any(passed.values()), passed
+    for n in ("H1", "H2"):  # each check's measured value and threshold travel as scalars
+        assert {f"gate_{c}_threshold" for c in ("nndr_p5_ratio", "dcr_p5_ratio", "mia_auc")} <= \
+               {k for (node, k) in metrics if node == n}
+    assert {("global", "csf"), ("global", "gsf"), ("global", "tstr_c_index")} <= set(metrics)
+
+    shares = [(k, r) for k, r in box[0].replies if k == "synth_share"]
+    assert sorted(r.name for _, r in shares) == ["H1", "H2"]
+    spec = synthesis_spec(parse_run_config({"task": "synthesis", "features": FEATURES}))
+    pooled = []
+    for _, rep in shares:
+        if rep.metrics["gate_passed"] != 1:
+            assert rep.arrays == [] and rep.metrics["n_shared"] == 0, "a failed gate must share nothing"
+            continue
+        rows = reply_payload(rep)["rows"]
+        assert all(np.issubdtype(a.dtype, np.number) for a in rows.values())  # categories as codes
+        pooled.append(payload_to_rows(rows, spec))
+        assert len(pooled[-1]) == rep.metrics["n_shared"] == rep.metrics["n_train"]
+    syn = pd.read_csv(tmp_path / "out" / "synthetic.csv")
+    meta = json.loads((tmp_path / "out" / "synthesis.json").read_text())
+    assert list(syn.columns) == spec.names and meta["generator"] == "sd_sharing" and meta["num_rounds"] == 1
+    assert len(syn) == meta["n_rows"] == sum(len(p) for p in pooled)
+    # the cohort is the pooled shares (reordered), nothing else
+    key = lambda d: sorted(map(tuple, d[spec.names].astype(str).to_numpy()))  # noqa: E731
+    assert key(syn.round(6)) == key(pd.concat(pooled).round(6))
+
+
+def test_privacy_check_refuses_rows_of_a_failed_gate_foreign_columns_or_too_many():
+    from fl_engine.cohort import generate_mds_cohort
+    from fl_engine.federation.synthesis import rows_to_payload
+
+    spec = synthesis_spec(parse_run_config({"task": "synthesis", "features": FEATURES}))
+    rows = rows_to_payload(spec.validate(generate_mds_cohort(40, seed=1)[spec.names].dropna().head(5)), spec)
+    req = _share_request(spec, 5)
+    check_reply_privacy("synth_share", _share_reply(rows, 1.0), None, req)  # a passing share is allowed
+    with pytest.raises(ValueError, match="gate did not pass"):
+        check_reply_privacy("synth_share", _share_reply(rows, 0.0), None, req)
+    with pytest.raises(ValueError, match=r"foreign \['patient_id'\]"):
+        check_reply_privacy("synth_share", _share_reply({**rows, "patient_id": np.arange(5)}, 1.0), None, req)
+    with pytest.raises(ValueError, match="more than the 4 requested"):
+        check_reply_privacy("synth_share", _share_reply(rows, 1.0), None, _share_request(spec, 4))
+    with pytest.raises(ValueError, match="only against the synth_share request"):
+        check_reply_privacy("synth_share", _share_reply(rows, 1.0), None)
+    skel, arrays = encode_payload({"params": None, "rows": rows})  # rows in any other kind
+    with pytest.raises(ValueError, match="payload keys"):
+        check_reply_privacy("synth_alone", NodeReply("H1", arrays, {}, {"payload": skel}), None, req)
+    texts = {**rows, "sex": np.array(["F"] * 5)}  # categories as text, not codes
+    with pytest.raises(ValueError, match="only numbers"):
+        check_reply_privacy("synth_share", _share_reply(texts, 1.0), None, req)
+
+
+def test_sd_sharing_fails_naming_every_nodes_failed_checks(tables, tmp_path):
+    from fl_engine.federation.core import FederationError
+
+    # one local epoch: the untrained generators put rows into rare quasi-identifier cells
+    with pytest.raises(FederationError, match="no node passed its privacy gate") as err:
+        run_synthesis_in_process(_config(tmp_path, generator="sd_sharing", local_epochs=1, seed=4), tables)
+    msg = str(err.value)
+    assert "H1: " in msg and "H2: " in msg and "vs threshold" in msg, msg
+    assert "rare_combination_ratio" in msg, msg
+    assert not (tmp_path / "out" / "synthetic.csv").exists()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["event"] == "error" and "privacy gate" in lines[-1]["reason"]
+
+
+def test_sd_sharing_config_checks_the_base_generator():
+    cfg = parse_run_config({"task": "synthesis", "generator": "sd_sharing",
+                            "generator_params": '{"kind": "bayesian_network", "max_indegree": 2}'})
+    assert cfg.generator_params == {"kind": "bayesian_network", "max_indegree": 2}
+    with pytest.raises(ValueError, match="kind='sd_sharing'"):
+        parse_run_config({"task": "synthesis", "generator": "sd_sharing", "generator_params": '{"kind": "sd_sharing"}'})
+    with pytest.raises(ValueError, match="bogus"):
+        parse_run_config({"task": "synthesis", "generator": "sd_sharing", "generator_params": '{"bogus": 1}'})

@@ -58,6 +58,15 @@ def build_world(admin, coordinator, node_operator, public_key: str, with_run: bo
                                          {"node": node.name, "name": "ipss_m_n", "value": 62},
                                          {"node": "global", "name": "isolated_c_index", "value": 0.64},
                                          {"node": "global", "name": "ipss_m_c_index", "value": 0.67}])
+    # the curves the comparison phase leaves next to the model (fl_engine.federation.curves)
+    import json
+    from fl_engine.federation.curves import CURVE_EDGES_MONTHS
+    model_dir = study_services.run_dir(run) / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    surv = [round(0.99 ** k, 5) for k in range(len(CURVE_EDGES_MONTHS))]
+    (model_dir / "model.json").write_text(json.dumps({"curves": {"times": CURVE_EDGES_MONTHS.tolist(), "groups": [
+        {"score": "model", "label": "FedHaem model", "category": "2-year survival >= 80 %", "n": 40, "survival": surv},
+        {"score": "ipss_m", "label": "IPSS-M", "category": "Very Low", "n": 22, "survival": surv}]}}))
     mv = ModelVersion.objects.create(run=run, mlflow_run_id="0" * 32, registered_model_name="fedhaem-mds-os",
                                      version="1", metrics={"centralised_c_index": 0.71})
     released = SyntheticCohort.objects.create(run=run, generator="ctgan", row_count=2, released=True,

@@ -95,6 +95,36 @@ def test_flower_config_is_a_valid_synthesis_run_config(study, personas, client):
     assert page.context["chart"]["done"] == 0
 
 
+def test_sd_sharing_is_accepted_as_a_one_round_run(study, personas, api, client):
+    from fl_engine.federation.config import parse_run_config
+    from portal.synthesis import services
+
+    _approve(study, personas)
+    body = {**BODY, "generator": "sd_sharing", "rounds": 5, "generator_params": {"kind": "vae_bgm", "hidden": 32}}
+    url = f"/api/studies/{study.pk}/generation-runs/"
+    bad = api(personas["coordinator"]).post(url, {**body, "generator_params": {"kind": "gan9000"}}, format="json")
+    assert bad.status_code == 400 and "generator_params" in bad.json()["errors"], bad.json()
+    r = api(personas["coordinator"]).post(url, body, format="json")
+    assert r.status_code == 201, r.json()
+    out = r.json()
+    assert out["rounds"] == 1  # the engine runs one round; the run page counts against it
+    assert out["config"]["generation"]["generator_params"] == {"kind": "vae_bgm", "hidden": 32}
+    from portal.studies.models import Run
+    cfg = parse_run_config(services.flower_generation_config(Run.objects.get(pk=out["id"])))
+    assert (cfg.generator, cfg.generator_params["kind"]) == ("sd_sharing", "vae_bgm")
+    client.force_login(personas["coordinator"])
+    page = client.get(f"/generation-runs/{out['id']}/")
+    assert page.status_code == 200 and page.context["chart"]["rounds"] == 1
+    assert b"Synthetic-data sharing runs one round" in page.content
+    study_page = client.get(f"/studies/{study.pk}/")
+    assert b'value="sd_sharing"' in study_page.content
+    from portal.synthesis.forms import GenerationForm
+    form = GenerationForm({"generator": "sd_sharing", "rounds": 3, "local_epochs": 1, "rows": 0,
+                           "generator_params": '{"kind": "bayesian_network"}'})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["generator_params"] == {"kind": "bayesian_network"}
+
+
 def _finished_generation(study, personas):
     """A generation run whose model dir holds what the engine writes (in-process federation)."""
     import numpy as np

@@ -65,6 +65,9 @@ def test_comparison_sets_each_hospital_beside_its_own_model_and_the_score(world,
     for cell in ("62", "0.680", "0.640", "+0.040", "0.670"):
         assert f"<td>{cell}</td>" in row, (cell, row)
     assert "IPSS-M" in html and "0.710" in html  # conventional score named; imported centralised reference
+    # Kaplan-Meier panels from the run's curves: the model's groups and the score's categories
+    assert 'id="curves-data"' in html and "predicted 2-year survival" in html and "Very Low" in html
+    assert 'id="km-1"' in html and 'id="km-2"' in html
 
 
 def test_home_shows_what_needs_attention(world, personas, browse):
