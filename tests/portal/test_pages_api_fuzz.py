@@ -25,6 +25,11 @@ def test_schemathesis_finds_no_server_error(live_server, personas, p384_public_k
     cli = Path(sys.executable).parent / "schemathesis"
     cmd = [str(cli), "run", f"{live_server.url}/api/schema/", "--url", live_server.url,
            "--checks", "not_a_server_error", "-H", f"Authorization: Token {token}",
+           # Django's test server leaves an unread request body on a kept-alive connection when a
+           # view answers before reading it (a 404 on PATCH /api/studies/0/): the next request then
+           # starts with that body, and the client sees "BadStatusLine: <!DOCTYPE HTML>". Daphne,
+           # which serves the portal, reads whole requests; one connection per request here.
+           "-H", "Connection: close",
            "--max-examples", "12", "--seed", "7", "--workers", "1", "--request-timeout", "60",
            "--max-time", "180", "--phases", "examples,coverage,fuzzing",
            # /api/health/ answers 503 on purpose while the SuperLink is down (it is, here);
