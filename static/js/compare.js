@@ -5,7 +5,7 @@
     hovertemplate: "%{x}: %{y:.3f}<extra>" + s.name + "</extra>"}));
   Plotly.newPlot("chart-compare", traces, {
     margin: {t: 10, r: 10, b: 60}, barmode: "group",
-    yaxis: {title: "C-index (Harrell, held-out)", range: [0.4, 1]}, legend: {orientation: "h"},
+    yaxis: {title: {text: "C-index (Harrell, held-out)"}, range: [0.4, 1]}, legend: {orientation: "h"},
   }, {responsive: true, displaylogo: false});
 })();
 
@@ -18,9 +18,9 @@
     const traces = p.groups.map(g => ({x: data.times, y: g.survival, mode: "lines", line: {shape: "hv"},
       name: g.category + " (n=" + g.n + ")", hovertemplate: "%{x} months: %{y:.2f}<extra>" + g.category + "</extra>"}));
     Plotly.newPlot("km-" + (i + 1), traces, {
-      title: {text: p.title, font: {size: 14}}, margin: {t: 40, r: 10, b: 50},
-      xaxis: {title: "months of follow-up"}, yaxis: {title: "survival probability", range: [0, 1.02]},
-      legend: {orientation: "h"},
+      title: {text: p.title, font: {size: 14}}, margin: {t: 40, r: 10, b: 50, l: 60},
+      xaxis: {title: {text: "months of follow-up"}}, yaxis: {title: {text: "survival probability"}, range: [0, 1.02]},
+      legend: {orientation: "h", y: -0.3},
     }, {responsive: true, displaylogo: false});
   });
 })();

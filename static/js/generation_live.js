@@ -3,7 +3,7 @@
 // run's websocket (the same ws/runs/<id>/ channel and messages as the survival run page).
 (function () {
   const data = JSON.parse(document.getElementById("chart-data").textContent);
-  const xaxis = {title: "Round", dtick: 1, range: [0.5, data.rounds + 0.5]};
+  const xaxis = {title: {text: "Round"}, dtick: 1, range: [0.5, data.rounds + 0.5]};
   const waiting = [{text: "No round validated yet: points appear here as the hospitals report.",
                     showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: {color: "#4a5560"}}];
 
@@ -18,7 +18,7 @@
     Object.keys(data.scores).forEach(score => {
       const t = traces(score);
       const layout = {margin: {t: 10, r: 10}, xaxis: xaxis, legend: {orientation: "h"},
-                      yaxis: {title: data.labels[score], range: score === "nndr_p5" ? [0, 1.05] : [0, 1]},
+                      yaxis: {title: {text: data.labels[score]}, range: score === "nndr_p5" ? [0, 1.05] : [0, 1]},
                       annotations: t.length ? [] : waiting};
       Plotly.react("chart-" + score, t, layout, {responsive: true, displaylogo: false});
     });

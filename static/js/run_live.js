@@ -3,12 +3,12 @@
   const data = JSON.parse(document.getElementById("chart-data").textContent);
   const series = data.c_index;
   const loss = data.loss;
-  const xaxis = {title: "Round", dtick: 1, range: [0.5, data.rounds + 0.5]};
+  const xaxis = {title: {text: "Round"}, dtick: 1, range: [0.5, data.rounds + 0.5]};
   const waiting = [{text: "No round finished yet: points appear here as the hospitals report.",
                     showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: {color: "#4a5560"}}];
-  const layoutC = {margin: {t: 10, r: 10}, xaxis: xaxis, yaxis: {title: "C-index (Harrell)", range: [0.4, 1]},
+  const layoutC = {margin: {t: 10, r: 10}, xaxis: xaxis, yaxis: {title: {text: "C-index (Harrell)"}, range: [0.4, 1]},
                    legend: {orientation: "h"}};
-  const layoutL = {margin: {t: 10, r: 10}, xaxis: xaxis, yaxis: {title: "Loss (per patient)"}};
+  const layoutL = {margin: {t: 10, r: 10}, xaxis: xaxis, yaxis: {title: {text: "Loss (per patient)"}}};
 
   function tracesC() {
     return Object.keys(series).sort((a, b) => (a === "global") - (b === "global") || a.localeCompare(b)).map(n => ({

@@ -93,6 +93,9 @@ def test_clinician_sees_live_points_arrive(world, people, login):
     assert page.locator("#progress-label").inner_text() == "2 of 3"
     assert page.locator("#live-points").inner_text() == "4"
     assert page.locator("#chart-cindex .scatterlayer .trace").count() == 2  # global + hospital A
+    # axis titles (plotly.js 3 takes {text: ...}; a bare string is silently dropped)
+    assert page.locator("#chart-cindex .ytitle").text_content() == "C-index (Harrell)"
+    assert page.locator("#chart-cindex .xtitle").text_content() == "Round"
     shot(page, "clinician")
 
 

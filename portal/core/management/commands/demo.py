@@ -38,6 +38,8 @@ class Command(BaseCommand):
                     sup.on_stop.append(lambda: stop_redis(var))
                 self.stdout.write(f"  embedded Redis on 127.0.0.1:{settings.EMBEDDED_REDIS_PORT}")
             call_command("migrate", verbosity=0)
+            # the portal serves CSS, JS and plotly.js with WhiteNoise from STATIC_ROOT (var/static)
+            call_command("collectstatic", interactive=False, verbosity=0)
             base = f"http://127.0.0.1:{port}"
             idp = None
             if settings.OIDC_ISSUER == f"http://127.0.0.1:{settings.DEV_IDP_PORT}/o":
