@@ -2,7 +2,7 @@
 Antolini's time-dependent C next to the published table (Apellániz et al., Sci Rep 2024).
 
     python bench/survival_classic.py [--json] [--quick] [--datasets whas,pbc] [--models savae]
-        [--epochs N] [--savae-epochs N] [--folds 5]
+        [--epochs N] [--savae-epochs N] [--folds 5] [--savae-params JSON]
 
 Protocol per fold: the training folds are split 80/20 into fit / validation rows (seeded);
 both models stop early on the validation loss (patience 10 for DeepSurv, 30 for SAVAE; at most
@@ -10,14 +10,17 @@ both models stop early on the validation loss (patience 10 for DeepSurv, 30 for 
 3x --epochs by default) and keep their best weights. DeepSurv (fl_engine.models
 build_model("deepsurv"), hidden (32, 32), dropout 0.1, Adam 1e-3, batch 64) gets imputed,
 standardised, one-hot inputs; its Breslow baseline is fitted on all training folds. SAVAE
-(J=5, H=50, Adam 1e-3, batch 64) gets the same encoding with NaN kept (masked in its
-likelihood) and time_scale = median training time. Antolini C on the test fold with the
-survival curves evaluated at the training event times. Prints mean +- sd over folds.
+(fl_engine.models.savae defaults: J=5, H=50, Adam 1e-3, batch 64, KL and covariate weights 0.2)
+gets the same encoding with NaN kept (masked in its likelihood) and time_scale = median training
+time; --savae-params overrides constructor arguments for every data set alike (e.g.
+'{"covariate_weight": 1, "kl_weight": 1}' for the published code's unweighted loss). Antolini C
+on the test fold with the survival curves evaluated at the training event times. Prints mean +- sd over folds.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import sys
@@ -71,8 +74,17 @@ def fit_deepsurv(x, d, e, xv, dv, ev, epochs, seed):
     return m
 
 
+def fit_savae(xn, kinds, d, e, epochs, seed, params):
+    """SAVAE (module defaults, overridden by `params`) fitted on (xn, d, e)."""
+    kw = {"val_fraction": 0.2, "patience": 30, "time_scale": float(np.median(d))}
+    kw.update(params)
+    sv = SAVAE(xn.shape[1], column_kinds=kinds, seed=seed, **kw)
+    sv.fit(xn, d, e, epochs=epochs, seed=seed)
+    return sv
+
+
 def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "savae"),
-        savae_epochs: int | None = None) -> dict:
+        savae_epochs: int | None = None, savae_params: dict | None = None) -> dict:
     x_df, d, e = load_classic(name, DATA)
     res = {m: [] for m in models}
     for j, test in enumerate(folds(len(d), k, seed, e)):
@@ -92,9 +104,8 @@ def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "sava
             continue
         xn, kinds = enc.transform(x_df.iloc[train], impute=False)
         xt, _ = enc.transform(x_df.iloc[test], impute=False)
-        sv = SAVAE(xn.shape[1], column_kinds=kinds, time_scale=float(np.median(d[train])),
-                   val_fraction=0.2, patience=30, seed=seed + j)
-        sv.fit(xn, d[train], e[train], epochs=savae_epochs or 3 * epochs, seed=seed + j)
+        sv = fit_savae(xn, kinds, d[train], e[train], savae_epochs or 3 * epochs, seed + j,
+                       savae_params or {})
         res["savae"].append(antolini_c(d[test], e[test], sv.predict_survival(xt, grid).T, grid))
     return {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)), "folds": [round(x, 4) for x in v]}
             for m, v in res.items()}
@@ -109,7 +120,18 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default=",".join(CLASSIC_DATASETS))
     ap.add_argument("--models", default="deepsurv,savae")
     ap.add_argument("--savae-epochs", type=int, default=None, help="max SAVAE epochs (default 3x --epochs)")
+    ap.add_argument("--savae-params", default="{}",
+                    help='JSON object of SAVAE constructor overrides, e.g. \'{"latent_dim": 10}\'')
     a = ap.parse_args(argv)
+    try:
+        savae_params = json.loads(a.savae_params)
+    except json.JSONDecodeError as err:
+        ap.error(f"--savae-params: not JSON ({err})")
+    if not isinstance(savae_params, dict):
+        ap.error(f"--savae-params: expected a JSON object, got {a.savae_params!r}")
+    known = set(inspect.signature(SAVAE).parameters) - {"n_features", "column_kinds"}
+    if set(savae_params) - known:
+        ap.error(f"--savae-params: unknown SAVAE argument(s) {sorted(set(savae_params) - known)}")
     if not DATA.is_dir():
         print(f"survival benchmarks not found at {DATA}", file=sys.stderr)
         return 2
@@ -117,10 +139,12 @@ def main(argv=None) -> int:
     epochs = a.epochs or (30 if a.quick else 100)
     out = {"protocol": {"folds": a.folds, "max_epochs_deepsurv": epochs,
                         "max_epochs_savae": a.savae_epochs or 3 * epochs,
+                        "savae_params": savae_params,
                         "metric": "Antolini time-dependent C, mean over folds"}, "datasets": {}}
     for name in a.datasets.split(","):
         t0 = time.time()
-        r = run(name, a.folds, epochs, models=tuple(a.models.split(",")), savae_epochs=a.savae_epochs or 3 * epochs)
+        r = run(name, a.folds, epochs, models=tuple(a.models.split(",")), savae_epochs=a.savae_epochs or 3 * epochs,
+                savae_params=savae_params)
         r["published"] = dict(zip(("coxph", "deepsurv", "savae"), PUBLISHED[name]))
         r["seconds"] = round(time.time() - t0, 1)
         out["datasets"][name] = r

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from fl_engine.cohort import generate_mds_cohort
 from fl_engine.features import Preprocessor
@@ -89,3 +90,30 @@ def test_bad_kinds_rejected():
         SAVAE(2, column_kinds=["gaussian"])
     with pytest.raises(ValueError, match="column_kinds\\[1\\]"):
         SAVAE(2, column_kinds=["gaussian", "poisson"])
+
+
+def test_loss_weights_scale_kl_and_covariate_terms_only():
+    x, d, e = _weibull_data(120)
+    base = SAVAE(4, time_scale=12.0, covariate_weight=1.0, kl_weight=1.0)
+    base.fit(x, d, e, epochs=1, seed=0)
+
+    def loss(w, b):
+        m = SAVAE(4, time_scale=12.0, column_kinds=base.column_kinds, covariate_weight=w, kl_weight=b)
+        m.set_weights(base.get_weights())
+        m.net.eval()
+        with torch.no_grad():
+            return float(m._loss(*m._tensors(x, d, e), sample=False))
+
+    time_only = loss(0.0, 0.0)
+    cov, kl = loss(1.0, 0.0) - time_only, loss(0.0, 1.0) - time_only
+    assert cov > 0 and kl > 0
+    assert loss(1.0, 1.0) == pytest.approx(time_only + cov + kl, rel=1e-5)
+    assert loss(0.2, 0.2) == pytest.approx(time_only + 0.2 * (cov + kl), rel=1e-5)
+
+
+def test_default_loss_weights_and_bad_weights_rejected():
+    m = SAVAE(4, time_scale=12.0)
+    assert (m.covariate_weight, m.kl_weight) == (0.2, 0.2)
+    for name in ("covariate_weight", "kl_weight"):
+        with pytest.raises(ValueError, match=name):
+            SAVAE(4, **{name: -0.1})
