@@ -11,7 +11,10 @@ def mds_columns() -> list[str]:
     return s.group("clinical") + s.group("cytogenetic") + ["os_months", "os_event", "lfs_months", "lfs_event"]
 
 
-def build_world(admin, coordinator, node_operator, public_key: str, with_run: bool = True) -> dict:
+def build_world(admin, coordinator, node_operator, public_key: str, with_run: bool = True,
+                with_curves: bool = False) -> dict:
+    """Organisations, nodes, datasets, a study; with_run: a finished run with metrics, a model
+    version and two cohorts; with_curves: the run's Kaplan-Meier curves file (model/model.json)."""
     from django.core.files.base import ContentFile
     from django.utils import timezone
 
@@ -58,15 +61,20 @@ def build_world(admin, coordinator, node_operator, public_key: str, with_run: bo
                                          {"node": node.name, "name": "ipss_m_n", "value": 62},
                                          {"node": "global", "name": "isolated_c_index", "value": 0.64},
                                          {"node": "global", "name": "ipss_m_c_index", "value": 0.67}])
-    # the curves the comparison phase leaves next to the model (fl_engine.federation.curves)
-    import json
-    from fl_engine.federation.curves import CURVE_EDGES_MONTHS
-    model_dir = study_services.run_dir(run) / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    surv = [round(0.99 ** k, 5) for k in range(len(CURVE_EDGES_MONTHS))]
-    (model_dir / "model.json").write_text(json.dumps({"curves": {"times": CURVE_EDGES_MONTHS.tolist(), "groups": [
-        {"score": "model", "label": "FedHaem model", "category": "2-year survival >= 80 %", "n": 40, "survival": surv},
-        {"score": "ipss_m", "label": "IPSS-M", "category": "Very Low", "n": 22, "survival": surv}]}}))
+    # a run id may repeat across tests (SQLite reuses ids after a rollback): start from an empty folder
+    import shutil
+    shutil.rmtree(study_services.run_dir(run))
+    if with_curves:  # the curves the comparison phase leaves next to the model (fl_engine.federation.curves)
+        import json
+        from fl_engine.federation.curves import CURVE_EDGES_MONTHS
+        model_dir = study_services.run_dir(run) / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        surv = [round(0.99 ** k, 5) for k in range(len(CURVE_EDGES_MONTHS))]
+        groups = [{"score": "model", "label": "FedHaem model", "category": "2-year survival >= 80 %", "n": 40,
+                   "survival": surv},
+                  {"score": "ipss_m", "label": "IPSS-M", "category": "Very Low", "n": 22, "survival": surv}]
+        (model_dir / "model.json").write_text(json.dumps({"curves": {"times": CURVE_EDGES_MONTHS.tolist(),
+                                                                     "groups": groups}}))
     mv = ModelVersion.objects.create(run=run, mlflow_run_id="0" * 32, registered_model_name="fedhaem-mds-os",
                                      version="1", metrics={"centralised_c_index": 0.71})
     released = SyntheticCohort.objects.create(run=run, generator="ctgan", row_count=2, released=True,

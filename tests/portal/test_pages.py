@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 def world(personas, p384_public_key, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return build_world(personas["administrator"], personas["coordinator"], personas["node_operator"],
-                       p384_public_key)
+                       p384_public_key, with_curves=True)
 
 
 @pytest.fixture
