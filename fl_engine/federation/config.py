@@ -173,27 +173,24 @@ def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"run config: {key}={merged[key]!r}: {err}") from None
         out[key] = v
-    try:
-        params = json.loads(out["model_params"] or "{}") if isinstance(out["model_params"], str) \
-            else dict(out["model_params"])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"run config: model_params is not valid JSON: {err}") from None
-    if not isinstance(params, dict):
-        raise ValueError("run config: model_params must be a JSON object")
-    out["model_params"] = params
-    try:
-        gparams = json.loads(out["generator_params"] or "{}") if isinstance(out["generator_params"], str) \
-            else dict(out["generator_params"])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"run config: generator_params is not valid JSON: {err}") from None
-    if not isinstance(gparams, dict):
-        raise ValueError("run config: generator_params must be a JSON object")
-    out["generator_params"] = gparams
+    for key in ("model_params", "generator_params"):
+        out[key] = _json_object(key, out[key])
     out["features"] = _split(out["features"])
     out["feature_groups"] = _split(out["feature_groups"])
     out["use_case"] = out["use_case"].upper()
     _check(out)
     return RunConfig(**out)
+
+
+def _json_object(key: str, value) -> dict:
+    """A JSON-object run-config value (text or dict) as a dict; ValueError naming `key` otherwise."""
+    try:
+        obj = json.loads(value or "{}") if isinstance(value, str) else dict(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"run config: {key} is not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"run config: {key} must be a JSON object")
+    return obj
 
 
 def _split(s: str) -> tuple[str, ...]:

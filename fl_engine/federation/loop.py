@@ -138,9 +138,9 @@ def time_budget(cfg: RunConfig, t_end: float):
 
 def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History, t_end: float) -> None:
     budget = time_budget(cfg, t_end)
-    keys = _wait_for_nodes(cfg, transport, budget("waiting for nodes"))
+    keys = wait_for_nodes(cfg, transport, budget("waiting for nodes"))
     replies = transport.request({k: NodeRequest("stats") for k in keys}, budget("preprocessing"))
-    ok = _successful(replies, "preprocessing", cfg.min_nodes)
+    ok = successful_replies(replies, "preprocessing", cfg.min_nodes)
     names = {k: r.name for k, r in ok.items()}
     if len(set(names.values())) != len(names):
         raise FederationError(f"two nodes report the same name: {sorted(names.values())}")
@@ -175,7 +175,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
         replies = request({by_name[n]: NodeRequest("evaluate", w, {"preprocessor": hist.preprocessor,
                                                                    "round": r}) for n in nodes},
                           f"round {r} evaluation")
-        ok = _successful(replies, f"round {r} evaluation", cfg.min_nodes)
+        ok = successful_replies(replies, f"round {r} evaluation", cfg.min_nodes)
         return {names[k]: v.metrics for k, v in ok.items()}
 
     pending = None  # fused evaluation: (round, train metrics, weights, start time) awaiting evaluation
@@ -192,7 +192,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
             conf["evaluate_incoming"] = True
         replies = request({by_name[n]: NodeRequest("train", weights, conf) for n in chosen},
                           f"round {r} training")
-        ok = _successful(replies, f"round {r} training", cfg.min_nodes)
+        ok = successful_replies(replies, f"round {r} training", cfg.min_nodes)
         trained = {names[k]: {m: x for m, x in v.metrics.items() if not m.startswith("eval_")}
                    for k, v in ok.items()}
         if pending is not None:
@@ -221,7 +221,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
         replies = request({by_name[n]: NodeRequest("baseline", hist.weights,
                                                    {"preprocessor": hist.preprocessor, "round": cfg.num_rounds})
                            for n in nodes}, "baseline hazard")
-        ok = _successful(replies, "baseline hazard", cfg.min_nodes)
+        ok = successful_replies(replies, "baseline hazard", cfg.min_nodes)
         times, cumhaz = merge_baseline([ok[k].arrays for k in sorted(ok, key=names.get)])
         hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
 
@@ -262,7 +262,7 @@ def comparison_metrics(replies: dict[str, dict]) -> list[dict]:
     return out
 
 
-def _wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:
+def wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         keys = transport.nodes()
@@ -274,7 +274,7 @@ def _wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> l
         time.sleep(min(cfg.poll_interval_s * 5, 1.0))
 
 
-def _successful(replies: dict, phase: str, min_nodes: int) -> dict[str, NodeReply]:
+def successful_replies(replies: dict, phase: str, min_nodes: int) -> dict[str, NodeReply]:
     ok = {k: v for k, v in replies.items() if isinstance(v, NodeReply)}
     failed = {k: v for k, v in replies.items() if not isinstance(v, NodeReply)}
     for k, err in failed.items():
