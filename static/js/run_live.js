@@ -1,4 +1,5 @@
-// Live run page: draws the stored history, then appends points pushed over the run's websocket.
+// Live run page: draws the stored history, then appends points pushed over the run's websocket
+// (static/js/live.js, shared with the generation page).
 (function () {
   const data = JSON.parse(document.getElementById("chart-data").textContent);
   const series = data.c_index;
@@ -23,56 +24,17 @@
     Plotly.react("chart-loss", [{x: loss.x.slice(), y: loss.y.slice(), name: "loss", mode: "lines+markers"}], ll,
                  {responsive: true, displaylogo: false});
   }
-  function setProgress(done) {
-    data.done = Math.max(data.done, done);
-    document.getElementById("progress").value = data.done;
-    document.getElementById("progress-label").textContent = data.done + " of " + data.rounds;
-  }
-  function setStatus(status, error) {
-    const el = document.getElementById("run-status");
-    el.dataset.status = status;
-    el.textContent = status.charAt(0).toUpperCase() + status.slice(1);
-    if (error) { const e = document.getElementById("run-error"); e.textContent = error; e.hidden = false; }
-    if (["finished", "failed", "cancelled"].includes(status)) {
-      const f = document.getElementById("cancel-form"); if (f) f.remove();
-    }
-  }
-  function countPoints() {
-    const el = document.getElementById("live-points");
-    if (el) el.textContent = window.fedhaemPoints;
-  }
   draw();
-  window.fedhaemPoints = 0;
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(proto + "://" + location.host + "/ws/runs/" + data.run + "/");
-  window.fedhaemLive = false;
-  ws.onopen = function () { window.fedhaemLive = true; };
-  ws.onclose = function () { window.fedhaemLive = false; };
-  ws.onmessage = function (ev) {
-    const msg = JSON.parse(ev.data);
-    if (msg.event === "round") {
-      const r = msg.data.round;
-      msg.data.metrics.forEach(m => {
-        if (m.name === "c_index") {
-          const s = series[m.node] || (series[m.node] = {x: [], y: []});
-          if (!s.x.includes(r)) { s.x.push(r); s.y.push(m.value); window.fedhaemPoints++; countPoints(); }
-        } else if ((m.name === "loss" || m.name === "train_loss") && m.node === "global" && !loss.x.includes(r)) {
-          loss.x.push(r); loss.y.push(m.value);
-        }
-      });
-      setProgress(r);
-      draw();
-    } else if (msg.event === "status") {
-      setStatus(msg.data.status, msg.data.error);
-    }
-  };
-  window.fedhaemCancel = function (ev) {
-    ev.preventDefault();
-    if (!confirm("Cancel this run? The federation stops and the run cannot be resumed.")) return false;
-    const token = document.querySelector("#cancel-form [name=csrfmiddlewaretoken]").value;
-    fetch(ev.target.action, {method: "POST", headers: {"X-CSRFToken": token}, credentials: "same-origin"})
-      .then(r => r.json()).then(j => setStatus(j.status || "cancelled", j.error || j.detail))
-      .catch(() => { ev.target.action = ev.target.dataset.fallback; ev.target.submit(); });
-    return false;
-  };
+  FedHaemLive.connect(data, function (round) {
+    const r = round.round;
+    round.metrics.forEach(m => {
+      if (m.name === "c_index") {
+        const s = series[m.node] || (series[m.node] = {x: [], y: []});
+        if (!s.x.includes(r)) { s.x.push(r); s.y.push(m.value); FedHaemLive.countPoint(); }
+      } else if ((m.name === "loss" || m.name === "train_loss") && m.node === "global" && !loss.x.includes(r)) {
+        loss.x.push(r); loss.y.push(m.value);
+      }
+    });
+    draw();
+  }, null, "Cancel this run? The federation stops and the run cannot be resumed.");
 })();
