@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.portal.federation_world import portal_federation
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 NODES = ("hosp-a", "hosp-b", "hosp-c")
@@ -17,52 +19,12 @@ NODES = ("hosp-a", "hosp-b", "hosp-c")
 @pytest.fixture
 def federation(tmp_path, settings, live_server, personas, orgs, django_db_blocker):
     """Real federation + portal rows (approved nodes, announced datasets, approved study)."""
-    from celery.contrib.testing.worker import start_worker
-
-    from etl.registry import DatasetRegistry
-    from fl_engine.cohort import generate_mds_cohort, split_nodes
-    from fl_engine.deploy.local import LocalFederation
-    from portal.accounts.models import Organisation
-    from portal.celery import app as celery_app
-    from portal.datasets.services import announce
-    from portal.nodes.models import WorkerNode
-    from portal.studies import services
-    from portal.studies.models import Study
-
-    cohort = generate_mds_cohort(n=900, seed=3)
-    parts = split_nodes(cohort, (0.6, 0.3, 0.1), seed=3)
-    with LocalFederation(tmp_path / "fed") as fed:
-        for name, part in zip(NODES, parts):
-            fed.add_node(name, part.reset_index(drop=True), dataset="mds")
-        fed.wait_nodes_online()
-        settings.FLOWER_CONTROL_ADDRESS = fed.address
-        settings.FLOWER_PKI_DIR = fed.pki.ca_cert.parent
-        settings.PORTAL_BASE_URL = live_server.url
-        settings.ROUND_TIMEOUT_S = 120
-        datasets = []
-        for name in NODES:
-            org, _ = Organisation.objects.get_or_create(code=name, defaults={"name": name})
-            node = WorkerNode.objects.create(name=name, organisation=org, status="approved",
-                                             flower_node_id=fed.node_ids[name],
-                                             public_key=(tmp_path / "fed" / "nodes" / name / "keys" /
-                                                         "node_key.pub").read_text())
-            entry = DatasetRegistry(tmp_path / "fed" / "nodes" / name / "data").get("mds")
-            datasets.append(announce(node, None, entry.announcement())[0])
-        study = Study.objects.create(title="E2E", use_case="MDS", owner=personas["coordinator"],
-                                     feature_groups=["clinical", "cytogenetic", "genomic"], min_nodes=2,
-                                     hyperparameters={"local_epochs": 1, "hidden": [16]})
-        study.full_clean()
-        study.save()
-        study.datasets.set(datasets)
-        for ds in datasets:
-            ds.node.organisation = personas["node_operator"].organisation
-            ds.node.save()
-            services.decide_approval(personas["node_operator"], study, ds, "approved")
-        # A real Celery worker (threads pool) consuming the real Redis broker, in this process so
-        # that it sees the test database.
-        with django_db_blocker.unblock(), start_worker(celery_app, pool="threads", concurrency=2,
-                                                       perform_ping_check=False, shutdown_timeout=30):
-            yield {"fed": fed, "study": study}
+    with portal_federation(tmp_path, settings, live_server, personas, django_db_blocker, nodes=NODES,
+                           fractions=(0.6, 0.3, 0.1), n_patients=900, seed=3, round_timeout_s=120,
+                           concurrency=2,
+                           study={"title": "E2E", "feature_groups": ["clinical", "cytogenetic", "genomic"],
+                                  "min_nodes": 2, "hyperparameters": {"local_epochs": 1, "hidden": [16]}}) as world:
+        yield world
 
 
 class Listener:

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.portal.federation_world import portal_federation
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 NODES = ("hosp-a", "hosp-b")
@@ -16,48 +18,12 @@ FEATURES = ["age", "sex", "hb", "plt", "bm_blast", "cyto_ipssr", "TP53", "SF3B1"
 
 @pytest.fixture
 def federation(tmp_path, settings, live_server, personas, orgs, django_db_blocker):
-    from celery.contrib.testing.worker import start_worker
-
-    from etl.registry import DatasetRegistry
-    from fl_engine.cohort import generate_mds_cohort, split_nodes
-    from fl_engine.deploy.local import LocalFederation
-    from portal.accounts.models import Organisation
-    from portal.celery import app as celery_app
-    from portal.datasets.services import announce
-    from portal.nodes.models import WorkerNode
-    from portal.studies import services
-    from portal.studies.models import Study
-
     settings.MEDIA_ROOT = tmp_path / "media"
-    cohort = generate_mds_cohort(n=360, seed=4)
-    parts = split_nodes(cohort, (0.6, 0.4), seed=4)
-    with LocalFederation(tmp_path / "fed") as fed:
-        for name, part in zip(NODES, parts):
-            fed.add_node(name, part.reset_index(drop=True), dataset="mds")
-        fed.wait_nodes_online()
-        settings.FLOWER_CONTROL_ADDRESS = fed.address
-        settings.FLOWER_PKI_DIR = fed.pki.ca_cert.parent
-        settings.PORTAL_BASE_URL = live_server.url
-        settings.ROUND_TIMEOUT_S = 180
-        datasets = []
-        for name in NODES:
-            org, _ = Organisation.objects.get_or_create(code=name, defaults={"name": name})
-            node = WorkerNode.objects.create(name=name, organisation=org, status="approved",
-                                             flower_node_id=fed.node_ids[name],
-                                             public_key=(tmp_path / "fed" / "nodes" / name / "keys" /
-                                                         "node_key.pub").read_text())
-            entry = DatasetRegistry(tmp_path / "fed" / "nodes" / name / "data").get("mds")
-            datasets.append(announce(node, None, entry.announcement())[0])
-        study = Study.objects.create(title="Synthetic E2E", use_case="MDS", owner=personas["coordinator"],
-                                     min_nodes=2, hyperparameters={"local_epochs": 1})
-        study.datasets.set(datasets)
-        for ds in datasets:
-            ds.node.organisation = personas["node_operator"].organisation
-            ds.node.save()
-            services.decide_approval(personas["node_operator"], study, ds, "approved")
-        with django_db_blocker.unblock(), start_worker(celery_app, pool="threads", concurrency=1,
-                                                       perform_ping_check=False, shutdown_timeout=30):
-            yield {"fed": fed, "study": study}
+    with portal_federation(tmp_path, settings, live_server, personas, django_db_blocker, nodes=NODES,
+                           fractions=(0.6, 0.4), n_patients=360, seed=4, round_timeout_s=180, concurrency=1,
+                           study={"title": "Synthetic E2E", "min_nodes": 2,
+                                  "hyperparameters": {"local_epochs": 1}}) as world:
+        yield world
 
 
 def test_two_round_vae_bgm_generation_leaves_a_validated_cohort(federation, personas):
