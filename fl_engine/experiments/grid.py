@@ -199,22 +199,32 @@ def degrade(tables: list[pd.DataFrame], drops: dict[int, tuple[str, ...]], use_c
 # --- evaluation -----------------------------------------------------------------------------
 
 def _scores(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
-    """Conventional risk scores per row (higher = worse); NaN where not computable. IPSS-M
-    (mean scenario for missing terms) and IPSS-R from fl_engine.scores; published columns
-    (ipssm_score, ipssr_score, e.g. from the IWG-PM loader) as *_published when present."""
-    if use_case.upper() != "MDS":
-        return {}
+    """Conventional risk scores per row (higher = worse; NaN where not computable) of the use
+    case (fl_engine.scores.conventional: IPSS-M mean scenario and IPSS-R for MDS, ELN 2022 for
+    AML, CPSS / CPSS-Mol for CMML, ISS / R-ISS for myeloma; a score whose inputs are absent, as
+    in the worst case, is left out). For MDS, published columns (ipssm_score, ipssr_score, e.g.
+    from the IWG-PM loader) are added as *_published, or stand in when the inputs are absent."""
+    from fl_engine.scores.conventional import conventional_risks
+
+    out = conventional_risks(df, use_case)
+    if use_case.upper() == "MDS":
+        for name, col in (("ipss_m", "ipssm_score"), ("ipss_r", "ipssr_score")):
+            if col in df:
+                v = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+                out[f"{name}_published" if name in out else name] = v
+    return out
+
+
+def score_groups(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
+    """{score label (e.g. "IPSS-M"): category per row as a string, "" where undecided} for the
+    use case's conventional scores whose inputs are in `df`, categories in increasing risk."""
+    from fl_engine.scores.conventional import LABELS, conventional_groups, group_layout
+
+    idx = conventional_groups(df, use_case)
     out = {}
-    try:
-        from fl_engine.scores import ipssm, ipssr
-        out["ipss_m"] = ipssm(df)["ipssm_score_mean"].to_numpy(float)
-        out["ipss_r"] = ipssr(df)["ipssr_score"].to_numpy(float)
-    except (ImportError, KeyError, ValueError):  # inputs absent (worst case): published only
-        pass
-    for name, col in (("ipss_m", "ipssm_score"), ("ipss_r", "ipssr_score")):
-        if col in df:
-            v = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
-            out[f"{name}_published" if name in out else name] = v
+    for name, cats in group_layout(use_case):
+        if name in idx:
+            out[LABELS[name]] = np.array([cats[i] if i >= 0 else "" for i in idx[name]], dtype=object)
     return out
 
 
@@ -286,6 +296,7 @@ def run_grid(df: pd.DataFrame, cfg: GridConfig, log=print) -> tuple[pd.DataFrame
                              evaluate(d, e, s, n_boot=cfg.n_boot, seed=seed)))
         if seed == cfg.seeds[0]:
             extras["scores"] = sc
+            extras["groups"] = score_groups(test, cfg.use_case) if cfg.scores else {}
         log(f"seed {seed}: centralised C {res['global']['harrell_c']:.3f} "
             + " ".join(f"{k} {rows[-len(sc) + i]['harrell_c']:.3f}" for i, k in enumerate(sc))
             + f" ({time.time() - t0:.0f} s)")
@@ -410,18 +421,12 @@ def write_plots(out: Path, summary: pd.DataFrame, rounds: pd.DataFrame, extras: 
         test, risk = extras["km"]["test"], extras["km"]["risk"]
         d, e = _survival(test, cfg)
         groups = {"model (centralised), risk tertiles": pd.qcut(risk, 3, labels=["low", "mid", "high"]).astype(str)}
-        for name, s_ in (extras.get("scores") or {}).items():
-            if name == "ipss_m":
-                groups["IPSS-M"] = pd.cut(s_, [-np.inf, -1.5, -0.5, 0, 0.5, 1.5, np.inf],
-                                          labels=["VL", "L", "ML", "MH", "H", "VH"]).astype(str)
-            elif name == "ipss_r":
-                groups["IPSS-R"] = pd.cut(s_, [-np.inf, 1.5, 3, 4.5, 6, np.inf],
-                                          labels=["VL", "L", "I", "H", "VH"]).astype(str)
+        groups.update(extras.get("groups") or {})
         fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups), shared_yaxes=True)
         for j, (title, g) in enumerate(groups.items(), start=1):
             g = np.asarray(g)
             for level in pd.unique(g):
-                if level == "nan":
+                if level in ("nan", ""):
                     continue
                 m = g == level
                 if m.sum() < 3:

@@ -177,9 +177,11 @@ class SAVAE:
         load_module_weights(self.net, weights, "SAVAE")
 
     def fit(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray,
-            epochs: int, seed: int = 0) -> dict:
+            epochs: int, seed: int = 0, validation: tuple | None = None) -> dict:
         """Adam on mini-batches for at most `epochs` passes with early stopping on a validation
-        split; keeps the best weights. Returns {"loss", "val_loss", "epochs"}."""
+        split (`val_fraction` of the rows, or the given `validation` = (x, durations, events),
+        in which case every row of x is trained on); keeps the best weights.
+        Returns {"loss", "val_loss", "epochs"}."""
         x, d, e = self._arrays(x, durations, events)
         if self.column_kinds is None:
             self.column_kinds = _infer_kinds(x)
@@ -188,9 +190,15 @@ class SAVAE:
         if n == 0:
             raise ValueError("SAVAE.fit: no rows to train on")
         rng = np.random.default_rng(seed)
-        perm = rng.permutation(n)
-        n_val = int(round(self.val_fraction * n)) if n >= 20 else 0
-        val, tr = perm[:n_val], perm[n_val:]
+        if validation is not None:
+            xv, dv, ev = self._arrays(*validation)
+            x, d, e = np.concatenate([x, xv]), np.concatenate([d, dv]), np.concatenate([e, ev])
+            val, tr = np.arange(n, len(x)), np.arange(n)
+            n_val = len(val)
+        else:
+            perm = rng.permutation(n)
+            n_val = int(round(self.val_fraction * n)) if n >= 20 else 0
+            val, tr = perm[:n_val], perm[n_val:]
         tensors = self._tensors(x, d, e)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         bs = min(self.batch_size, len(tr)) if self.batch_size > 0 else len(tr)

@@ -88,3 +88,43 @@ def test_savae_through_the_grid_gets_preprocessor_kinds(small):
     results, _, _ = grid.run_grid(small, cfg, log=lambda m: None)
     c = results[results["eval"] == "global"].harrell_c
     assert len(c) == 2 and c.between(0.4, 1.0).all()
+
+
+def _aml_cohort(n: int, seed: int) -> pd.DataFrame:
+    """An AML table in the schema's columns whose hazard follows the ELN 2022 lesions (adverse
+    TP53 / complex, favourable NPM1 without FLT3-ITD / CBF) and age."""
+    from fl_engine.schema import get_schema
+
+    rng = np.random.default_rng(seed)
+    schema = get_schema("AML")
+    df = pd.DataFrame({"age": rng.uniform(20, 85, n), "sex": rng.choice(["F", "M"], n),
+                       "hb": rng.uniform(6, 14, n), "plt": rng.uniform(10, 300, n),
+                       "anc": rng.uniform(0.1, 5, n), "wbc": rng.uniform(1, 80, n),
+                       "bm_blast": rng.uniform(20, 95, n), "pb_blast": rng.uniform(0, 80, n)})
+    for f in schema.features:
+        if f.kind == "binary" and f.group in ("cytogenetic", "genomic"):
+            df[f.name] = (rng.random(n) < 0.08).astype(float)
+    lp = (0.03 * (df.age - 60) + 1.2 * df.TP53 + 0.9 * df.complex
+          - 1.0 * df.NPM1 * (1 - df.FLT3_ITD) - 0.8 * df.t_8_21 - 0.8 * df.inv16)
+    t = rng.exponential(24 * np.exp(-lp))
+    c = rng.uniform(6, 72, n)
+    df["os_months"], df["os_event"] = np.minimum(t, c), (t <= c).astype(int)
+    return df
+
+
+@pytest.mark.slow
+def test_grid_scores_the_use_cases_own_conventional_score(tmp_path):
+    # The grid is not MDS-only: on an AML table the conventional score is ELN 2022, scored on
+    # the same test rows, and the Kaplan-Meier figure groups patients by its categories.
+    df = _aml_cohort(900, seed=5)
+    cfg = grid.GridConfig(use_case="AML", rounds=2, seeds=(0,), federations=(3,), cases=("best",),
+                          isolated=False, n_boot=0)
+    results, rounds, extras = grid.run_grid(df, cfg, log=lambda m: None)
+    assert {"centralised", "federated_3", "eln2022"} <= set(results.setting)
+    assert not {"ipss_m", "ipss_r"} & set(results.setting)
+    eln = results[results.setting == "eln2022"].iloc[0]
+    assert eln.n == 90 and 0.55 < eln.harrell_c < 1  # lesions drive the hazard, so ELN ranks
+    assert set(extras["groups"]) == {"ELN 2022"}
+    assert set(extras["groups"]["ELN 2022"]) <= {"Favorable", "Intermediate", "Adverse", ""}
+    written = grid.write_plots(tmp_path, grid.summarise(results), rounds, extras, cfg)
+    assert "ELN 2022" in (tmp_path / "km_by_risk_group.html").read_text() and written

@@ -117,3 +117,20 @@ def test_default_loss_weights_and_bad_weights_rejected():
     for name in ("covariate_weight", "kl_weight"):
         with pytest.raises(ValueError, match=name):
             SAVAE(4, **{name: -0.1})
+
+
+def test_explicit_validation_rows_drive_early_stopping():
+    # With `validation` given, the kept weights are those with the lowest loss on exactly those
+    # rows (recomputed here), and a bad validation triple is refused like training data.
+    x, d, e = _weibull_data(300, seed=3)
+    m = SAVAE(4, time_scale=12.0, val_fraction=0.5, patience=5)
+    info = m.fit(x[:200], d[:200], e[:200], epochs=40, seed=1, validation=(x[200:], d[200:], e[200:]))
+    xt, ot, tt, et = m._tensors(x[200:], d[200:], e[200:])
+    with torch.no_grad():
+        recomputed = float(m._loss(xt, ot, tt, et, sample=False))
+    assert info["val_loss"] == pytest.approx(recomputed, rel=1e-5)
+    other = m._tensors(x[:100], d[:100], e[:100])
+    with torch.no_grad():
+        assert float(m._loss(*other, sample=False)) != pytest.approx(recomputed, rel=1e-5)
+    with pytest.raises(ValueError, match="durations"):
+        SAVAE(4).fit(x[:50], d[:50], e[:50], epochs=1, validation=(x[:5], -d[:5], e[:5]))
