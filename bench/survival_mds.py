@@ -1,7 +1,7 @@
 """IWG-PM MDS cohort: centralised vs federated (3 and 5 nodes) vs isolated DeepSurv against
 IPSS-M and IPSS-R, Harrell's C on the same held-out test sets over several seeds.
 
-    python bench/survival_mds.py [--json] [--seeds 5] [--rounds 30] [--fixed-rounds] [--worst-case] [--model deepsurv]
+    python bench/survival_mds.py [--json] [--seeds 10] [--rounds 30] [--fixed-rounds] [--worst-case] [--model deepsurv]
 
 Cohort: patients of ../shared/data/mds_iwgpm with overall survival and both published scores
 (IPSS-R and IPSS-M; the README's n = 2,556 convention), clinical + cytogenetic + genomic
@@ -57,7 +57,7 @@ def _ci(values) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=30, help="most rounds (best round picked on hold-outs)")
     ap.add_argument("--fixed-rounds", action="store_true", help="exactly --rounds rounds")
     ap.add_argument("--model", default="deepsurv", choices=("deepsurv", "savae"))
