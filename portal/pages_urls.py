@@ -4,6 +4,7 @@ from django.urls import path
 from portal.accounts import views as account_views
 from portal.audit import views as audit_views
 from portal.datasets import views as dataset_views
+from portal.experiments import views as grid_views
 from portal.nodes import views as node_views
 from portal.studies import views as study_views
 from portal.synthesis import views as cohort_views
@@ -34,6 +35,9 @@ urlpatterns: list = [
     path("cohorts/<int:pk>/download.parquet", cohort_views.cohort_download_parquet, name="page-cohort-download-parquet"),
     path("studies/<int:pk>/generate/", cohort_views.generation_start, name="page-generation-start"),
     path("generation-runs/<int:pk>/", cohort_views.generation_run, name="page-generation-run"),
+    path("studies/<int:pk>/grid/", grid_views.grid_start, name="page-grid-start"),
+    path("grid-runs/<int:pk>/cancel/", grid_views.grid_cancel, name="page-grid-cancel"),
+    path("grid-runs/<int:pk>/results.csv", grid_views.grid_results_csv, name="page-grid-results-csv"),
     path("audit/", audit_views.audit_list, name="page-audit-list"),
     path("preferences/", account_views.preferences, name="page-preferences"),
 ]

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "portal.datasets",
     "portal.studies",
     "portal.synthesis",
+    "portal.experiments",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +186,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets whose field names ("status", "source") other components use too.
+    "ENUM_NAME_OVERRIDES": {"GridRunStatusEnum": "portal.experiments.models.GridRun.Status",
+                            "GridRunSourceEnum": "portal.experiments.models.GridRun.Source"},
 }
 
 # --- federation, tracking ---------------------------------------------------------------------

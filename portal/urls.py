@@ -8,6 +8,7 @@ from portal.accounts.api import MeView, OrganisationViewSet
 from portal.audit.api import AuditEventViewSet
 from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
+from portal.experiments.api import GridResultsCsvView, GridRunCancelView, GridRunView, StudyGridRunsView
 from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
 from portal.studies.api import ModelVersionViewSet, RunMetricsView, RunViewSet, StudyViewSet
 from portal.synthesis.api import GenerationRunsView, SyntheticCohortViewSet
@@ -39,6 +40,10 @@ api_patterns = [
     path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
     path("runs/<int:pk>/metrics/", RunMetricsView.as_view(), name="run-metrics"),
     path("studies/<int:pk>/generation-runs/", GenerationRunsView.as_view(), name="study-generation-runs"),
+    path("studies/<int:pk>/grid-runs/", StudyGridRunsView.as_view(), name="study-grid-runs"),
+    path("grid-runs/<int:pk>/", GridRunView.as_view(), name="grid-run-detail"),
+    path("grid-runs/<int:pk>/cancel/", GridRunCancelView.as_view(), name="grid-run-cancel"),
+    path("grid-runs/<int:pk>/results.csv", GridResultsCsvView.as_view(), name="grid-run-results-csv"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include(router.urls)),

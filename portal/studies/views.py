@@ -187,6 +187,9 @@ def study_compare(request, pk: int):
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
     ctx = _comparison_context(request, study)
     ctx["chart"] = comparison_chart(ctx["comparison"][0]) if ctx["comparison"] else None
+    from portal.experiments.selectors import grid_section  # the pooled experiment grid's section
+
+    ctx["grid"] = grid_section(request.user, study)
     return render(request, "studies/study_compare.html", ctx)
 
 

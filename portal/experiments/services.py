@@ -1,0 +1,454 @@
+"""Writes on experiment grids: start (every option validated, audited, queued after commit),
+execute (the body of the Celery task), cancel.
+
+The grid pools patients in one place (a centralised model is one of its settings), so on the
+manager it runs only on data the manager may hold: the project's generated MDS cohort, or a
+synthetic cohort of the same study that passed the privacy gate and was released. Never real
+hospital data: a hospital runs the same grid on its own data with ``python -m
+fl_engine.experiments.grid``."""
+from __future__ import annotations
+
+import logging
+import math
+
+from django.db import transaction
+from django.utils import timezone
+
+from portal.audit.services import record
+from portal.experiments.models import GridRun
+
+log = logging.getLogger(__name__)
+
+START_PERM = "studies.add_run"  # the permission that starts runs on a study (coordinators)
+CANCEL_PERM = "studies.cancel_run"
+MODELS = ("deepsurv", "savae")
+FEDERATIONS = (3, 5)
+CASES = ("best", "worst")
+# option -> (lowest, highest, default)
+LIMITS = {"seeds": (1, 5, 3), "rounds": (2, 30, 10), "n_boot": (0, 1000, 200),
+          "n": (300, 20_000, 2000), "seed": (0, 2**31 - 1, 0)}
+MIN_SYNTHETIC_ROWS = 300  # below this, a 5-node split leaves nodes with one or two test patients
+GRID_TIME_LIMIT_S = 6 * 3600
+
+PER_SEED_COLUMNS = ["seed", "setting", "case", "eval", "trained_on", "rounds_used", "n", "n_events",
+                    "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c"]
+SUMMARY_KEYS = {"setting": "setting", "case": "case", "eval": "eval", "trained_on": "trained_on",
+                "seeds": "seeds", "n": "n", "harrell_c": "harrell_c", "lo": "harrell_lo", "hi": "harrell_hi",
+                "sd": "harrell_sd", "antolini": "antolini_c", "uno": "uno_c", "rounds_used": "rounds_used"}
+KM_MIN_GROUP = 5  # patients; smaller groups give a curve nobody should read
+
+
+class GridRefused(Exception):
+    """The grid cannot start or change state; `field` names the bad option when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class GridForbidden(GridRefused):
+    """The actor's role does not allow this."""
+
+
+class GridCancelled(Exception):
+    """Raised by the grid's log callback when a cancellation was requested."""
+
+
+def can_start_grid(user) -> bool:
+    return user.has_perm(START_PERM)
+
+
+def can_cancel_grid(user) -> bool:
+    return user.has_perm(CANCEL_PERM)
+
+
+# --- start ----------------------------------------------------------------------------------
+
+def _int(name: str, value) -> int:
+    lo, hi, _ = LIMITS[name]
+    if isinstance(value, bool):
+        raise GridRefused(f"{name} must be a whole number, not {value!r}", name)
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise GridRefused(f"{name} must be a whole number, not {value!r}", name) from None
+    if v != value and not isinstance(value, str):
+        raise GridRefused(f"{name} must be a whole number, not {value!r}", name)
+    if not lo <= v <= hi:
+        raise GridRefused(f"{name} must be between {lo} and {hi}, not {v}", name)
+    return v
+
+
+def _subset(name: str, values, allowed: tuple, cast) -> list:
+    if isinstance(values, (str, int)) or values is None:
+        values = [values]
+    try:
+        chosen = {cast(v) for v in values}
+    except (TypeError, ValueError):
+        raise GridRefused(f"{name}: {list(values)!r} is not a subset of {list(allowed)}", name) from None
+    if not chosen:
+        raise GridRefused(f"{name}: choose at least one of {', '.join(map(str, allowed))}", name)
+    bad = sorted(map(str, chosen - set(allowed)))
+    if bad:
+        raise GridRefused(f"{name}: {', '.join(bad)} not one of {', '.join(map(str, allowed))}", name)
+    return [a for a in allowed if a in chosen]
+
+
+def _endpoint_columns(study) -> tuple[str, str]:
+    from fl_engine.schema import get_schema
+
+    try:
+        ep = get_schema(study.use_case).endpoint(study.endpoint)
+    except (KeyError, ValueError):
+        raise GridRefused(f"the study's use case {study.use_case} / endpoint {study.endpoint!r} has no "
+                          "schema the grid knows") from None
+    return ep.time_column, ep.event_column
+
+
+def _feature_groups(study) -> tuple[str, ...]:
+    """The study's feature groups when they map onto the grid (groups of the use-case schema, no
+    explicit feature list, no embeddings); else the grid's defaults."""
+    from fl_engine.experiments.grid import DEFAULT_GROUPS
+    from fl_engine.schema import get_schema
+
+    groups = list(study.feature_groups or [])
+    known = set(get_schema(study.use_case).groups) - {"embedding"}
+    if groups and not study.features and all(g in known for g in groups):
+        return tuple(groups)
+    return DEFAULT_GROUPS
+
+
+def _model_params(study, model: str) -> tuple[dict, int]:
+    """(model parameters, local epochs): the study's hyper-parameters when the grid uses the
+    study's model, else the portal's defaults for that model (portal.studies.config)."""
+    from portal.studies.config import validate_hyperparameters
+
+    try:
+        params = validate_hyperparameters(model, study.hyperparameters if model == study.model_kind else {})
+    except ValueError:
+        params = validate_hyperparameters(model, {})
+    local_epochs = int(params.pop("local_epochs", 1))
+    if model == "savae":
+        params.setdefault("time_scale", 24.0)  # months: as the grid's command line
+    return params, local_epochs
+
+
+def _cohort_columns(cohort) -> list[str]:
+    import pandas as pd
+
+    if not cohort.file:
+        raise GridRefused(f"synthetic cohort #{cohort.pk} has no file stored", "synthetic_cohort")
+    try:
+        with cohort.file.open("rb") as f:
+            if cohort.file.name.endswith(".parquet"):
+                import pyarrow.parquet as pq
+                return list(pq.read_schema(f).names)
+            return list(pd.read_csv(f, nrows=0).columns)
+    except FileNotFoundError:
+        raise GridRefused(f"the file of synthetic cohort #{cohort.pk} is missing from storage",
+                          "synthetic_cohort") from None
+    except Exception as exc:  # a malformed stored file: say so, do not 500
+        raise GridRefused(f"the file of synthetic cohort #{cohort.pk} cannot be read: {exc}",
+                          "synthetic_cohort") from None
+
+
+def _synthetic_cohort(study, cohort_id):
+    from portal.synthesis.models import SyntheticCohort
+
+    if cohort_id is None or cohort_id == "":
+        raise GridRefused("choose a released synthetic cohort of the study", "synthetic_cohort")
+    if isinstance(cohort_id, SyntheticCohort):
+        cohort_id = cohort_id.pk
+    if isinstance(cohort_id, bool):
+        raise GridRefused(f"synthetic_cohort must be a cohort id, not {cohort_id!r}", "synthetic_cohort")
+    try:
+        cohort_id = int(cohort_id)
+    except (TypeError, ValueError):
+        raise GridRefused(f"synthetic_cohort must be a cohort id, not {cohort_id!r}", "synthetic_cohort") from None
+    cohort = SyntheticCohort.objects.select_related("run").filter(pk=cohort_id).first()
+    if cohort is None:
+        raise GridRefused(f"there is no synthetic cohort #{cohort_id}", "synthetic_cohort")
+    if cohort.run.study_id != study.pk:
+        raise GridRefused(f"synthetic cohort #{cohort.pk} belongs to another study (study #{cohort.run.study_id}), "
+                          f"not to study #{study.pk}", "synthetic_cohort")
+    if not cohort.released:
+        raise GridRefused(f"synthetic cohort #{cohort.pk} has not been released: only a cohort that passed the "
+                          "privacy gate and was released may be pooled on the manager", "synthetic_cohort")
+    if cohort.row_count < MIN_SYNTHETIC_ROWS:
+        raise GridRefused(f"synthetic cohort #{cohort.pk} has {cohort.row_count} rows; the grid needs at least "
+                          f"{MIN_SYNTHETIC_ROWS}", "synthetic_cohort")
+    time_col, event_col = _endpoint_columns(study)
+    present = set(_cohort_columns(cohort))
+    missing = [c for c in (time_col, event_col) if c not in present]
+    if missing:
+        raise GridRefused(f"synthetic cohort #{cohort.pk} lacks the study endpoint's ({study.endpoint}) "
+                          f"column(s) {', '.join(missing)}", "synthetic_cohort")
+    return cohort
+
+
+def start_grid(actor, study, *, source: str = "generated", synthetic_cohort=None, n=LIMITS["n"][2],
+               seed=LIMITS["seed"][2], model: str | None = None, seeds=LIMITS["seeds"][2],
+               rounds=LIMITS["rounds"][2], federations=FEDERATIONS, cases=CASES, isolated: bool = True,
+               n_boot=LIMITS["n_boot"][2]) -> GridRun:
+    """Queue a grid on `study`'s pooled-data source; the Celery task (portal.experiments.tasks)
+    runs it after commit. Raises GridRefused naming the bad option (GridForbidden for the role);
+    nothing is stored then."""
+    if not can_start_grid(actor):
+        raise GridForbidden("your role does not allow starting an experiment grid (study coordinators only)")
+    if source not in GridRun.Source.values:
+        raise GridRefused(f"source {source!r} is not one of {', '.join(GridRun.Source.values)}", "source")
+    model = study.model_kind if model in (None, "") else model
+    if model not in MODELS:
+        raise GridRefused(f"model {model!r} is not one of {', '.join(MODELS)}", "model")
+    seeds, rounds, n_boot = _int("seeds", seeds), _int("rounds", rounds), _int("n_boot", n_boot)
+    federations = _subset("federations", federations, FEDERATIONS, int)
+    cases = _subset("cases", cases, CASES, str)
+    if not isinstance(isolated, bool):
+        raise GridRefused(f"isolated must be true or false, not {isolated!r}", "isolated")
+    time_col, event_col = _endpoint_columns(study)
+    cohort, gen_n, gen_seed = None, None, None
+    if source == GridRun.Source.GENERATED:
+        if study.use_case != "MDS":
+            raise GridRefused(f"the generated cohort is MDS only; this study is {study.use_case}: choose a "
+                              "released synthetic cohort of the study", "source")
+        if synthetic_cohort not in (None, ""):
+            raise GridRefused("synthetic_cohort goes with source \"synthetic\" only", "synthetic_cohort")
+        gen_n, gen_seed = _int("n", n), _int("seed", seed)
+    else:
+        cohort = _synthetic_cohort(study, synthetic_cohort)
+    expire_stale(study)
+    if GridRun.objects.filter(study=study, status__in=GridRun.ACTIVE).exists():
+        raise GridRefused("a grid of this study is already queued or running; wait for it or cancel it")
+    params, local_epochs = _model_params(study, model)
+    config = {"use_case": study.use_case, "endpoint": study.endpoint, "time_column": time_col,
+              "event_column": event_col, "model": model, "model_params": params, "local_epochs": local_epochs,
+              "feature_groups": list(_feature_groups(study)), "seeds": seeds, "rounds": rounds,
+              "federations": federations, "cases": cases, "isolated": isolated, "n_boot": n_boot}
+    with transaction.atomic():
+        grid = GridRun.objects.create(study=study, source=source, synthetic_cohort=cohort, generated_n=gen_n,
+                                      generated_seed=gen_seed, config=config, created_by=actor)
+        record(actor, "grid.start", grid, {"source": source, "synthetic_cohort": cohort.pk if cohort else None,
+                                           "generated_n": gen_n, "generated_seed": gen_seed, **config})
+        from portal.experiments import tasks
+
+        transaction.on_commit(lambda: tasks.execute_grid.delay(grid.pk))
+    return grid
+
+
+def expire_stale(study) -> int:
+    """Grids still "running" past the task's hard time limit lost their worker (restart, kill):
+    marked failed, so that they neither block the study's next grid nor wait for a cancel
+    nobody will act on. Returns how many."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=GRID_TIME_LIMIT_S + 600)
+    return GridRun.objects.filter(study=study, status=GridRun.Status.RUNNING, started_at__lt=cutoff).update(
+        status=GridRun.Status.FAILED, finished_at=timezone.now(),
+        error=f"the grid's task stopped without a result (no end recorded within {GRID_TIME_LIMIT_S} s)")
+
+
+def cancel_grid(actor, grid: GridRun) -> GridRun:
+    """A queued grid is cancelled at once; a running one stops at the next setting boundary."""
+    if not can_cancel_grid(actor):
+        raise GridForbidden("your role does not allow cancelling an experiment grid")
+    expire_stale(grid.study)
+    with transaction.atomic():
+        g = GridRun.objects.select_for_update().get(pk=grid.pk)
+        if g.status in GridRun.FINAL:
+            raise GridRefused(f"grid {g.pk} is already {g.status}")
+        if g.status == GridRun.Status.QUEUED:
+            g.status, g.finished_at, g.error = GridRun.Status.CANCELLED, timezone.now(), "cancelled before it started"
+        g.cancel_requested = True
+        g.save(update_fields=["status", "finished_at", "error", "cancel_requested"])
+        record(actor, "grid.cancel", g, {"status": g.status})
+    return g
+
+
+# --- execution ------------------------------------------------------------------------------
+
+def grid_config(grid: GridRun):
+    """The GridConfig of a stored grid (fl_engine.experiments.grid)."""
+    from fl_engine.experiments.grid import GridConfig
+
+    c = grid.config
+    return GridConfig(use_case=c["use_case"], endpoint=c["endpoint"], model=c["model"],
+                      model_params=dict(c.get("model_params") or {}), feature_groups=tuple(c["feature_groups"]),
+                      rounds=int(c["rounds"]), local_epochs=int(c.get("local_epochs", 1)),
+                      seeds=tuple(range(int(c["seeds"]))), federations=tuple(int(k) for k in c["federations"]),
+                      cases=tuple(c["cases"]), isolated=bool(c["isolated"]), n_boot=int(c["n_boot"]))
+
+
+def load_grid_cohort(grid: GridRun):
+    """The pooled table of a grid: the generated MDS cohort or the released synthetic cohort's
+    file (re-checked: released, same study). Never a hospital's data."""
+    import pandas as pd
+
+    from fl_engine.cohort import generate_mds_cohort
+
+    if grid.source == GridRun.Source.GENERATED:
+        return generate_mds_cohort(int(grid.generated_n), int(grid.generated_seed))
+    cohort = grid.synthetic_cohort
+    if cohort is None or not cohort.released or cohort.run.study_id != grid.study_id:
+        raise GridRefused("the grid's synthetic cohort is no longer a released cohort of this study")
+    with cohort.file.open("rb") as f:
+        if cohort.file.name.endswith(".parquet"):
+            return pd.read_parquet(f)
+        return pd.read_csv(f)
+
+
+def _progress_logger(grid_id: int):
+    def log_line(message: str) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        g = GridRun.objects.only("progress", "cancel_requested").get(pk=grid_id)
+        g.progress = (g.progress + f"{stamp} {message}\n")[-20_000:]
+        g.save(update_fields=["progress"])
+        if g.cancel_requested:
+            raise GridCancelled
+    return log_line
+
+
+def _finish(grid_id: int, status: str, *, error: str = "", results: dict | None = None) -> None:
+    with transaction.atomic():
+        g = GridRun.objects.select_for_update().get(pk=grid_id)
+        if g.status in GridRun.FINAL:
+            return
+        g.status, g.finished_at = status, timezone.now()
+        g.error = error[:5000]
+        if results is not None:
+            g.results = results
+        g.save(update_fields=["status", "finished_at", "error", "results"])
+
+
+def execute_grid(grid_id: int, task_id: str = "") -> str:
+    """Run a queued grid to its end and store the results; returns the final status. Failures
+    are stored as status failed with the error text; a cancel request stops it between settings."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from fl_engine.experiments.grid import run_grid
+
+    with transaction.atomic():
+        g = GridRun.objects.select_for_update().get(pk=grid_id)
+        if g.status != GridRun.Status.QUEUED:
+            return g.status
+        g.status, g.started_at, g.task_id = GridRun.Status.RUNNING, timezone.now(), task_id[:64]
+        g.save(update_fields=["status", "started_at", "task_id"])
+    grid = GridRun.objects.select_related("study", "synthetic_cohort", "synthetic_cohort__run").get(pk=grid_id)
+    try:
+        cfg = grid_config(grid)
+        df = load_grid_cohort(grid)
+        progress = _progress_logger(grid.pk)
+        progress(f"cohort loaded: {len(df)} rows; settings follow (cancellation is checked between them)")
+        results, rounds, extras = run_grid(df, cfg, log=progress)
+        payload = build_results(df, results, rounds, extras, cfg)
+    except GridCancelled:
+        _finish(grid_id, GridRun.Status.CANCELLED, error="cancelled while running")
+        return GridRun.Status.CANCELLED
+    except SoftTimeLimitExceeded:
+        _finish(grid_id, GridRun.Status.FAILED, error=f"the grid exceeded its time limit of {GRID_TIME_LIMIT_S} s")
+        return GridRun.Status.FAILED
+    except Exception as exc:
+        log.exception("grid %s failed", grid_id)
+        _finish(grid_id, GridRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return GridRun.Status.FAILED
+    _finish(grid_id, GridRun.Status.FINISHED, results=payload)
+    return GridRun.Status.FINISHED
+
+
+# --- results --------------------------------------------------------------------------------
+
+def _clean(v):
+    """JSON-safe scalar: numpy -> Python, NaN/inf -> None (a JSON column cannot hold NaN)."""
+    if v is None:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _records(df, columns) -> list[dict]:
+    cols = [c for c in columns if c in df]
+    return [{c: _clean(v) for c, v in zip(cols, row)} for row in df[cols].itertuples(index=False, name=None)]
+
+
+def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
+    """What a finished grid stores: summary rows (mean over seeds, mean bootstrap interval),
+    the per-seed rows (results.csv), per-round C on the nodes' hold-outs (mean over seeds) and
+    Kaplan-Meier curves of the first seed's test set by group (months)."""
+    from fl_engine.experiments.grid import summarise, usable_rows
+
+    summary = summarise(results)
+    rows = []
+    for rec in _records(summary, list(SUMMARY_KEYS.values())):
+        rows.append({key: rec.get(col) for key, col in SUMMARY_KEYS.items()})
+    out_rounds = []
+    if len(rounds):
+        r = rounds[~(rounds.setting.str.startswith("isolated") & (rounds.node == "global"))]
+        agg = r.groupby(["setting", "case", "node", "round"], sort=True)["c_index"].agg(["mean", "count"]).reset_index()
+        agg = agg.rename(columns={"mean": "c_index", "count": "seeds"})
+        out_rounds = _records(agg, ["setting", "case", "node", "round", "c_index", "seeds"])
+    return {"summary": rows, "per_seed": _records(results, PER_SEED_COLUMNS), "rounds": out_rounds,
+            "km": km_panels(extras, cfg), "cohort_rows": int(len(cohort_df)),
+            "usable_rows": int(len(usable_rows(cohort_df, cfg))), "seeds": list(cfg.seeds)}
+
+
+def _tertiles(risk):
+    import numpy as np
+
+    risk = np.asarray(risk, float)
+    out = np.full(risk.shape, None, dtype=object)
+    ok = np.flatnonzero(np.isfinite(risk))
+    if ok.size == 0:
+        return out
+    # by rank, not by value quantiles: tied risks would make quantile edges collide
+    order = ok[np.argsort(risk[ok], kind="stable")]
+    labels = ("Low predicted risk", "Intermediate predicted risk", "High predicted risk")
+    for rank, i in enumerate(order):
+        out[i] = labels[min(2, 3 * rank // ok.size)]
+    return out
+
+
+def km_panels(extras: dict, cfg) -> dict:
+    """Kaplan-Meier curves (months) on the first seed's global test set, one panel per grouping:
+    the centralised model's risk tertiles and the categories of the use case's conventional
+    scores (IPSS-M / IPSS-R, ELN 2022, CPSS / CPSS-Mol, ISS / R-ISS, as the grid scored them);
+    groups under KM_MIN_GROUP patients are left out. Arrays, not rows: {"seed", "unit",
+    "panels": [{"title", "groups": [{"label", "n", "events", "times", "survival"}]}]}."""
+    import numpy as np
+
+    from fl_engine.experiments.grid import _survival
+    from fl_engine.metrics import kaplan_meier
+    from fl_engine.scores.conventional import LABELS, group_layout
+
+    km = (extras or {}).get("km")
+    if not km:
+        return {"seed": None, "unit": "months", "panels": []}
+    d, e = _survival(km["test"], cfg)
+    groupings = [("Model (centralised): predicted risk tertiles", _tertiles(km["risk"]),
+                  ("Low predicted risk", "Intermediate predicted risk", "High predicted risk"))]
+    order_of = {LABELS[name]: cats for name, cats in group_layout(cfg.use_case)}
+    for label, cats in (extras.get("groups") or {}).items():
+        groupings.append((label, cats, order_of.get(label, ())))
+    panels = []
+    for title, groups, order in groupings:
+        g = np.asarray(groups, dtype=object)
+        curves = []
+        for label in order:
+            m = np.array([x == label for x in g]) & np.isfinite(d) & np.isfinite(e)
+            if m.sum() < KM_MIN_GROUP:
+                continue
+            t, s = kaplan_meier(d[m], e[m])
+            curves.append({"label": label, "n": int(m.sum()), "events": int(e[m].sum()),
+                           "times": [round(float(x), 3) for x in t], "survival": [round(float(x), 4) for x in s]})
+        panels.append({"title": title, "groups": curves})
+    return {"seed": int(cfg.seeds[0]), "unit": "months", "panels": panels}
+
+
+def results_csv(grid: GridRun) -> str:
+    """The per-seed results of a finished grid as CSV (one row per seed, setting, case and
+    evaluation set; the grid's command line writes the same results.csv)."""
+    import pandas as pd
+
+    rows = (grid.results or {}).get("per_seed") or []
+    return pd.DataFrame(rows, columns=PER_SEED_COLUMNS).to_csv(index=False)
