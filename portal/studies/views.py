@@ -202,6 +202,9 @@ def study_report(request, pk: int):
     ctx = _comparison_context(request, study)
     ctx["charts"] = [run_chart_data(r) for r in ctx["runs"] if r.metrics.exists()]
     ctx["run_rows"] = [(r, final_metrics(r)) for r in ctx["runs"]]
+    from portal.experiments.selectors import grid_section  # the latest pooled experiment grid
+
+    ctx["grid"] = grid_section(request.user, study)
     download = bool(request.GET.get("download"))
     if download:
         # The downloaded file must stand alone (figures included): inline the CSS and plotly.js.

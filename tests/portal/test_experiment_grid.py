@@ -287,6 +287,9 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     assert f"{glob[('centralised', 'best')]['harrell_c']:.3f}" in html
     assert 'class="grid-node-table" data-k="3" data-case="worst"' in html and 'id="grid-km-3"' in html
     assert client.get(f"/grid-runs/{grid.pk}/results.csv").status_code == 200
+    report = client.get(f"/studies/{world['study'].pk}/report/?download=1").content.decode()
+    assert 'id="report-grid"' in report and "generated MDS cohort n=400, seed 3" in report
+    assert f"{glob[('centralised', 'best')]['harrell_c']:.3f}" in report
 
 
 @pytest.mark.slow
