@@ -382,6 +382,55 @@ def to_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- Kaplan-Meier by group ------------------------------------------------------------------
+
+RISK_TERTILES = ("Low predicted risk", "Intermediate predicted risk", "High predicted risk")
+KM_MIN_GROUP = 5  # patients; smaller groups give a curve nobody should read
+
+
+def risk_tertiles(risk) -> np.ndarray:
+    """RISK_TERTILES label per row by rank of `risk` (None where not finite); by rank, not by
+    value quantiles, so that tied risks cannot make the tertile edges collide."""
+    risk = np.asarray(risk, float)
+    out = np.full(risk.shape, None, dtype=object)
+    ok = np.flatnonzero(np.isfinite(risk))
+    order = ok[np.argsort(risk[ok], kind="stable")]
+    for rank, i in enumerate(order):
+        out[i] = RISK_TERTILES[min(2, 3 * rank // ok.size)]
+    return out
+
+
+def km_panels(extras: dict, cfg: GridConfig, min_group: int = KM_MIN_GROUP) -> dict:
+    """Kaplan-Meier curves (months) on the first seed's global test set, one panel per grouping:
+    the centralised model's risk tertiles and the categories of the use case's conventional
+    scores (score_groups), in increasing risk; groups under `min_group` patients are left out.
+    {"seed", "unit", "panels": [{"title", "groups": [{"label", "n", "events", "times",
+    "survival"}]}]}: arrays, no patient rows."""
+    from fl_engine.scores.conventional import LABELS, group_layout
+
+    km = (extras or {}).get("km")
+    if not km:
+        return {"seed": None, "unit": "months", "panels": []}
+    d, e = _survival(km["test"], cfg)
+    groupings = [("Model (centralised): predicted risk tertiles", risk_tertiles(km["risk"]), RISK_TERTILES)]
+    order_of = {LABELS[name]: cats for name, cats in group_layout(cfg.use_case)}
+    for label, cats in (extras.get("groups") or {}).items():
+        groupings.append((label, cats, order_of.get(label, ())))
+    panels = []
+    for title, groups, order in groupings:
+        g = np.asarray(groups, dtype=object)
+        curves = []
+        for label in order:
+            m = np.array([x == label for x in g]) & np.isfinite(d) & np.isfinite(e)
+            if m.sum() < min_group:
+                continue
+            t, sv = kaplan_meier(d[m], e[m])
+            curves.append({"label": label, "n": int(m.sum()), "events": int(e[m].sum()),
+                           "times": [round(float(x), 3) for x in t], "survival": [round(float(x), 4) for x in sv]})
+        panels.append({"title": title, "groups": curves})
+    return {"seed": int(cfg.seeds[0]), "unit": "months", "panels": panels}
+
+
 # --- plots ----------------------------------------------------------------------------------
 
 def write_plots(out: Path, summary: pd.DataFrame, rounds: pd.DataFrame, extras: dict,
@@ -417,23 +466,13 @@ def write_plots(out: Path, summary: pd.DataFrame, rounds: pd.DataFrame, extras: 
     fig.update_layout(title="Global test set: Harrell C (mean over seeds, mean bootstrap 95% interval)",
                       yaxis_range=[0.5, 0.85], barmode="group")
     figs["centralised_vs_federated"] = fig
-    if extras.get("km") is not None:
-        test, risk = extras["km"]["test"], extras["km"]["risk"]
-        d, e = _survival(test, cfg)
-        groups = {"model (centralised), risk tertiles": pd.qcut(risk, 3, labels=["low", "mid", "high"]).astype(str)}
-        groups.update(extras.get("groups") or {})
-        fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups), shared_yaxes=True)
-        for j, (title, g) in enumerate(groups.items(), start=1):
-            g = np.asarray(g)
-            for level in pd.unique(g):
-                if level in ("nan", ""):
-                    continue
-                m = g == level
-                if m.sum() < 3:
-                    continue
-                t, sv = kaplan_meier(d[m], e[m])
-                fig.add_trace(go.Scatter(x=t, y=sv, mode="lines", line_shape="hv",
-                                         name=f"{title}: {level} (n={int(m.sum())})"), row=1, col=j)
+    panels = km_panels(extras, cfg)["panels"]
+    if panels:
+        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], shared_yaxes=True)
+        for j, p in enumerate(panels, start=1):
+            for g in p["groups"]:
+                fig.add_trace(go.Scatter(x=g["times"], y=g["survival"], mode="lines", line_shape="hv",
+                                         name=f"{p['title']}: {g['label']} (n={g['n']})"), row=1, col=j)
         fig.update_layout(title=f"Kaplan-Meier on the test set of seed {cfg.seeds[0]} (months)")
         figs["km_by_risk_group"] = fig
     written = []

@@ -35,7 +35,6 @@ PER_SEED_COLUMNS = ["seed", "setting", "case", "eval", "trained_on", "rounds_use
 SUMMARY_KEYS = {"setting": "setting", "case": "case", "eval": "eval", "trained_on": "trained_on",
                 "seeds": "seeds", "n": "n", "harrell_c": "harrell_c", "lo": "harrell_lo", "hi": "harrell_hi",
                 "sd": "harrell_sd", "antolini": "antolini_c", "uno": "uno_c", "rounds_used": "rounds_used"}
-KM_MIN_GROUP = 5  # patients; smaller groups give a curve nobody should read
 
 
 class GridRefused(Exception):
@@ -376,7 +375,7 @@ def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
     """What a finished grid stores: summary rows (mean over seeds, mean bootstrap interval),
     the per-seed rows (results.csv), per-round C on the nodes' hold-outs (mean over seeds) and
     Kaplan-Meier curves of the first seed's test set by group (months)."""
-    from fl_engine.experiments.grid import summarise, usable_rows
+    from fl_engine.experiments.grid import km_panels, summarise, usable_rows
 
     summary = summarise(results)
     rows = []
@@ -391,58 +390,6 @@ def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
     return {"summary": rows, "per_seed": _records(results, PER_SEED_COLUMNS), "rounds": out_rounds,
             "km": km_panels(extras, cfg), "cohort_rows": int(len(cohort_df)),
             "usable_rows": int(len(usable_rows(cohort_df, cfg))), "seeds": list(cfg.seeds)}
-
-
-def _tertiles(risk):
-    import numpy as np
-
-    risk = np.asarray(risk, float)
-    out = np.full(risk.shape, None, dtype=object)
-    ok = np.flatnonzero(np.isfinite(risk))
-    if ok.size == 0:
-        return out
-    # by rank, not by value quantiles: tied risks would make quantile edges collide
-    order = ok[np.argsort(risk[ok], kind="stable")]
-    labels = ("Low predicted risk", "Intermediate predicted risk", "High predicted risk")
-    for rank, i in enumerate(order):
-        out[i] = labels[min(2, 3 * rank // ok.size)]
-    return out
-
-
-def km_panels(extras: dict, cfg) -> dict:
-    """Kaplan-Meier curves (months) on the first seed's global test set, one panel per grouping:
-    the centralised model's risk tertiles and the categories of the use case's conventional
-    scores (IPSS-M / IPSS-R, ELN 2022, CPSS / CPSS-Mol, ISS / R-ISS, as the grid scored them);
-    groups under KM_MIN_GROUP patients are left out. Arrays, not rows: {"seed", "unit",
-    "panels": [{"title", "groups": [{"label", "n", "events", "times", "survival"}]}]}."""
-    import numpy as np
-
-    from fl_engine.experiments.grid import _survival
-    from fl_engine.metrics import kaplan_meier
-    from fl_engine.scores.conventional import LABELS, group_layout
-
-    km = (extras or {}).get("km")
-    if not km:
-        return {"seed": None, "unit": "months", "panels": []}
-    d, e = _survival(km["test"], cfg)
-    groupings = [("Model (centralised): predicted risk tertiles", _tertiles(km["risk"]),
-                  ("Low predicted risk", "Intermediate predicted risk", "High predicted risk"))]
-    order_of = {LABELS[name]: cats for name, cats in group_layout(cfg.use_case)}
-    for label, cats in (extras.get("groups") or {}).items():
-        groupings.append((label, cats, order_of.get(label, ())))
-    panels = []
-    for title, groups, order in groupings:
-        g = np.asarray(groups, dtype=object)
-        curves = []
-        for label in order:
-            m = np.array([x == label for x in g]) & np.isfinite(d) & np.isfinite(e)
-            if m.sum() < KM_MIN_GROUP:
-                continue
-            t, s = kaplan_meier(d[m], e[m])
-            curves.append({"label": label, "n": int(m.sum()), "events": int(e[m].sum()),
-                           "times": [round(float(x), 3) for x in t], "survival": [round(float(x), 4) for x in s]})
-        panels.append({"title": title, "groups": curves})
-    return {"seed": int(cfg.seeds[0]), "unit": "months", "panels": panels}
 
 
 def results_csv(grid: GridRun) -> str:

@@ -128,3 +128,13 @@ def test_grid_scores_the_use_cases_own_conventional_score(tmp_path):
     assert set(extras["groups"]["ELN 2022"]) <= {"Favorable", "Intermediate", "Adverse", ""}
     written = grid.write_plots(tmp_path, grid.summarise(results), rounds, extras, cfg)
     assert "ELN 2022" in (tmp_path / "km_by_risk_group.html").read_text() and written
+
+
+def test_risk_tertiles_by_rank_even_with_ties_and_nan():
+    # All-equal risks would collapse value quantiles into one group; ranks still give thirds.
+    t = grid.risk_tertiles([0.2] * 9 + [np.nan])
+    assert t[-1] is None
+    assert [list(t[:9]).count(label) for label in grid.RISK_TERTILES] == [3, 3, 3]
+    t = grid.risk_tertiles([3.0, 1.0, 2.0])
+    assert list(t) == [grid.RISK_TERTILES[2], grid.RISK_TERTILES[0], grid.RISK_TERTILES[1]]
+    assert grid.risk_tertiles([np.nan]).tolist() == [None]
