@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import permissions
+from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -46,3 +47,13 @@ def perms_required(*perms: str, safe: tuple[str, ...] = ()):
 
     _HasPerms.__name__ = "HasPerms_" + "_".join(p.split(".")[-1] for p in perms)
     return _HasPerms
+
+
+def refusal_response(exc):
+    """A service's refusal as the API says it: 400 naming the field when the exception carries
+    one (`exc.field`), else 409 (the current state does not allow it)."""
+    field = getattr(exc, "field", None)
+    if field:
+        return Response({"detail": f"{field}: {exc}", "errors": {field: [str(exc)]}},
+                        status=status.HTTP_400_BAD_REQUEST)
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)

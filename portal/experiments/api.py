@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api import perms_required
+from portal.core.api import perms_required, refusal_response
 from portal.experiments import services
 from portal.experiments.models import GridRun
 from portal.experiments.selectors import VIEW_PERM, grids_visible_to, source_label
@@ -69,10 +69,7 @@ class GridRunDetailSerializer(GridRunSerializer):
 def _refusal(exc: services.GridRefused) -> Response:
     if isinstance(exc, services.GridForbidden):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-    if exc.field:
-        return Response({"detail": f"{exc.field}: {exc}", "errors": {exc.field: [str(exc)]}},
-                        status=status.HTTP_400_BAD_REQUEST)
-    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    return refusal_response(exc)
 
 
 class StudyGridRunsView(APIView):

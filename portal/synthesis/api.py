@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api import perms_required
+from portal.core.api import perms_required, refusal_response
 from portal.synthesis import services
 from portal.synthesis.models import SyntheticCohort
 from portal.synthesis.selectors import cohorts_visible_to
@@ -148,8 +148,5 @@ class GenerationRunsView(APIView):
         try:
             run = services.start_generation_run(request.user, study, **ser.validated_data)
         except services.GenerationRefused as exc:
-            if exc.field:
-                return Response({"detail": f"{exc.field}: {exc}", "errors": {exc.field: [str(exc)]}},
-                                status=status.HTTP_400_BAD_REQUEST)
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return refusal_response(exc)
         return Response(GenerationRunOut(run).data, status=status.HTTP_201_CREATED)
