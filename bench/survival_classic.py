@@ -75,12 +75,17 @@ def fit_deepsurv(x, d, e, xv, dv, ev, epochs, seed):
     return m
 
 
+def _savae_kwargs(d, params: dict, **extra) -> dict:
+    """SAVAE constructor arguments of this benchmark: patience 30, time_scale = median training
+    time, then the --savae-params overrides, then `extra`."""
+    return {"patience": 30, "time_scale": float(np.median(d)), **params, **extra}
+
+
 def fit_savae(xn, kinds, d, e, epochs, seed, params, starts: int = 1):
     """SAVAE (module defaults, overridden by `params`) fitted on (xn, d, e). With starts > 1,
     that many initialisations are trained on the same fit/validation split and the one with the
     lowest validation loss is kept (the test fold plays no part in the choice)."""
-    kw = {"val_fraction": 0.2, "patience": 30, "time_scale": float(np.median(d))}
-    kw.update(params)
+    kw = _savae_kwargs(d, {"val_fraction": 0.2, **params})
     best, best_loss = None, np.inf
     for s in range(max(starts, 1)):
         sv = SAVAE(xn.shape[1], column_kinds=kinds, seed=seed + 7919 * s, **kw)
@@ -95,8 +100,7 @@ def _published_protocol(xn, kinds, d, e, xt, dt, et, grid, epochs, seed, params,
     """The SAVAE paper's own protocol, for comparison only (optimistic by design): every training
     row is fitted, early stopping watches the loss on the TEST fold, `seeds` initialisations are
     ranked by their test-fold C and the mean of the best `keep` is reported."""
-    kw = {"patience": 30, "time_scale": float(np.median(d))}
-    kw.update(params)
+    kw = _savae_kwargs(d, params)
     cs = []
     for s in range(seeds):
         sv = SAVAE(xn.shape[1], column_kinds=kinds, seed=seed + 7919 * s, **kw)
@@ -112,8 +116,7 @@ def _selected_weights(xn_fit, kinds, d_fit, e_fit, xn_val, d_val, e_val, xt, dt,
     no part in the choice. Returns (test C of the chosen model, chosen w)."""
     best = None
     for w in weights:
-        kw = {"patience": 30, "time_scale": float(np.median(d_fit)), **params,
-              "kl_weight": w, "covariate_weight": w}
+        kw = _savae_kwargs(d_fit, params, kl_weight=w, covariate_weight=w)
         sv = SAVAE(xn_fit.shape[1], column_kinds=kinds, seed=seed, **kw)
         sv.fit(xn_fit, d_fit, e_fit, epochs=epochs, seed=seed, validation=(xn_val, d_val, e_val))
         c_val = antolini_c(d_val, e_val, sv.predict_survival(xn_val, grid).T, grid)
@@ -123,7 +126,7 @@ def _selected_weights(xn_fit, kinds, d_fit, e_fit, xn_val, d_val, e_val, xt, dt,
 
 
 def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "savae"),
-        savae_epochs: int | None = None, savae_params: dict | None = None, savae_starts: int = 1,
+        savae_epochs: int = 600, savae_params: dict | None = None, savae_starts: int = 1,
         published_protocol: bool = False, select_weights: tuple = ()) -> dict:
     x_df, d, e = load_classic(name, DATA)
     res = {m: [] for m in models}
@@ -145,20 +148,20 @@ def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "sava
             continue
         xn, kinds = enc.transform(x_df.iloc[train], impute=False)
         xt, _ = enc.transform(x_df.iloc[test], impute=False)
-        sv = fit_savae(xn, kinds, d[train], e[train], savae_epochs or 3 * epochs, seed + j,
+        sv = fit_savae(xn, kinds, d[train], e[train], savae_epochs, seed + j,
                        savae_params or {}, savae_starts)
         res["savae"].append(antolini_c(d[test], e[test], sv.predict_survival(xt, grid).T, grid))
         if select_weights:
             xf, _ = enc.transform(x_df.iloc[fit], impute=False)
             xv, _ = enc.transform(x_df.iloc[val], impute=False)
             c, w = _selected_weights(xf, kinds, d[fit], e[fit], xv, d[val], e[val], xt, d[test], e[test], grid,
-                                     savae_epochs or 3 * epochs, seed + j, savae_params or {}, select_weights)
+                                     savae_epochs, seed + j, savae_params or {}, select_weights)
             res.setdefault("savae_selected_weights", []).append(c)
             chosen.append(w)
         if published_protocol:
             res.setdefault("savae_published_protocol", []).append(
                 _published_protocol(xn, kinds, d[train], e[train], xt, d[test], e[test], grid,
-                                    savae_epochs or 3 * epochs, seed + j, savae_params or {}))
+                                    savae_epochs, seed + j, savae_params or {}))
     out = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)), "folds": [round(x, 4) for x in v]}
            for m, v in res.items()}
     if chosen:
