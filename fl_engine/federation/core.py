@@ -58,6 +58,12 @@ class FederationError(RuntimeError):
     """A run cannot go on (too few nodes, timeout, time limit); the message says why."""
 
 
+class NodeUnreachable(TimeoutError):
+    """A node's request could not be delivered or answered: the SuperLink reports the message
+    expired unanswered or the node offline (no heartbeat). Like a missed deadline, the study
+    loop leaves that node out of the rest of the run."""
+
+
 # --- node side -----------------------------------------------------------------------------
 
 def split_holdout(df: pd.DataFrame, holdout_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -155,9 +155,9 @@ def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History,
     def request(reqs: dict[str, NodeRequest], what: str) -> dict:
         replies = transport.request(reqs, budget(what))
         for k, v in replies.items():
-            if isinstance(v, TimeoutError):
-                log.warning("%s: node %s missed the deadline; leaving it out of the rest of the run",
-                            what, names.get(k, k))
+            if isinstance(v, TimeoutError):  # missed the deadline, or NodeUnreachable
+                log.warning("%s: node %s did not answer (%s); leaving it out of the rest of the run",
+                            what, names.get(k, k), v)
                 dropped.add(names.get(k, k))
         return replies
 

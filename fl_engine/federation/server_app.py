@@ -9,15 +9,20 @@ import logging
 import time
 
 from flwr.app import Context, Message
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from fl_engine.deploy import flower_tuning
 from fl_engine.federation.config import parse_run_config
-from fl_engine.federation.core import NodeReply, NodeRequest
+from fl_engine.federation.core import NodeReply, NodeRequest, NodeUnreachable
 from fl_engine.federation.flower_io import MESSAGE_TYPES, reply_from_message, request_content
 from fl_engine.federation.loop import run_federation
 
 log = logging.getLogger("fedhaem.federation")
+
+# Errors the SuperLink itself writes when a message expired unanswered or its node is offline:
+# the node is gone, not failing on the data (ClientApp exceptions keep their own codes).
+UNREACHABLE = {ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE}
 
 
 class GridTransport:
@@ -52,7 +57,8 @@ class GridTransport:
                 if k is None:
                     continue
                 if reply.has_error():
-                    out[k] = RuntimeError(f"node error {reply.error.code}: {reply.error.reason}")
+                    kind = NodeUnreachable if reply.error.code in UNREACHABLE else RuntimeError
+                    out[k] = kind(f"node error {reply.error.code}: {reply.error.reason}")
                 else:
                     try:
                         out[k] = reply_from_message(reply)
