@@ -2,7 +2,7 @@
 Antolini's time-dependent C next to the published table (Apellániz et al., Sci Rep 2024).
 
     python bench/survival_classic.py [--json] [--quick] [--datasets whas,pbc] [--models savae]
-        [--epochs N] [--savae-epochs N] [--folds 5] [--savae-params JSON]
+        [--epochs N] [--savae-epochs N] [--folds 5] [--savae-params JSON] [--categorical-levels 10]
 
 Protocol per fold: the training folds are split 80/20 into fit / validation rows (seeded);
 both models stop early on the validation loss (patience 10 for DeepSurv, 30 for SAVAE; at most
@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fl_engine.datasets.classic import CLASSIC_DATASETS, ClassicEncoder, load_classic  # noqa: E402
+from fl_engine.datasets.classic import CLASSIC_DATASETS, ClassicEncoder, infer_kinds, load_classic  # noqa: E402
 from fl_engine.metrics import antolini_c  # noqa: E402
 from fl_engine.models import build_model  # noqa: E402
 from fl_engine.models.deepsurv import cox_ph_loss  # noqa: E402
@@ -127,7 +127,7 @@ def _selected_weights(xn_fit, kinds, d_fit, e_fit, xn_val, d_val, e_val, xt, dt,
 
 def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "savae"),
         savae_epochs: int = 600, savae_params: dict | None = None, savae_starts: int = 1,
-        published_protocol: bool = False, select_weights: tuple = ()) -> dict:
+        published_protocol: bool = False, select_weights: tuple = (), categorical_levels: int = 10) -> dict:
     x_df, d, e = load_classic(name, DATA)
     res = {m: [] for m in models}
     chosen: list[float] = []
@@ -137,7 +137,7 @@ def run(name: str, k: int, epochs: int, seed: int = 0, models=("deepsurv", "sava
         perm = rng.permutation(train)
         n_val = len(perm) // 5
         val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        enc = ClassicEncoder.fit(x_df.iloc[train])
+        enc = ClassicEncoder.fit(x_df.iloc[train], infer_kinds(x_df.iloc[train], categorical_levels))
         xi = {s: enc.transform(x_df.iloc[idx], impute=True)[0] for s, idx in (("fit", fit), ("val", val), ("test", test), ("train", train))}
         grid = np.unique(d[train][e[train] > 0])
         if "deepsurv" in models:
@@ -188,6 +188,10 @@ def main(argv=None) -> int:
     ap.add_argument("--savae-select-weights", default="",
                     help="comma-separated candidate SAVAE loss weights (KL = covariate = w), chosen per "
                          "fold by the validation rows' C; reported as savae_selected_weights")
+    ap.add_argument("--categorical-levels", type=int, default=10,
+                    help="an integer column with 3 to N distinct values is categorical (one-hot, "
+                         "categorical likelihood in SAVAE); more values: numeric (default 10; the "
+                         "SAVAE paper's code uses 29 for columns starting at 0)")
     a = ap.parse_args(argv)
     try:
         select_weights = tuple(float(w) for w in a.savae_select_weights.split(",") if w.strip())
@@ -213,12 +217,14 @@ def main(argv=None) -> int:
     out = {"protocol": {"folds": a.folds, "max_epochs_deepsurv": epochs,
                         "max_epochs_savae": savae_epochs,
                         "savae_params": savae_params, "savae_starts": a.savae_starts,
+                        "categorical_levels": a.categorical_levels,
                         "metric": "Antolini time-dependent C, mean over folds"}, "datasets": {}}
     for name in a.datasets.split(","):
         t0 = time.time()
         r = run(name, a.folds, epochs, models=tuple(a.models.split(",")), savae_epochs=savae_epochs,
                 savae_params=savae_params, savae_starts=a.savae_starts,
-                published_protocol=a.published_protocol, select_weights=select_weights)
+                published_protocol=a.published_protocol, select_weights=select_weights,
+                categorical_levels=a.categorical_levels)
         r["published"] = dict(zip(("coxph", "deepsurv", "savae"), PUBLISHED[name]))
         r["seconds"] = round(time.time() - t0, 1)
         out["datasets"][name] = r
