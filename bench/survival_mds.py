@@ -18,7 +18,9 @@ Output (--json): harrell_c.{centralised, federated_3, federated_5, ipss_m, ipss_
 {"mean", "ci95" (t interval over seeds), "boot95" (mean of per-seed bootstrap intervals),
 "seeds"}; harrell_c.isolated / harrell_c.federated: {node: ...} on each node's own test rows
 (3-node federation); isolated_on_global: {node: ...} the isolated models on the global test
-set; paired differences over seeds with t intervals; and the targets met or not.
+set; integrated_brier.{centralised, federated_3, federated_5}: the models' integrated Brier
+score on the global test set next to the training rows' Kaplan-Meier curve (calibration;
+lower is better); paired differences over seeds with t intervals; and the targets met or not.
 """
 from __future__ import annotations
 
@@ -117,6 +119,14 @@ def main(argv=None) -> int:
     for key, setting in (("isolated", "isolated_3"), ("federated", "federated_3")):
         r = best[(best.setting == setting) & (best["eval"] != "global")]
         out["harrell_c"][key] = {node: _ci(g.sort_values("seed").harrell_c) for node, g in r.groupby("eval")}
+    # Calibration: integrated Brier score on the same global test rows (lower is better) next
+    # to the Kaplan-Meier curve of the same training rows; models only (scores give no curves).
+    out["integrated_brier"] = {}
+    for s in ("centralised", "federated_3", "federated_5"):
+        g = glob(s)
+        if len(g) and "ibs" in g:
+            out["integrated_brier"][s] = {"model": _ci(g.ibs), "kaplan_meier": _ci(g.ibs_km),
+                                          "model - kaplan_meier": _ci(g.ibs - g.ibs_km)}
     r = best[(best.setting == "isolated_3") & (best["eval"] == "global")]
     out["isolated_on_global"] = {node: _ci(g.sort_values("seed").harrell_c) for node, g in r.groupby("trained_on")}
     r5 = best[(best.setting == "isolated_5") & (best["eval"] != "global")]
@@ -175,6 +185,12 @@ def main(argv=None) -> int:
             if s in hc:
                 v = hc[s]
                 print(f"| {s} | {v['mean']:.3f} | {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f} | {v['boot95'][0]:.3f}-{v['boot95'][1]:.3f} |")
+        print("\n| setting | integrated Brier (model) | Kaplan-Meier | model - KM (95% CI over seeds) |")
+        print("|---|---|---|---|")
+        for s, v in out["integrated_brier"].items():
+            dd = v["model - kaplan_meier"]
+            print(f"| {s} | {v['model']['mean']:.4f} | {v['kaplan_meier']['mean']:.4f} | "
+                  f"{dd['mean']:+.4f} ({dd['ci95'][0]:+.4f} to {dd['ci95'][1]:+.4f}) |")
         print("\n| node (3-node) | isolated | federated | isolated model on global test |")
         print("|---|---|---|---|")
         for node in hc["isolated"]:

@@ -47,7 +47,8 @@ import pandas as pd
 
 from fl_engine.cohort import generate_mds_cohort, split_nodes
 from fl_engine.features import Preprocessor
-from fl_engine.metrics import antolini_c, bootstrap_ci, harrell_c, kaplan_meier, uno_c
+from fl_engine.metrics import (antolini_c, bootstrap_ci, harrell_c, integrated_brier_score, kaplan_meier,
+                              step_at, uno_c)
 from fl_engine.schema import get_schema
 
 NODE_SPLITS: dict[int, tuple[float, ...]] = {3: (0.6, 0.3, 0.1), 5: (0.45, 0.2, 0.15, 0.1, 0.1)}
@@ -228,10 +229,25 @@ def score_groups(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
     return out
 
 
+def brier_times(durations, events) -> np.ndarray:
+    """Times at which the integrated Brier score of a test set is taken: its distinct event
+    times up to the 90th percentile of them (the same for every model scored on that set)."""
+    d, e = np.asarray(durations, float), np.asarray(events, float)
+    if not (e > 0).any():
+        return np.array([])
+    ev = d[e > 0]
+    return np.unique(ev[ev <= np.quantile(ev, 0.9)])
+
+
 def evaluate(durations, events, risk, surv=None, grid=None, train=None, n_boot: int = 0,
              seed: int = 0) -> dict:
     """Harrell / Antolini / Uno C (+ Harrell bootstrap interval when n_boot > 0) on rows with a
-    finite risk; durations in months."""
+    finite risk; durations in months. With survival curves (`surv` on `grid`) and the training
+    rows (`train` = (durations, events)): the integrated Brier score as `ibs` (Graf, IPCW with
+    the test rows' censoring distribution, over `brier_times` of the test rows, so every model
+    scored on one test set is integrated alike), and as `ibs_km` the same score of the training
+    rows' Kaplan-Meier curve, the no-covariate reference (lower is better; a model that does not
+    beat `ibs_km` adds nothing to calibration)."""
     d, e, r = (np.asarray(a, float) for a in (durations, events, risk))
     ok = np.isfinite(r)
     res = {"n": int(ok.sum()), "n_events": int(e[ok].sum())}
@@ -245,6 +261,12 @@ def evaluate(durations, events, risk, surv=None, grid=None, train=None, n_boot: 
         res["antolini_c"] = antolini_c(d[ok], e[ok], surv[ok].T, grid)
     if train is not None:
         td, te = train
+        ts = brier_times(d[ok], e[ok]) if surv is not None else np.array([])
+        if ts.size >= 2:
+            km_t, km_s = kaplan_meier(td, te)
+            km = np.repeat(step_at(km_t, km_s, ts)[:, None], int(ok.sum()), axis=1)
+            res["ibs"] = integrated_brier_score(d[ok], e[ok], surv[ok].T, grid, ts)
+            res["ibs_km"] = integrated_brier_score(d[ok], e[ok], km, ts, ts)
         tau = float(np.quantile(td[te > 0], 0.9)) if (te > 0).any() else None
         try:
             res["uno_c"] = uno_c(d[ok], e[ok], r[ok], tau=tau, train_durations=td, train_events=te)
@@ -357,7 +379,8 @@ def _rounds(records: list[dict], seed: int, setting: str, case: str) -> list[dic
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (setting, case, eval set, trained_on) and the mean bootstrap interval."""
-    metrics = [c for c in ("harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "n", "rounds_used")
+    metrics = [c for c in ("harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "ibs", "ibs_km", "n",
+                           "rounds_used")
                if c in results]
     g = results.groupby(["setting", "case", "eval", "trained_on"], sort=False)
     out = g[metrics].mean()
@@ -369,7 +392,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table."""
     cols = ["setting", "case", "eval", "trained_on", "seeds", "n", "rounds_used", "harrell_c",
-            "harrell_lo", "harrell_hi", "harrell_sd", "antolini_c", "uno_c"]
+            "harrell_lo", "harrell_hi", "harrell_sd", "antolini_c", "uno_c", "ibs", "ibs_km"]
     cols = [c for c in cols if c in summary]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in summary.iterrows():

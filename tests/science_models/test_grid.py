@@ -32,6 +32,31 @@ def test_evaluate_bootstrap_interval_contains_point():
     assert res["harrell_c"] > 0.6 and res["n"] == 200
 
 
+def test_evaluate_integrated_brier_against_the_kaplan_meier_reference():
+    rng = np.random.default_rng(2)
+    n = 400
+    x = rng.normal(size=n)
+    rate = 0.05 * np.exp(1.2 * x)
+    t, c = rng.exponential(1 / rate), rng.uniform(5, 60, n)
+    d, e = np.minimum(t, c), (t <= c).astype(float)
+    train, test = np.arange(300), np.arange(300, n)
+    grid_t = np.unique(d[train][e[train] > 0])
+    true = np.exp(-rate[test, None] * grid_t[None, :])  # the data's own survival curves
+    res = grid.evaluate(d[test], e[test], rate[test], true, grid_t, (d[train], e[train]))
+    assert 0 < res["ibs"] < res["ibs_km"] < 0.25
+    # the Kaplan-Meier curve itself as the "model" scores exactly the reference
+    km_t, km_s = grid.kaplan_meier(d[train], e[train])
+    flat = np.repeat(grid.step_at(km_t, km_s, grid_t)[None, :], len(test), axis=0)
+    same = grid.evaluate(d[test], e[test], rate[test], flat, grid_t, (d[train], e[train]))
+    assert same["ibs"] == pytest.approx(same["ibs_km"], abs=1e-12)
+    # a reversed model is worse than no model
+    bad = grid.evaluate(d[test], e[test], rate[test], true[::-1], grid_t, (d[train], e[train]))
+    assert bad["ibs"] > bad["ibs_km"]
+    ts = grid.brier_times(d[test], e[test])
+    assert ts.max() <= np.quantile(d[test][e[test] > 0], 0.9) and len(ts) >= 10
+    assert len(grid.brier_times(d[test], np.zeros(len(test)))) == 0
+
+
 @pytest.mark.slow
 def test_grid_runs_every_setting_through_the_executor(small, tmp_path):
     cfg = grid.GridConfig(rounds=2, seeds=(0,), federations=(3,), n_boot=20)
@@ -41,6 +66,9 @@ def test_grid_runs_every_setting_through_the_executor(small, tmp_path):
     assert set(results.case) == {"best", "worst"}
     c = results.harrell_c.dropna()
     assert ((c >= 0) & (c <= 1)).all() and len(c) > 10
+    models = results[results.setting.str.match(r"(centralised|federated|isolated)")]
+    assert models.ibs.notna().all() and ((models.ibs > 0) & (models.ibs < 0.5)).all()
+    assert (models.ibs_km > 0).all() and results[results.setting.str.startswith("ipss")].ibs.isna().all()
     fed = results[(results.setting == "federated_3") & (results.case == "best")]
     assert set(fed["eval"]) == {"global", "node1", "node2", "node3"}
     # node test sets partition the global test set
