@@ -97,7 +97,8 @@ def _cell(row: dict | None) -> dict | None:
     if row is None or row.get("harrell_c") is None:
         return None
     return {"c": row["harrell_c"], "lo": row.get("lo"), "hi": row.get("hi"), "seeds": row.get("seeds"),
-            "n": row.get("n"), "sd": row.get("sd"), "rounds": row.get("rounds_used")}
+            "n": row.get("n"), "sd": row.get("sd"), "rounds": row.get("rounds_used"),
+            "ibs": row.get("ibs"), "ibs_km": row.get("ibs_km")}
 
 
 def global_table(grid: GridRun) -> dict:

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit.services import record
+from portal.core.live import publish_grid
 from portal.experiments.models import GridRun
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ MIN_SYNTHETIC_ROWS = 300  # below this, a 5-node split leaves nodes with one or 
 GRID_TIME_LIMIT_S = 6 * 3600
 
 PER_SEED_COLUMNS = ["seed", "setting", "case", "eval", "trained_on", "rounds_used", "n", "n_events",
-                    "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c"]
+                    "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "ibs", "ibs_km"]
 SUMMARY_KEYS = {"setting": "setting", "case": "case", "eval": "eval", "trained_on": "trained_on",
                 "seeds": "seeds", "n": "n", "harrell_c": "harrell_c", "lo": "harrell_lo", "hi": "harrell_hi",
-                "sd": "harrell_sd", "antolini": "antolini_c", "uno": "uno_c", "rounds_used": "rounds_used"}
+                "sd": "harrell_sd", "antolini": "antolini_c", "uno": "uno_c", "ibs": "ibs", "ibs_km": "ibs_km",
+                "rounds_used": "rounds_used"}
 
 
 class GridRefused(Exception):
@@ -260,6 +262,8 @@ def cancel_grid(actor, grid: GridRun) -> GridRun:
         g.cancel_requested = True
         g.save(update_fields=["status", "finished_at", "error", "cancel_requested"])
         record(actor, "grid.cancel", g, {"status": g.status})
+        transaction.on_commit(lambda: publish_grid(g.pk, "status", {"status": g.status, "cancel_requested": True,
+                                                                    "error": g.error}))
     return g
 
 
@@ -301,6 +305,7 @@ def _progress_logger(grid_id: int):
         g = GridRun.objects.only("progress", "cancel_requested").get(pk=grid_id)
         g.progress = (g.progress + f"{stamp} {message}\n")[-20_000:]
         g.save(update_fields=["progress"])
+        publish_grid(grid_id, "progress", {"status": GridRun.Status.RUNNING, "line": f"{stamp} {message}"})
         if g.cancel_requested:
             raise GridCancelled
     return log_line
@@ -316,6 +321,7 @@ def _finish(grid_id: int, status: str, *, error: str = "", results: dict | None 
         if results is not None:
             g.results = results
         g.save(update_fields=["status", "finished_at", "error", "results"])
+        transaction.on_commit(lambda: publish_grid(grid_id, "status", {"status": status, "error": g.error}))
 
 
 def execute_grid(grid_id: int, task_id: str = "") -> str:
@@ -331,6 +337,7 @@ def execute_grid(grid_id: int, task_id: str = "") -> str:
             return g.status
         g.status, g.started_at, g.task_id = GridRun.Status.RUNNING, timezone.now(), task_id[:64]
         g.save(update_fields=["status", "started_at", "task_id"])
+        transaction.on_commit(lambda: publish_grid(grid_id, "status", {"status": GridRun.Status.RUNNING, "error": ""}))
     grid = GridRun.objects.select_related("study", "synthetic_cohort", "synthetic_cohort__run").get(pk=grid_id)
     try:
         cfg = grid_config(grid)

@@ -1,30 +1,15 @@
-"""Websocket for live run progress: authenticate, authorize, forward."""
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
+"""Websocket for live run progress (rounds, status)."""
+from portal.core.consumers import LiveConsumer
 from portal.core.live import run_group
 
 
-class RunConsumer(AsyncJsonWebsocketConsumer):
-    async def connect(self):
-        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        if not await self._allowed():
-            await self.close(code=4403)
-            return
-        await self.channel_layer.group_add(run_group(self.run_id), self.channel_name)
-        await self.accept()
+class RunConsumer(LiveConsumer):
+    url_kwarg = "run_id"
 
-    async def disconnect(self, code):
-        await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+    def group(self, object_id: int) -> str:
+        return run_group(object_id)
 
-    async def run_event(self, message):
-        await self.send_json({"event": message["event"], "data": message["data"]})
-
-    @database_sync_to_async
-    def _allowed(self) -> bool:
+    def allowed(self, user, object_id: int) -> bool:
         from portal.studies.selectors import runs_visible_to
 
-        user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.has_perm("studies.view_run")):
-            return False
-        return runs_visible_to(user).filter(pk=self.run_id).exists()
+        return user.has_perm("studies.view_run") and runs_visible_to(user).filter(pk=object_id).exists()

@@ -1,6 +1,7 @@
 // Experiment grid section of the comparison page: three charts of the latest finished grid (bars
-// per setting with intervals, C per round federated vs isolated, Kaplan-Meier panels) and a small
-// poll of the API that keeps the status of queued / running grids current.
+// per setting with intervals, C per round federated vs isolated, Kaplan-Meier panels), and the
+// status and last progress line of queued / running grids, pushed over a websocket per grid with
+// a slow poll of the API behind it.
 (function () {
   const config = {responsive: true, displaylogo: false};
   const el = document.getElementById("grid-chart-data");
@@ -45,26 +46,46 @@
   if (!active.length) return;
   const finals = ["finished", "failed", "cancelled"];
   const pending = new Set(active);
+  let reloading = false;
+  // Updates the row of grid `id`; returns true when the grid has ended (the page then reloads
+  // to show the results).
+  function show(id, status, line) {
+    const badge = document.querySelector('[data-grid-status="' + id + '"]');
+    if (badge && status) {
+      badge.className = "badge status-" + status;
+      badge.textContent = status.charAt(0).toUpperCase() + status.slice(1);
+    }
+    const prog = document.querySelector('[data-grid-progress="' + id + '"]');
+    if (prog && line) prog.textContent = line;
+    if (!finals.includes(status)) return false;
+    pending.delete(id);
+    if (!reloading) { reloading = true; setTimeout(() => location.reload(), 1000); }
+    return true;
+  }
+  // Pushed: each running grid's websocket (ws/grid-runs/<id>/) sends "status" and "progress".
+  // window.fedhaemGridLive counts the open sockets (the browser test reads it).
+  window.fedhaemGridLive = 0;
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  active.forEach(function (id) {
+    const ws = new WebSocket(proto + "://" + location.host + "/ws/grid-runs/" + id + "/");
+    ws.onopen = function () { window.fedhaemGridLive++; };
+    ws.onclose = function () { window.fedhaemGridLive = Math.max(0, window.fedhaemGridLive - 1); };
+    ws.onmessage = function (ev) {
+      const msg = JSON.parse(ev.data);
+      show(id, msg.data.status, msg.event === "progress" ? msg.data.line : (msg.data.error || ""));
+    };
+  });
+  // Polled as well, slowly: a grid that ended before its socket opened, or a proxy without
+  // websockets, still reaches its final state.
   function poll() {
     Promise.all([...pending].map(id => fetch("/api/grid-runs/" + id + "/", {credentials: "same-origin",
                                                                           headers: {Accept: "application/json"}})
       .then(resp => resp.ok ? resp.json() : null).then(function (g) {
         if (!g) return false;
-        const badge = document.querySelector('[data-grid-status="' + id + '"]');
-        if (badge) {
-          badge.className = "badge status-" + g.status;
-          badge.textContent = g.status.charAt(0).toUpperCase() + g.status.slice(1);
-        }
         const lines = (g.progress || "").trim().split("\n");
-        const prog = document.querySelector('[data-grid-progress="' + id + '"]');
-        if (prog && lines[lines.length - 1]) prog.textContent = lines[lines.length - 1];
-        if (finals.includes(g.status)) { pending.delete(id); return true; }
-        return false;
+        return show(id, g.status, lines[lines.length - 1]);
       }).catch(() => false)))
-      .then(function (ended) {
-        if (ended.some(Boolean)) { setTimeout(() => location.reload(), 1000); return; }
-        if (pending.size) setTimeout(poll, 5000);
-      });
+      .then(function () { if (pending.size && !reloading) setTimeout(poll, window.fedhaemGridLive ? 15000 : 5000); });
   }
   setTimeout(poll, 3000);
 })();

@@ -1,6 +1,6 @@
 """The experiment grid in a real browser: a coordinator starts a small grid from the comparison
-page's form; the task runs it (here the test plays the Celery worker); the page's poll notices
-the end and reloads to the table and the three charts."""
+page's form; the page opens the grid's websocket; the task runs it (here the test plays the
+Celery worker); the page hears of the end and reloads to the table and the three charts."""
 from __future__ import annotations
 
 import pytest
@@ -42,8 +42,9 @@ def test_coordinator_runs_a_grid_from_the_comparison_page(people, p384_public_ke
     grid = GridRun.objects.get()
     assert grid.status == "queued" and grid.config["federations"] == [3] and grid.generated_n == 400
     assert page.locator(f'[data-grid-status="{grid.pk}"]').inner_text() == "Queued"
+    page.wait_for_function("window.fedhaemGridLive === 1")  # the grid's websocket is open
     assert services.execute_grid(grid.pk) == "finished"
-    # the page polls the API, sees the end and reloads with the results
+    # the end is pushed (or polled), the page reloads with the results
     page.wait_for_selector("#grid-global-table", timeout=30_000)
     table = page.locator("#grid-global-table").inner_text()
     assert "Centralised" in table and "Federated, 3 nodes" in table and "IPSS-M" in table

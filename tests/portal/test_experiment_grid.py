@@ -245,6 +245,7 @@ def _assert_finished_grid(grid):
         assert 0.4 < glob[key]["harrell_c"] < 1, (key, glob[key])
         assert glob[key]["lo"] <= glob[key]["harrell_c"] <= glob[key]["hi"], glob[key]
         assert glob[key]["seeds"] == 1
+        assert 0 < glob[key]["ibs"] < 0.5 and 0 < glob[key]["ibs_km"] < 0.5, glob[key]
     iso = [r for r in summary if r["setting"] == "isolated_3"]
     assert {r["trained_on"] for r in iso} == {"node1", "node2", "node3"}
     assert {r["case"] for r in iso} == {"best", "worst"}
@@ -262,6 +263,7 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     assert grid.status == "finished" and grid.error == "" and grid.started_at and grid.finished_at
     glob = _assert_finished_grid(grid)
     assert 0.4 < glob[("ipss_m", "best")]["harrell_c"] < 1
+    assert glob[("ipss_m", "best")]["ibs"] is None  # categories, no survival curves
     panels = {p["title"]: p for p in grid.results["km"]["panels"]}
     model = panels["Model (centralised): predicted risk tertiles"]["groups"]
     assert [g["label"] for g in model] == ["Low predicted risk", "Intermediate predicted risk", "High predicted risk"]
@@ -278,6 +280,7 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     assert len(per_seed) == len(grid.results["per_seed"]) and set(per_seed.seed) == {0}
     central = per_seed[(per_seed.setting == "centralised") & (per_seed["eval"] == "global")]
     assert central.harrell_c.iloc[0] == pytest.approx(glob[("centralised", "best")]["harrell_c"])
+    assert central.ibs.iloc[0] == pytest.approx(glob[("centralised", "best")]["ibs"])
 
     client.force_login(personas["clinician"])
     page = client.get(f"/studies/{world['study'].pk}/compare/")
@@ -285,6 +288,7 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     assert 'id="grid-global-table"' in html and "Centralised (all training patients pooled)" in html
     assert "Federated, 3 nodes" in html and "generated MDS cohort n=400, seed 3" in html
     assert f"{glob[('centralised', 'best')]['harrell_c']:.3f}" in html
+    assert f"IBS {glob[('centralised', 'best')]['ibs']:.3f} vs KM {glob[('centralised', 'best')]['ibs_km']:.3f}" in html
     assert 'class="grid-node-table" data-k="3" data-case="worst"' in html and 'id="grid-km-3"' in html
     assert client.get(f"/grid-runs/{grid.pk}/results.csv").status_code == 200
     report = client.get(f"/studies/{world['study'].pk}/report/?download=1").content.decode()
@@ -336,3 +340,61 @@ def test_a_model_below_chance_is_called_out_on_the_page(world, personas, client)
     grid.results["summary"][0]["harrell_c"] = 0.55
     grid.save()
     assert 'id="grid-below-chance"' not in client.get(f"/studies/{world['study'].pk}/compare/").content.decode()
+
+
+# --- pushed progress --------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_grid_status_and_progress_are_pushed_to_authorised_viewers(world, personas):
+    """Through the real channel layer: a clinician's socket on a grid receives "running", the
+    progress lines as they are written and the final status; a user without a role is refused."""
+    import asyncio
+    import threading
+
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from portal.asgi import application
+    from portal.experiments import services
+
+    grid = services.start_grid(personas["coordinator"], world["study"], **{**TINY, "cases": ["best"]})
+
+    async def scenario():
+        origin = [(b"origin", b"http://127.0.0.1")]
+        ws = WebsocketCommunicator(application, f"/ws/grid-runs/{grid.pk}/", headers=origin)
+        ws.scope["user"] = personas["clinician"]
+        connected, _ = await ws.connect()
+        assert connected
+        assert await database_sync_to_async(services.execute_grid)(grid.pk) == "finished"
+        events = []
+        while not events or events[-1] != ("status", "finished"):
+            msg = await ws.receive_json_from(timeout=10)
+            events.append((msg["event"], msg["data"]["status"]))
+            if msg["event"] == "progress":
+                assert msg["data"]["line"].split(" ", 1)[1]  # "HH:MM:SS message"
+        await ws.disconnect()
+        assert events[0] == ("status", "running"), events
+        progress = [e for e in events if e[0] == "progress"]
+        assert len(progress) >= 2 and all(s == "running" for _, s in progress), events
+        denied = WebsocketCommunicator(application, f"/ws/grid-runs/{grid.pk}/", headers=origin)
+        denied.scope["user"] = personas["norole"]
+        connected, _ = await denied.connect()
+        assert not connected
+
+    errors: list = []
+
+    def target():
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+    # a thread of its own: a browser test earlier in the session may leave an event loop running
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "websocket scenario did not finish"
+    if errors:
+        raise errors[0]
+    grid.refresh_from_db()
+    assert grid.status == "finished" and grid.progress.count("\n") >= 2
