@@ -25,6 +25,11 @@ class ControlError(RuntimeError):
     """A flwr CLI call failed; the message holds the command and Flower's own words."""
 
 
+class KeyAlreadyRegistered(ControlError):
+    """`register_node` was given a public key the SuperLink already holds (registering twice is
+    harmless: the SuperNode can connect)."""
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where the Control API is and how to trust it."""
@@ -151,12 +156,17 @@ def run_logs(run_id: str, superlink_control_address: str, *, root_certificates: 
 def register_node(public_key: str | Path, superlink_control_address: str, *, name: str | None = None,
                   root_certificates: str | Path | None = None, flwr_home: str | Path | None = None) -> str:
     """Register a SuperNode's public key (OpenSSH EC P-384) with the SuperLink; returns the
-    Flower node id (string)."""
+    Flower node id (string). Raises KeyAlreadyRegistered when the SuperLink holds the key."""
     conn = connection(superlink_control_address, root_certificates, flwr_home)
     args = ["supernode", "register", str(public_key), CONNECTION, "--format", "json"]
     if name:
         args += ["--name", name]
-    data = _flwr(conn, args, 60)
+    try:
+        data = _flwr(conn, args, 60)
+    except ControlError as err:
+        if "Public key already in use" in str(err):
+            raise KeyAlreadyRegistered(str(err)) from err
+        raise
     node_id = data.get("node-id") or data.get("node_id")
     if node_id is None:
         raise ControlError(f"flwr supernode register returned no node id: {data}")

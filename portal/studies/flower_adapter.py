@@ -42,8 +42,9 @@ def superlink_health() -> dict:
 
 
 def sync_node_key(node_id: int) -> None:
-    """Register an approved node's public key with the SuperLink (SuperNode authentication).
-    Revoked nodes are unregistered. Failures are logged: the health page shows them."""
+    """Register an approved node's public key with the SuperLink (SuperNode authentication);
+    a key the SuperLink already holds is fine (idempotent). Revoked nodes are unregistered.
+    Failures are logged: the health page shows them."""
     from fl_engine.deploy import control
     from portal.nodes.models import WorkerNode
 
@@ -56,6 +57,9 @@ def sync_node_key(node_id: int) -> None:
                 WorkerNode.objects.filter(pk=node.pk).update(flower_node_id=str(flower_id))
         elif node.flower_node_id and hasattr(control, "unregister_node"):
             control.unregister_node(node.flower_node_id, address, **_conn())
+    except control.KeyAlreadyRegistered:
+        # approval's task and a direct call may both register the key: the first one won
+        log.info("node %s: public key already registered with the SuperLink", node.name)
     except (control.ControlError, OSError) as exc:
         log.warning("SuperLink key sync for node %s failed: %s", node.name, exc)
 

@@ -145,6 +145,8 @@ def test_fedhaem_node_start_runs_a_supernode_and_sends_heartbeats(fed, tmp_path,
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     keys = ensure_node_keys(tmp_path / "keys")
     node_id = control.register_node(keys.public_key, fed.address, name="H4", **fed.conn_kwargs())
+    with pytest.raises(control.KeyAlreadyRegistered, match="already in use"):  # a second time
+        control.register_node(keys.public_key, fed.address, name="H4", **fed.conn_kwargs())
     register_table(tmp_path / "data", "mds-local", node_tables["H3"], "MDS")
     (tmp_path / "token").write_text("secret-token\n")
     p = subprocess.Popen([sys.executable, "-m", "fl_engine.node.cli", "start",

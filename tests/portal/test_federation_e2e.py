@@ -130,3 +130,18 @@ def test_cancel_a_running_study(federation, api, personas):
     assert state["status"] == "finished:stopped"
     final = coord.get(f"/api/runs/{run_id}/").json()
     assert final["status"] == "cancelled" and final["rounds_completed"] < 50
+
+
+def test_syncing_a_registered_key_again_is_harmless(federation, caplog):
+    """Approval's Celery task and the demo's direct call may both register a node's key: the
+    second call finds the key at the SuperLink and leaves the node as it was, without a warning."""
+    from portal.nodes.models import WorkerNode
+    from portal.studies import flower_adapter
+
+    node = WorkerNode.objects.get(name=NODES[0])
+    before = node.flower_node_id
+    with caplog.at_level("INFO", logger="portal.studies.flower_adapter"):
+        flower_adapter.sync_node_key(node.pk)
+    node.refresh_from_db()
+    assert node.flower_node_id == before
+    assert "already registered" in caplog.text and "failed" not in caplog.text, caplog.text
