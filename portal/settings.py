@@ -107,7 +107,15 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    # Several processes write (portal, Celery worker, beat): WAL lets readers run beside the one
+    # writer; BEGIN IMMEDIATE takes the write lock when a transaction starts, so a transaction
+    # that read first never fails on the read->write upgrade (SQLite cannot wait there, only at
+    # BEGIN); `timeout` is the busy wait in seconds. portal.core.db.retry_on_lock covers the rest.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": env.integer("SQLITE_BUSY_TIMEOUT", 20, 1, 600),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
     # A file, not memory: browser tests serve the portal from a separate process (daphne).
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-fedhaem.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
