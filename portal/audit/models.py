@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class AppendOnlyError(Exception):
@@ -17,8 +18,11 @@ class AuditEventQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     """Who did what to which object, when. Rows are only ever added."""
 
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+    # Set by services.record before hashing (auto_now_add would overwrite it after the hash).
+    at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    # PROTECT, not SET_NULL: the table refuses UPDATE, so a person who appears in the trail is
+    # deactivated, never deleted.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                               related_name="+")
     actor_name = models.CharField(max_length=150, help_text="Username at the time, kept if the user goes.")
     action = models.CharField(max_length=64, db_index=True)
@@ -26,6 +30,9 @@ class AuditEvent(models.Model):
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=200, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64, editable=False, help_text="Hash of the previous event.")
+    hash = models.CharField(max_length=64, editable=False,
+                            help_text="sha256 over this event's fields and prev_hash (portal.audit.chain).")
 
     objects = AuditEventQuerySet.as_manager()
 
