@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .catalogue import Catalogue, catalogue
+from .csvcells import safe_row
 from .errors import EtlError, Issue
 from .features import bundle_to_row, rows_to_table
 from .fhir import build_bundle, read_ndjson, validate_bundle, write_ndjson
@@ -189,8 +190,8 @@ def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejec
             w.writerow(["file", "row", "patient_id", "column", "reason", "source_row"])
             for i in list(src.rejected) + list(extra_rejected):
                 raw = src_raw(src, i)
-                w.writerow([i.file, i.row if i.row is not None else "", i.patient_id or "",
-                            i.column or "", i.reason, json.dumps(raw, ensure_ascii=False) if raw else ""])
+                w.writerow(safe_row([i.file, i.row if i.row is not None else "", i.patient_id or "",
+                                     i.column or "", i.reason, json.dumps(raw, ensure_ascii=False) if raw else ""]))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         for name in OUTPUT_FILES:  # manifest last: its presence marks a complete output
             os.replace(tmp / name, out / name)

@@ -1,4 +1,5 @@
 import csv
+import json
 
 from django.http import HttpResponse
 from rest_framework import serializers, viewsets
@@ -6,6 +7,7 @@ from rest_framework.decorators import action
 
 from portal.audit.models import AuditEvent
 from portal.core.api import perms_required
+from portal.core.csvcells import safe_row
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -44,6 +46,6 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
         writer = csv.writer(response)
         writer.writerow(["at_utc", "actor", "action", "object_type", "object_id", "object", "detail"])
         for e in self.get_queryset().iterator():
-            writer.writerow([e.at.isoformat(), e.actor_name, e.action, e.object_type, e.object_id,
-                             e.object_repr, e.detail])
+            writer.writerow(safe_row([e.at.isoformat(), e.actor_name, e.action, e.object_type, e.object_id,
+                                      e.object_repr, json.dumps(e.detail, ensure_ascii=False)]))
         return response
