@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from pydantic import ValidationError as PydanticError
 
+from fl_engine.models.params import field_bounds
 from fl_engine.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
@@ -49,6 +50,37 @@ PRIVACY_FIELDS = {
     "priv_dp_noise": "dp_noise_multiplier",
 }
 _PRIVACY_DEFAULTS = default_privacy()
+
+
+def _number(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _range_text(b: dict) -> str:
+    lo = (f"more than {_number(b['exclusiveMinimum'])}" if "exclusiveMinimum" in b
+          else f"{_number(b['minimum'])}" if "minimum" in b else "")
+    hi = (f"below {_number(b['exclusiveMaximum'])}" if "exclusiveMaximum" in b
+          else f"{_number(b['maximum'])}" if "maximum" in b else "")
+    if lo and hi:
+        return f"{lo}, at most {hi}" if lo.startswith("more") else f"{lo} to {hi}"
+    return lo or hi
+
+
+def _show_bounds(field: forms.Field, b: dict) -> None:
+    """Say a hyper-parameter's bounds (from the model's spec, fl_engine.models.params) in the
+    field's hint and as HTML min/max; the spec itself is what validates."""
+    if "items" in b:
+        text = f"{b.get('minItems', 1)} to {b['maxItems']} layers of {_range_text(b['items'])} units each."
+    else:
+        text = _range_text(b)
+        text = f"{text[0].upper()}{text[1:]}." if text.startswith("more") else f"From {text}."
+        if "minimum" in b:
+            field.widget.attrs.setdefault("min", b["minimum"])
+        if "maximum" in b:
+            field.widget.attrs.setdefault("max", b["maximum"])
+        if isinstance(field, forms.FloatField):
+            field.widget.attrs["step"] = "any"
+    field.help_text = f"{field.help_text} {text}".strip()
 
 
 def dataset_label(ds: Dataset) -> str:
@@ -97,7 +129,7 @@ class StudyForm(forms.Form):
                                          help_text="SAVAE: units of the encoder and decoders.")
     hp_latent_dim = forms.IntegerField(label="Latent dimensions", initial=5, required=False,
                                        help_text="SAVAE only.")
-    hp_dropout = forms.FloatField(label="Dropout (fraction, 0 to below 1)", initial=0.1, required=False)
+    hp_dropout = forms.FloatField(label="Dropout (fraction)", initial=0.1, required=False)
     hp_lr = forms.FloatField(label="Learning rate (Adam)", initial=0.001, required=False)
     hp_weight_decay = forms.FloatField(label="Weight decay", initial=0.0001, required=False,
                                        help_text="DeepSurv only.")
@@ -136,6 +168,8 @@ class StudyForm(forms.Form):
         super().__init__(*args, **kwargs)
         if datasets_qs is not None:
             self.fields["datasets"].queryset = datasets_qs
+        for field, (name, kinds) in HP_FIELDS.items():
+            _show_bounds(self.fields[field], field_bounds(kinds[0], name))
         for name, field in self.fields.items():
             if field.help_text:
                 # Screen readers read the hint with the field (partials/field.html renders it).

@@ -5,7 +5,7 @@ from django.db import models
 from portal.accounts.models import Organisation
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import default_privacy, validate_hyperparameters, validate_privacy
+from portal.studies.config import default_privacy, validate_features, validate_hyperparameters, validate_privacy
 
 
 class Study(models.Model):
@@ -63,6 +63,10 @@ class Study(models.Model):
             self.privacy = validate_privacy(self.privacy)
         except ValueError as exc:
             errors["privacy"] = str(exc)
+        try:
+            self.features = validate_features(self.features)
+        except ValueError as exc:
+            errors["features"] = str(exc)
         if not 0 < self.fraction_nodes <= 1:
             errors["fraction_nodes"] = "must be in (0, 1]"
         if self.rounds < 1 or self.rounds > 500:

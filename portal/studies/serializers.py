@@ -3,7 +3,8 @@ from rest_framework import serializers
 
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import PrivacyOptions, validate_hyperparameters, validate_privacy
+from portal.studies.config import (FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND, PrivacyOptions,
+                                   validate_hyperparameters, validate_privacy)
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
 
 FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
@@ -11,13 +12,16 @@ FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
 
 def _openapi_object(model) -> dict:
     """A pydantic model's JSON schema in OpenAPI 3.0 terms (boolean exclusive bounds, no titles)."""
-    props = {}
-    for name, prop in model.model_json_schema()["properties"].items():
+    def openapi30(prop: dict) -> dict:
         prop = {k: v for k, v in prop.items() if k != "title"}
         for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
             if bound in prop:
                 prop[plain], prop[bound] = prop.pop(bound), True
-        props[name] = prop
+        if isinstance(prop.get("items"), dict):
+            prop["items"] = openapi30(prop["items"])
+        return prop
+
+    props = {name: openapi30(prop) for name, prop in model.model_json_schema()["properties"].items()}
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -27,11 +31,19 @@ class PrivacyField(serializers.JSONField):
     the strict default on a new study)."""
 
 
+@extend_schema_field({"oneOf": [{**_openapi_object(spec), "title": kind} for kind, spec in PARAMS_BY_KIND.items()]})
+class HyperparametersField(serializers.JSONField):
+    """The model's hyper-parameters (an object; bounds from fl_engine.models.params, the spec the
+    engine also enforces). Left out: the model's defaults."""
+
+
 class StudySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     datasets = serializers.PrimaryKeyRelatedField(many=True, queryset=Dataset.objects.all(), required=False)
     feature_groups = serializers.ListField(child=serializers.ChoiceField(choices=FEATURE_GROUPS), required=False)
-    features = serializers.ListField(child=serializers.CharField(max_length=120), required=False)
+    features = serializers.ListField(child=serializers.CharField(max_length=FEATURE_NAME_MAX),
+                                     max_length=FEATURES_MAX, required=False)
+    hyperparameters = HyperparametersField(required=False)
     use_case = serializers.ChoiceField(choices=UseCase.choices)
     privacy = PrivacyField(required=False, help_text="Privacy options; options left out keep their current "
                                                      "value (the strict default on a new study).")
