@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.accounts.middleware.UserTimezoneMiddleware",
@@ -180,6 +181,9 @@ OIDC_USE_PKCE = True
 OIDC_STORE_ID_TOKEN = True
 OIDC_ROLES_CLAIM = env.string("OIDC_ROLES_CLAIM", "roles")
 OIDC_ORGANISATION_CLAIM = env.string("OIDC_ORGANISATION_CLAIM", "organisation")
+# A person is a Django superuser only while this value is in their roles claim (reset at every
+# sign-in; empty: nobody). Roles, organisation and staff status likewise come from claims only.
+OIDC_SUPERUSER_ROLE = env.string("OIDC_SUPERUSER_ROLE", "superuser")
 OIDC_TIMEOUT = env.integer("OIDC_TIMEOUT", 10, 1)
 OIDC_VERIFY_SSL = env.boolean("OIDC_VERIFY_SSL", True)
 

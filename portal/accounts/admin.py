@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 
 from portal.accounts.models import Organisation, User
 
@@ -10,8 +11,31 @@ class OrganisationAdmin(admin.ModelAdmin):
     search_fields = ("code", "name")
 
 
+# Roles (groups), organisation and superuser / staff status come from the identity provider's
+# claims at every sign-in (portal.accounts.oidc); nobody grants them here, a superuser included.
+CLAIM_FIELDS = ("is_superuser", "is_staff", "groups", "user_permissions", "organisation")
+
+
 @admin.register(User)
 class FedHaemUserAdmin(UserAdmin):
     fieldsets = UserAdmin.fieldsets + (("FedHaem", {"fields": ("organisation", "timezone", "is_service_account")}),)
     list_display = ("username", "email", "organisation", "is_service_account", "is_active")
     list_filter = ("organisation", "groups", "is_service_account")
+    readonly_fields = CLAIM_FIELDS + ("is_service_account", "last_login", "date_joined")
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class ReadOnlyGroupAdmin(GroupAdmin):
+    """Role groups and their permissions are defined in code (portal.accounts.roles)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -12,3 +12,7 @@ class AccountsConfig(AppConfig):
         from portal.accounts.roles import ensure_role_groups
 
         post_migrate.connect(lambda **kw: ensure_role_groups(), dispatch_uid="fedhaem-roles", weak=False)
+
+        from portal.accounts import audit_signals
+
+        audit_signals.connect()

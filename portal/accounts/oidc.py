@@ -48,15 +48,25 @@ class FedHaemOIDCBackend(OIDCAuthenticationBackend):
         user.email = claims.get("email", user.email) or ""
         user.first_name = claims.get("given_name", user.first_name) or ""
         user.last_name = claims.get("family_name", user.last_name) or ""
+        # Organisation, roles, staff and superuser status come from the claims alone, at every
+        # sign-in: whatever was granted in the portal itself is taken away again here.
         org_code = claims.get(settings.OIDC_ORGANISATION_CLAIM)
         if org_code:
             user.organisation, _ = Organisation.objects.get_or_create(
                 code=str(org_code), defaults={"name": str(org_code)})
-        roles = [r for r in _claim_list(claims, settings.OIDC_ROLES_CLAIM) if r in ROLES]
-        user.is_staff = "administrator" in roles
+        else:
+            user.organisation = None
+        claimed = _claim_list(claims, settings.OIDC_ROLES_CLAIM)
+        roles = [r for r in claimed if r in ROLES]
+        superuser_role = getattr(settings, "OIDC_SUPERUSER_ROLE", "")
+        user.is_superuser = bool(superuser_role) and superuser_role in claimed
+        user.is_staff = "administrator" in roles or user.is_superuser
         user.save()
         set_user_roles(user, roles)
+        user.groups.remove(*user.groups.exclude(name__in=roles))
+        user.user_permissions.clear()
         from portal.audit.services import record
 
-        record(user, "login", user, {"roles": roles})
+        record(user, "login", user, {"roles": roles, "superuser": user.is_superuser,
+                                     "organisation": user.organisation.code if user.organisation else None})
         return user
