@@ -1,6 +1,8 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (daphne serves both)."""
 import os
 
+os.umask(0o077)  # var/ stays private: see portal.core.private_files
+
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")

@@ -3,6 +3,8 @@ import os
 
 from celery import Celery
 
+os.umask(0o077)  # var/ stays private: see portal.core.private_files
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("fedhaem")

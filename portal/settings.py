@@ -13,10 +13,16 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from portal import env
+from portal.core.private_files import restrict_umask, tighten
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.string("FEDHAEM_VAR_DIR", str(BASE_DIR / "var"))).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# var/ holds the SQLite database (sessions, API tokens), secrets, cohorts and run folders: files
+# 0600 and folders 0700, for what this process creates from here on (umask, inherited by the
+# Celery worker, the SuperLink and nodes it starts) and for what is already there.
+restrict_umask()
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+tighten(VAR_DIR)
 
 FEDHAEM_ENV = env.string("FEDHAEM_ENV", "development")
 if FEDHAEM_ENV not in {"development", "production"}:
@@ -238,6 +244,9 @@ ROUND_TIMEOUT_S = env.integer("ROUND_TIMEOUT_S", 600, 5)
 # --- files, static, i18n ----------------------------------------------------------------------
 MEDIA_ROOT = Path(env.string("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
+# Django chmods stored files (synthetic cohorts) to these, whatever the umask.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from portal.core.private_files import private_dir
+
 
 def _listening(port: int) -> bool:
     with socket.socket() as s:
@@ -51,6 +53,7 @@ def ensure_redis(port: int, var_dir: Path, timeout: float = 10.0) -> bool:
     started it."""
     if _listening(port):
         return False
+    private_dir(Path(var_dir) / "redis")  # its append-only file holds task arguments: 0700
     subprocess.run(redis_command(port, var_dir, daemonize=True), check=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

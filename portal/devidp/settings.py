@@ -7,11 +7,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from portal import env
+from portal.core.private_files import private_dir, restrict_umask
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env.string("FEDHAEM_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 IDP_DIR = VAR_DIR / "devidp"
-IDP_DIR.mkdir(parents=True, exist_ok=True)
+# Private before anything is created: the provider's database holds password hashes and tokens.
+restrict_umask()
+private_dir(IDP_DIR)
 
 
 def _generated(path: Path, make) -> str:
