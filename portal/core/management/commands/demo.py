@@ -1,5 +1,6 @@
-"""`manage.py demo` (what `make demo` runs): migrate, seed, start every part on loopback, and stop
-them all on Ctrl-C. Embedded defaults: SQLite, embedded Redis, the development identity provider."""
+"""`manage.py demo` (what `make demo` runs): migrate, seed, start every part on loopback, restart a
+part that dies (portal.core.supervisor), and stop them all on Ctrl-C or SIGTERM. Embedded
+defaults: SQLite, embedded Redis (persistent), the development identity provider."""
 from __future__ import annotations
 
 import sys
@@ -32,11 +33,14 @@ class Command(BaseCommand):
         sup = Supervisor(var / "logs", echo=self.stdout.write)
         try:
             if settings.EMBEDDED_REDIS:
-                from portal.core.embedded import ensure_redis, stop_redis
+                from portal.core.embedded import redis_command
 
-                if ensure_redis(settings.EMBEDDED_REDIS_PORT, var):
-                    sup.on_stop.append(lambda: stop_redis(var))
-                self.stdout.write(f"  embedded Redis on 127.0.0.1:{settings.EMBEDDED_REDIS_PORT}")
+                redis_port = settings.EMBEDDED_REDIS_PORT
+                if port_open(redis_port):  # one already runs (another demo, a test session): reuse it
+                    self.stdout.write(f"  embedded Redis on 127.0.0.1:{redis_port} (already running)")
+                else:
+                    sup.start(Service("redis", redis_command(redis_port, var), ready=lambda: port_open(redis_port),
+                                      ready_timeout=20))
             call_command("migrate", verbosity=0)
             # the portal serves CSS, JS and plotly.js with WhiteNoise from STATIC_ROOT (var/static)
             call_command("collectstatic", interactive=False, verbosity=0)
@@ -49,7 +53,7 @@ class Command(BaseCommand):
                 idp.setup(var / "secrets" / "oidc_client_secret",
                           [f"{base}/oidc/callback/", f"http://localhost:{port}/oidc/callback/"], [f"{base}/"])
                 idp.start()
-                sup.services.append(Service("identity-provider", [], proc=idp.proc, log_path=idp.log_path))
+                sup.adopt(Service("identity-provider", [], proc=idp.proc, log_path=idp.log_path))
                 self.stdout.write(f"  development identity provider on {idp.issuer}")
             call_command("seed_demo", verbosity=0, federation=not no_federation)
             env = {"PATH": f"{bin_dir}:" + __import__("os").environ.get("PATH", ""),
@@ -59,6 +63,10 @@ class Command(BaseCommand):
             sup.start(Service("worker", [sys.executable, "-m", "celery", "-A", "portal", "worker",
                                          "--loglevel", "INFO", "--concurrency", "2", "--pool", "threads"],
                               env=env))
+            # Periodic tasks (the run reconciler): its own service, so a crashed worker does not
+            # take the schedule with it.
+            sup.start(Service("beat", [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+                                       "--schedule", str(var / "celerybeat-schedule")], env=env))
             if not no_federation:
                 try:
                     from portal.studies import federation_demo
