@@ -1,11 +1,11 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api import perms_required
+from portal.core.api import exception_handler, perms_required
 from portal.core.choices import UseCase
-from portal.datasets import services
+from portal.datasets import metadata, services
 from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
 from portal.nodes.models import WorkerNode
@@ -37,15 +37,26 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
         return qs
 
 
+@extend_schema_field({"type": "object", "description": "Counts, fractions and per-column completeness and "
+                     "ranges (portal.datasets.metadata.QualitySummary); never rows."})
+class QualitySummaryField(serializers.JSONField):
+    def to_internal_value(self, data):
+        try:
+            return metadata.validate_quality_summary(super().to_internal_value(data))
+        except metadata.MetadataRefused as exc:
+            raise serializers.ValidationError([f"{path}: {reason}" for path, reason in exc.problems]) from None
+
+
 class AnnounceSerializer(serializers.Serializer):
-    name = serializers.SlugField(max_length=80)
-    version = serializers.IntegerField(min_value=1)
+    name = serializers.SlugField(max_length=metadata.DATASET_NAME_MAX)
+    version = serializers.IntegerField(min_value=1, max_value=metadata.VERSION_MAX)
     use_case = serializers.ChoiceField(choices=UseCase.choices)
     schema_version = serializers.CharField(max_length=16)
-    patient_count = serializers.IntegerField(min_value=0)
-    fingerprint = serializers.RegexField(r"^[0-9a-f]{64}$")
-    quality_summary = serializers.DictField(required=False)
-    feature_schema = serializers.ListField(child=serializers.CharField(max_length=120), required=False)
+    patient_count = serializers.IntegerField(min_value=0, max_value=metadata.PATIENTS_MAX)
+    fingerprint = serializers.RegexField(metadata.FINGERPRINT_PATTERN)
+    quality_summary = QualitySummaryField(required=False)
+    feature_schema = serializers.ListField(child=serializers.CharField(max_length=metadata.COLUMN_NAME_MAX),
+                                           max_length=metadata.FEATURES_MAX, required=False)
 
     def to_internal_value(self, data):
         unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
@@ -69,7 +80,12 @@ class AnnounceView(APIView):
         if node is None or node.status != WorkerNode.Status.APPROVED:
             return Response({"detail": "this token belongs to no approved worker node"}, status=403)
         ser = AnnounceSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
+        if not ser.is_valid():
+            # Audited before answering: a node sending rows (or anything off the schema) is news.
+            services.refuse_metadata(node, request.user, ser.errors, request.data,
+                                     scalar_fields={"name", "version", "use_case", "schema_version",
+                                                    "patient_count", "fingerprint"})
+            return exception_handler(serializers.ValidationError(ser.errors), {"view": self, "request": request})
         try:
             ds, created = services.announce(node, request.user, ser.validated_data)
         except services.DatasetConflict as exc:

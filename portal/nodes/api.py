@@ -7,9 +7,16 @@ from rest_framework.views import APIView
 
 from portal.accounts.models import Organisation
 from portal.core.api import perms_required
+from portal.datasets import metadata
 from portal.nodes import services
 from portal.nodes.models import WorkerNode
 from portal.nodes.selectors import nodes_visible_to
+
+
+RESERVED_NODE_NAMES = frozenset({
+    "global", "all", "any", "none", "null", "manager", "server", "superlink", "serverapp", "portal",
+    "admin", "system", "central", "centralised", "centralized", "pooled", "federated", "local",
+})
 
 
 class WorkerNodeSerializer(serializers.ModelSerializer):
@@ -36,6 +43,13 @@ class WorkerNodeSerializer(serializers.ModelSerializer):
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
             raise serializers.ValidationError("SuperNode keys must be EC P-384 (secp384r1)")
         return value.strip()
+
+    def validate_name(self, value: str) -> str:
+        # Metrics, logs and the federation use these words for things that are not a hospital's
+        # node ("global" = the federation's own metrics); a node so named would be confused with them.
+        if value.strip().lower() in RESERVED_NODE_NAMES:
+            raise serializers.ValidationError(f"{value!r} is reserved; choose another node name")
+        return value
 
     def validate_organisation(self, org):
         user = self.context["request"].user
@@ -96,11 +110,21 @@ class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class DatasetSummarySerializer(serializers.Serializer):
-    name = serializers.CharField()
-    version = serializers.IntegerField(required=False)
-    use_case = serializers.CharField(required=False)
-    patient_count = serializers.IntegerField(required=False, min_value=0)
-    fingerprint = serializers.CharField(required=False)
+    """One dataset a heartbeat lists: the metadata fields of fl_engine.node.datasets, bounded
+    (portal.datasets.metadata); anything else is refused, not dropped."""
+
+    name = serializers.CharField(max_length=metadata.DATASET_NAME_MAX)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=metadata.VERSION_MAX)
+    use_case = serializers.CharField(required=False, max_length=8)
+    patient_count = serializers.IntegerField(required=False, min_value=0, max_value=metadata.PATIENTS_MAX)
+    fingerprint = serializers.RegexField(metadata.FINGERPRINT_PATTERN, required=False)
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({k: "unknown field; heartbeats carry dataset metadata only"
+                                               for k in unknown[:20]})
+        return super().to_internal_value(data)
 
 
 class HeartbeatSerializer(serializers.Serializer):

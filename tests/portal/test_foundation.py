@@ -123,7 +123,7 @@ def test_dataset_announcement_versions(approved_node):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     payload = {"name": "mds", "version": 1, "use_case": "mds", "schema_version": "1.0", "patient_count": 100,
-               "fingerprint": "d" * 64, "quality_summary": {"rejected": 0}, "feature_schema": ["age"]}
+               "fingerprint": "d" * 64, "quality_summary": {"rejected_rows": 0}, "feature_schema": ["age"]}
     assert client.post("/api/nodes/datasets/", payload, format="json").status_code == 201
     assert client.post("/api/nodes/datasets/", payload, format="json").status_code == 200  # idempotent
     changed = {**payload, "fingerprint": "e" * 64}
