@@ -175,6 +175,10 @@ OIDC_OP_TOKEN_ENDPOINT = env.string("OIDC_OP_TOKEN_ENDPOINT", f"{OIDC_ISSUER}/to
 OIDC_OP_USER_ENDPOINT = env.string("OIDC_OP_USER_ENDPOINT", f"{OIDC_ISSUER}/userinfo/")
 OIDC_OP_JWKS_ENDPOINT = env.string("OIDC_OP_JWKS_ENDPOINT", f"{OIDC_ISSUER}/.well-known/jwks.json")
 OIDC_OP_LOGOUT_ENDPOINT = env.string("OIDC_OP_LOGOUT_ENDPOINT", f"{OIDC_ISSUER}/logout/")
+# Sign-out ends the provider's session too (RP-Initiated Logout with id_token_hint and
+# post_logout_redirect_uri = PORTAL_BASE_URL + LOGOUT_REDIRECT_URL, which the provider must
+# list); OIDC_OP_LOGOUT_ENDPOINT empty: the portal session only.
+OIDC_OP_LOGOUT_URL_METHOD = "portal.accounts.oidc.provider_logout_url"
 OIDC_RP_CLIENT_ID = env.string("OIDC_RP_CLIENT_ID", "fedhaem-portal")
 OIDC_RP_CLIENT_SECRET = env.secret("OIDC_RP_CLIENT_SECRET")
 if not OIDC_RP_CLIENT_SECRET:

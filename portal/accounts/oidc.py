@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from django.conf import settings
+from django.shortcuts import resolve_url
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from portal.accounts.models import Organisation
@@ -70,3 +72,20 @@ class FedHaemOIDCBackend(OIDCAuthenticationBackend):
         record(user, "login", user, {"roles": roles, "superuser": user.is_superuser,
                                      "organisation": user.organisation.code if user.organisation else None})
         return user
+
+
+def provider_logout_url(request) -> str:
+    """Where sign-out sends the browser (mozilla-django-oidc's OIDC_OP_LOGOUT_URL_METHOD, called
+    before the portal session ends): the provider's end-session endpoint (OpenID Connect
+    RP-Initiated Logout), so the identity-provider session ends too and the next sign-in asks
+    for the password again. `post_logout_redirect_uri` is under PORTAL_BASE_URL, the address
+    registered with the provider."""
+    back = settings.PORTAL_BASE_URL + resolve_url(settings.LOGOUT_REDIRECT_URL)
+    if not settings.OIDC_OP_LOGOUT_ENDPOINT:
+        return back
+    params = {"client_id": settings.OIDC_RP_CLIENT_ID, "post_logout_redirect_uri": back}
+    id_token = request.session.get("oidc_id_token")
+    if id_token:
+        params["id_token_hint"] = id_token
+    sep = "&" if "?" in settings.OIDC_OP_LOGOUT_ENDPOINT else "?"
+    return f"{settings.OIDC_OP_LOGOUT_ENDPOINT}{sep}{urlencode(params)}"
