@@ -200,7 +200,7 @@ OIDC_VERIFY_SSL = env.boolean("OIDC_VERIFY_SSL", True)
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "portal.accounts.authentication.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -209,6 +209,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "portal.core.api.exception_handler",
 }
+# Wrong API tokens: this many from one address within TOKEN_AUTH_LOCKOUT_S seconds lock that
+# address out of token authentication (429) for TOKEN_AUTH_LOCKOUT_S seconds.
+TOKEN_AUTH_FAILURE_LIMIT = env.integer("TOKEN_AUTH_FAILURE_LIMIT", 20, 1)
+TOKEN_AUTH_LOCKOUT_S = env.integer("TOKEN_AUTH_LOCKOUT_S", 300, 1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "FedHaem API",
     "DESCRIPTION": "Federated learning for rare haematological diseases: studies, runs, nodes, "

@@ -69,6 +69,13 @@ LOGIN_URL = "/accounts/login/"
 USE_TZ = True
 TIME_ZONE = "UTC"
 
+# Wrong passwords: this many for one username (or per address) within the window lock it out
+# for DEV_IDP_LOCKOUT_S seconds (429). Keycloak's brute-force detection does this in production.
+LOGIN_FAILURE_LIMIT = env.integer("DEV_IDP_LOGIN_FAILURE_LIMIT", 10, 1)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.integer("DEV_IDP_LOGIN_FAILURE_LIMIT_PER_ADDRESS", 50, 1)
+LOGIN_FAILURE_WINDOW_S = env.integer("DEV_IDP_LOGIN_FAILURE_WINDOW_S", 300, 1)
+LOGIN_LOCKOUT_S = env.integer("DEV_IDP_LOCKOUT_S", 300, 1)
+
 # A development provider for loopback demos and tests: a light hash keeps the seeded logins fast.
 PASSWORD_HASHERS = ["portal.devidp.hashers.DevPBKDF2PasswordHasher"]
 

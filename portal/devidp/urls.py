@@ -1,7 +1,8 @@
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from portal.devidp.views import ThrottledLoginView
+
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="devidp/login.html"), name="login"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
 ]
