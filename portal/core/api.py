@@ -9,6 +9,21 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
+DB_ID_MAX = 2**63 - 1  # the largest primary key any of our databases stores (signed 64-bit)
+
+
+def id_query_param(request, name: str) -> int | None:
+    """The query parameter `name` as a database id: None when absent or empty; a 400 naming the
+    parameter when it is not a whole number from 1 to DB_ID_MAX (never a server error)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    # isdecimal alone accepts other scripts' digits ("１２"); the length check keeps int() cheap
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 19 and 1 <= int(raw) <= DB_ID_MAX):
+        raise ValidationError({name: [f"must be an id: a whole number from 1 to {DB_ID_MAX}"]})
+    return int(raw)
+
+
 class Pagination(LimitOffsetPagination):
     """limit/offset with bounds: a huge number is clamped, never passed to the database."""
 

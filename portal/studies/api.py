@@ -8,7 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api import perms_required
+from portal.core.api import id_query_param, perms_required
 from portal.datasets.models import Dataset
 from portal.studies import services
 from portal.studies.models import ModelVersion, Run, Study, StudyApproval
@@ -148,9 +148,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         qs = runs_visible_to(self.request.user)
-        study = self.request.query_params.get("study")
-        if study and study.isdigit():
-            qs = qs.filter(study_id=int(study))
+        study = id_query_param(self.request, "study")
+        if study is not None:
+            qs = qs.filter(study_id=study)
         return qs
 
     def get_permissions(self):
