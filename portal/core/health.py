@@ -1,6 +1,14 @@
-"""Read-only checks of the parts the portal depends on."""
+"""Read-only checks of the parts the portal depends on.
+
+The SuperLink check runs the `flwr` CLI (seconds), so its answer is kept for
+`HEALTH_SUPERLINK_CACHE_S` seconds (default 5) per portal process: however many callers, at
+most one SuperLink query per interval, and concurrent callers wait for the one in flight.
+Anonymous callers get the overall status only (`status_only`), which never queries the
+SuperLink and names no node.
+"""
 from __future__ import annotations
 
+import threading
 import time
 
 from django.conf import settings
@@ -43,7 +51,23 @@ def nodes() -> dict:
     }
 
 
+_superlink_lock = threading.Lock()
+_superlink_cached: dict = {}  # {"key": address, "at": monotonic seconds, "value": answer}
+
+
 def superlink() -> dict:
+    """The SuperLink's state, cached (see the module docstring); `checked_s_ago` says how old."""
+    ttl = float(getattr(settings, "HEALTH_SUPERLINK_CACHE_S", 5.0))
+    key = getattr(settings, "FLOWER_CONTROL_ADDRESS", "")
+    with _superlink_lock:  # held while querying: concurrent callers share one query
+        cached = _superlink_cached
+        now = time.monotonic()
+        if cached.get("key") != key or now - cached.get("at", float("-inf")) >= ttl:
+            cached.update(key=key, value=_query_superlink(), at=time.monotonic())
+        return {**cached["value"], "checked_s_ago": round(time.monotonic() - cached["at"], 1)}
+
+
+def _query_superlink() -> dict:
     try:
         from portal.studies import flower_adapter
     except ImportError:
@@ -51,10 +75,19 @@ def superlink() -> dict:
     return flower_adapter.superlink_health()
 
 
+def status_only() -> dict:
+    """The overall status and nothing else (for anonymous callers): database and Redis."""
+    return {"status": _overall(database(), redis())}
+
+
 def report() -> dict:
+    """Every part's state, node names and counts included (staff only)."""
     parts = {"database": database(), "redis": redis(), "superlink": superlink(), "nodes": nodes()}
-    core_ok = parts["database"]["status"] == "ok" and parts["redis"]["status"] == "ok"
-    return {"status": "ok" if core_ok else "degraded", **parts}
+    return {"status": _overall(parts["database"], parts["redis"]), **parts}
+
+
+def _overall(db: dict, redis_state: dict) -> str:
+    return "ok" if db["status"] == "ok" and redis_state["status"] == "ok" else "degraded"
 
 
 def _ms(started: float) -> float:

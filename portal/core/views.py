@@ -11,14 +11,16 @@ from portal.core import health
 
 
 class HealthView(APIView):
-    """State of the database, Redis, the SuperLink and the worker nodes."""
+    """Overall status (200 ok / 503 degraded) for anyone; administrators and staff signed in
+    (session or token) also see the database, Redis, the SuperLink and the worker nodes."""
 
     permission_classes = [AllowAny]
-    authentication_classes = []
 
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
-        report = health.report()
+        user = request.user
+        staff = user.is_authenticated and (user.is_staff or user.has_perm("nodes.approve_workernode"))
+        report = health.report() if staff else health.status_only()
         return Response(report, status=200 if report["status"] == "ok" else 503)
 
 

@@ -5,8 +5,8 @@ from django.core.management import call_command
 pytestmark = pytest.mark.django_db
 
 
-def test_health_reports_database_and_redis(api):
-    response = api().get("/api/health/")
+def test_health_reports_database_and_redis(api, personas):
+    response = api(personas["administrator"]).get("/api/health/")
     body = response.json()
     assert response.status_code == 200, body
     assert body["database"]["status"] == "ok"
@@ -15,19 +15,19 @@ def test_health_reports_database_and_redis(api):
     assert body["nodes"] == {"approved": 0, "online": 0, "online_nodes": [], "pending": 0}
 
 
-def test_health_says_degraded_when_redis_is_unreachable(api, settings):
+def test_health_says_degraded_when_redis_is_unreachable(api, settings, personas):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    response = api().get("/api/health/")
+    response = api(personas["administrator"]).get("/api/health/")
     assert response.status_code == 503
     assert response.json()["redis"]["status"] == "error"
 
 
-def test_health_counts_online_nodes(api, approved_node):
+def test_health_counts_online_nodes(api, approved_node, personas):
     from portal.nodes.services import heartbeat
 
     node, _ = approved_node
     heartbeat(node, {"status": "ok"})
-    nodes = api().get("/api/health/").json()["nodes"]
+    nodes = api(personas["administrator"]).get("/api/health/").json()["nodes"]
     assert nodes["approved"] == 1 and nodes["online"] == 1 and nodes["online_nodes"] == [node.name]
 
 
