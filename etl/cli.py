@@ -37,6 +37,10 @@ def cmd_etl(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, folder removed mid-run...: the outputs move in only at the end
+        print(f"error: {e.filename or args.out}: cannot write the outputs: {e.strerror or e}", file=sys.stderr)
+        print("no complete output was written.", file=sys.stderr)
+        return 2
     print(render_text(res.report))
     n = len(res.table)
     print(f"\nwrote {res.out_dir}/: bundles.ndjson, table.parquet, table.csv, quality.json, "

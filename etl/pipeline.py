@@ -71,6 +71,7 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
             max_rejected_fraction: float = 0.5, validate: bool = True) -> EtlResult:
     """Run the ETL of one use case; raises EtlError (nothing written) on a fatal input error."""
     t0 = time.perf_counter()
+    _check_out_dir(Path(out_dir))  # before the work: a bad --out fails in a second, not after the run
     cat = catalogue(use_case)
     paths = [Path(s) for s in sources]
     for p in paths:
@@ -175,11 +176,28 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
     return EtlResult(out, table, report, manifest, time.perf_counter() - t0)
 
 
+def _check_out_dir(out: Path) -> None:
+    """EtlError naming `out` when it cannot be the output folder (an existing file, or under one)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "the output folder" if p == out else f"the output folder's parent {p}"
+                raise EtlError(f"{what} is an existing file, not a folder; give --out a folder "
+                               f"(new or an earlier ETL output)", file=str(p))
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise EtlError("cannot write in this folder (permission denied)", file=str(p))
+            return
+
+
 def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejected) -> None:
     """Write into a temporary folder beside ``out`` and move the files in at the end, so an
     interrupted run never leaves a half-written dataset that looks complete."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".etl-", dir=out))
+    _check_out_dir(out)  # again: the folder may have changed during the run
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".etl-", dir=out))
+    except OSError as e:
+        raise EtlError(f"cannot create the output folder: {e.strerror or e}", file=str(out)) from None
     try:
         write_ndjson(bundles, tmp / "bundles.ndjson")
         write_table(table, tmp)

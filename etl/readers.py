@@ -64,10 +64,35 @@ def decode(raw: bytes, path: str, encoding: str | None = None) -> tuple[str, str
     return text, "cp1252", corrections
 
 
+def _csv_problem(e: csv.Error) -> str:
+    """The reason of a csv module error in the ETL's words."""
+    msg = str(e)
+    if "field larger than field limit" in msg:
+        return (f"a cell is longer than {csv.field_size_limit():,} characters; usually a quote (\") "
+                f"opened in this row and never closed, or a document pasted into a cell")
+    return f"unreadable CSV: {msg}"
+
+
+def _split_lines(lines: list[str], delimiter: str) -> list[int]:
+    """Cells per record; when the csv module cannot split the sample (a huge cell), per line with
+    the lines it cannot split left out."""
+    try:
+        return [len(r) for r in csv.reader(lines, delimiter=delimiter)]
+    except csv.Error:
+        pass
+    counts = []
+    for ln in lines:
+        try:
+            counts.extend(len(r) for r in csv.reader([ln], delimiter=delimiter))
+        except csv.Error:
+            continue  # read_table reports it with its row
+    return counts
+
+
 def _sniff(lines: list[str]) -> str | None:
     best, best_score = None, (0, 0)
     for d in DELIMITERS:
-        counts = [len(r) for r in csv.reader(lines, delimiter=d)]
+        counts = _split_lines(lines, d)
         if not counts or counts[0] < 2:
             continue
         consistent = sum(1 for c in counts if c == counts[0])
@@ -114,7 +139,10 @@ def read_table(path: str | Path, delimiter: str | None = None, encoding: str | N
                            "semicolon, tab and pipe; declare 'delimiter' in the mapping",
                            file=name, row=start + 1)
     else:
-        first = next(csv.reader([body[0]], delimiter=delimiter))
+        try:
+            first = next(csv.reader([body[0]], delimiter=delimiter))
+        except csv.Error as e:
+            raise EtlError(_csv_problem(e), file=name, row=start + 1) from None
         if len(first) < 2:
             guess = _sniff(sample)
             hint = f"; the file appears to use {_DELIM_NAMES.get(guess, repr(guess))}" if guess else ""
@@ -123,7 +151,14 @@ def read_table(path: str | Path, delimiter: str | None = None, encoding: str | N
     reader = csv.reader(io.StringIO("\n".join(body)), delimiter=delimiter)
     header: list[str] | None = None
     rows, lines, dropped = [], [], []
-    for rec in reader:
+    while True:
+        first_line = reader.line_num + 1 + start  # where the record being read starts
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise EtlError(_csv_problem(e), file=name, row=first_line) from None
         line = reader.line_num + start
         if header is None:
             header = [h.strip().lstrip("\ufeff") for h in rec]

@@ -267,3 +267,65 @@ def test_json_mapping_with_codes_and_missing_tokens_stays_in_its_run(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"colums": {}}))
     with pytest.raises(EtlError, match="invalid mapping: colums"):
         run_etl("mds", [tmp_path / "h.csv"], tmp_path / "o3", mapping=tmp_path / "bad.json")
+
+
+def _huge_cell_export(tmp_path, quote: bool):
+    df = canonical_cohort(n=12, seed=21)
+    lines = df.to_csv(index=False).splitlines()
+    cells = lines[5].split(",")
+    cells[2] = ('"' + "x" * 5_000_000 + '"') if quote else "y" * 5_000_000  # a 5 MB cell in row 6
+    lines[5] = ",".join(cells)
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "big.csv"
+
+
+@pytest.mark.parametrize("quote", [True, False])
+def test_a_5_mb_cell_is_a_clear_error_naming_file_and_row(tmp_path, quote):
+    src = _huge_cell_export(tmp_path, quote)
+    with pytest.raises(EtlError, match="longer than 131,072 characters") as e:
+        run_etl("mds", [src], tmp_path / "out")
+    assert e.value.issue.file == str(src) and e.value.issue.row == 6
+    assert "big.csv, row 6" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unclosed_quote_names_the_row_where_it_opens(tmp_path):
+    df = canonical_cohort(n=400, seed=22)
+    lines = df.to_csv(index=False).splitlines()
+    lines[3] = lines[3].replace(",", ',"', 1)  # the quote swallows every later row into one cell
+    lines += [",".join(["z" * 400] * 16)] * 400  # enough text after it to pass the cell limit
+    (tmp_path / "q.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(EtlError, match="quote") as e:
+        run_etl("mds", [tmp_path / "q.csv"], tmp_path / "out")
+    assert e.value.issue.row == 4
+
+
+def test_cli_reports_a_huge_cell_and_writes_nothing(tmp_path, capsys):
+    from etl.cli import main
+
+    src = _huge_cell_export(tmp_path, quote=True)
+    assert main(["etl", "--use-case", "mds", "--source", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {src}, row 6: a cell is longer than" in err and "nothing was written" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_pointing_at_an_existing_file_is_a_clear_error(tmp_path, capsys):
+    from etl.cli import main
+
+    df = canonical_cohort(n=10, seed=23)
+    df.to_csv(tmp_path / "h.csv", index=False)
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(EtlError, match="existing file, not a folder") as e:
+        run_etl("mds", [tmp_path / "h.csv"], target)
+    assert e.value.issue.file == str(target)
+    with pytest.raises(EtlError, match=r"parent .*results.txt is an existing file"):
+        run_etl("mds", [tmp_path / "h.csv"], target / "sub")
+    assert main(["etl", "--use-case", "mds", "--source", str(tmp_path / "h.csv"), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {target}: the output folder is an existing file" in err and "nothing was written" in err
+    assert target.read_text() == "keep me"
+    # an existing folder (a previous output) is still fine
+    assert main(["etl", "--use-case", "mds", "--source", str(tmp_path / "h.csv"), "--out", str(tmp_path / "o")]) == 0
+    assert main(["etl", "--use-case", "mds", "--source", str(tmp_path / "h.csv"), "--out", str(tmp_path / "o")]) == 0
