@@ -11,6 +11,7 @@ from fl_engine.models.params import (MODEL_KINDS, PARAMS_BY_KIND, DeepSurvParams
 
 __all__ = ["MODEL_KINDS", "PARAMS_BY_KIND", "DeepSurvParams", "SAVAEParams", "error_messages",
            "validate_hyperparameters", "validate_features", "FEATURES_MAX", "FEATURE_NAME_MAX",
+           "DATASETS_MAX", "DESCRIPTION_MAX",
            "PrivacyOptions", "validate_privacy", "default_privacy", "privacy_rows", "flower_privacy"]
 
 
@@ -19,9 +20,12 @@ def validate_hyperparameters(kind: str, params: dict | None) -> dict:
     return validate_params(kind, params)
 
 
-# A study names at most this many explicit feature columns, each at most this long (characters).
+# A study names at most this many explicit feature columns, each at most this long (characters),
+# at most this many datasets, and a description of at most this many characters.
 FEATURES_MAX = 2000
 FEATURE_NAME_MAX = 120
+DATASETS_MAX = 200
+DESCRIPTION_MAX = 10_000
 
 
 def validate_features(features) -> list[str]:

@@ -10,7 +10,8 @@ from fl_engine.models.params import field_bounds
 from fl_engine.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import PARAMS_BY_KIND, PrivacyOptions, default_privacy, validate_hyperparameters
+from portal.studies.config import (DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
+                                   validate_hyperparameters)
 from portal.studies.models import Study
 from portal.studies.selectors import dataset_compatibility_errors
 
@@ -108,7 +109,8 @@ class DatasetChoiceField(forms.ModelMultipleChoiceField):
 
 class StudyForm(forms.Form):
     title = forms.CharField(max_length=200, help_text="A short name colleagues will recognise.")
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+    description = forms.CharField(required=False, max_length=DESCRIPTION_MAX,
+                                  widget=forms.Textarea(attrs={"rows": 3}),
                                   help_text="Question, population, inclusion criteria.")
     use_case = forms.ChoiceField(label="Disease (use case)",
                                  choices=[c for c in UseCase.choices if c[0] in SCHEMAS])

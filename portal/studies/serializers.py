@@ -3,8 +3,8 @@ from rest_framework import serializers
 
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import (FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND, PrivacyOptions,
-                                   validate_hyperparameters, validate_privacy)
+from portal.studies.config import (DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
+                                   PrivacyOptions, validate_hyperparameters, validate_privacy)
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
 
 FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
@@ -40,7 +40,8 @@ class HyperparametersField(serializers.JSONField):
 class StudySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     datasets = serializers.PrimaryKeyRelatedField(many=True, queryset=Dataset.objects.all(), required=False)
-    feature_groups = serializers.ListField(child=serializers.ChoiceField(choices=FEATURE_GROUPS), required=False)
+    feature_groups = serializers.ListField(child=serializers.ChoiceField(choices=FEATURE_GROUPS),
+                                           max_length=len(FEATURE_GROUPS), required=False)
     features = serializers.ListField(child=serializers.CharField(max_length=FEATURE_NAME_MAX),
                                      max_length=FEATURES_MAX, required=False)
     hyperparameters = HyperparametersField(required=False)
@@ -54,6 +55,14 @@ class StudySerializer(serializers.ModelSerializer):
                   "model_kind", "hyperparameters", "datasets", "rounds", "fraction_nodes", "min_nodes",
                   "strategy", "privacy", "status", "owner", "created_at", "updated_at"]
         read_only_fields = ["owner", "created_at", "updated_at"]
+        extra_kwargs = {"description": {"max_length": DESCRIPTION_MAX}}
+
+    def to_internal_value(self, data):
+        # Counted before the field looks each id up in the database.
+        ids = data.get("datasets") if isinstance(data, dict) else None
+        if isinstance(ids, list) and len(ids) > DATASETS_MAX:
+            raise serializers.ValidationError({"datasets": [f"at most {DATASETS_MAX} datasets, got {len(ids)}"]})
+        return super().to_internal_value(data)
 
     def validate_rounds(self, v):
         if not 1 <= v <= 500:

@@ -164,3 +164,22 @@ def test_no_hyperparameter_bound_is_written_in_the_portal():
     text = Path(config.__file__).read_text()
     assert "class DeepSurvParams" not in text and "class SAVAEParams" not in text
     assert config.DeepSurvParams is PARAMS_BY_KIND["deepsurv"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("over,field", [
+    ({"datasets": list(range(1, 100_001))}, "datasets"),
+    ({"feature_groups": ["clinical"] * 6}, "feature_groups"),
+    ({"description": "d" * 10_001}, "description"),
+    ({"rounds": 501}, "rounds"), ({"rounds": 0}, "rounds"), ({"min_nodes": 10**9}, "min_nodes"),
+    ({"fraction_nodes": 1.5}, "fraction_nodes"),
+    ({"privacy": {"min_patients_per_node": 10**12}}, "privacy"),
+])
+def test_api_refuses_other_oversized_study_inputs(api, personas, dataset, over, field):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, **over), format="json")
+    assert r.status_code == 400 and field in r.json()["errors"], r.json()
+    assert len(queries) < 50  # refused before looking up 100,000 dataset ids one by one
