@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,18 +52,25 @@ class ManagedProcess:
     args: list[str]
     log_path: Path
     popen: subprocess.Popen | None = None
+    env: dict | None = None
+    cwd: str | Path | None = None
 
     @classmethod
     def start(cls, name: str, args: list[str], log_path: str | Path, env: dict,
               cwd: str | Path | None = None) -> "ManagedProcess":
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(args)}\n".encode())
+        proc = cls(name, list(args), Path(log_path), env=env, cwd=cwd)
+        proc.launch()
+        return proc
+
+    def launch(self) -> None:
+        """(Re)start the process with its arguments, environment and log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(self.args)}\n".encode())
             log.flush()
-            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, cwd=cwd, start_new_session=True)
-        return cls(name, list(args), log_path, p)
+            self.popen = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
+                                          start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -201,12 +209,27 @@ class SuperNodeHandle:
         for p in self.processes():
             p.kill()
 
+    def restart(self) -> None:
+        """Stop what is left of the node's processes and start them again, same arguments (the
+        prefork launcher follows the new SuperNode's pid)."""
+        self.stop()
+        self.process.launch()
+        if self.launcher is not None:
+            args = list(self.launcher.args)
+            if "--parent-pid" in args:
+                args[args.index("--parent-pid") + 1] = str(self.process.pid)
+            self.launcher.args = args
+            self.launcher.launch()
+        for p in self.extra:
+            p.launch()
+
     def node_id(self) -> str | None:
-        """Flower node id (uint64, as a string) once the SuperNode logged it."""
+        """Flower node id (uint64, as a string) the SuperNode logged last."""
+        found = None
         for line in self.process.log_text().splitlines():
             if "SuperNode ID:" in line:
-                return line.rsplit("SuperNode ID:", 1)[1].strip()
-        return None
+                found = line.rsplit("SuperNode ID:", 1)[1].strip()
+        return found
 
 
 def start_supernode(name: str, superlink: str, root_certificates: str | Path | None, private_key: str | Path,
@@ -249,3 +272,45 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                  "--parent-pid", str(proc.pid), "--poll-interval", str(poll_interval_s)]
         handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env)
     return handle
+
+
+def exit_when_superlink_gone(target, grace_s: float = 10.0, interval_s: float = 2.0) -> threading.Thread | None:
+    """In a ServerApp: exit the process (code 1) once the SuperLink has been unreachable for
+    `grace_s` seconds. `target`: "host:port" or a Flower Grid talking to the SuperLink over
+    HTTP (its Runtime API address is used); anything else (an in-process test grid) is a no-op.
+
+    Why: Flower 1.42's ServerApp retries its Runtime API calls without end (up to 20 s apart)
+    while the SuperLink is gone, and only exits on its own through a chain of parent-pid
+    monitors (SuperLink -> SuperExec -> ServerApp) that does not exist when the SuperLink runs
+    elsewhere or its pid lingers as a zombie.
+    """
+    address = target if isinstance(target, str) else getattr(target, "_addr", None)
+    if not isinstance(address, str) or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+    def reachable() -> bool:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def watch() -> None:
+        gone_since = None
+        while True:
+            time.sleep(interval_s)
+            if reachable():
+                gone_since = None
+                continue
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since >= grace_s:
+                print(f"fedhaem: the SuperLink at {address} has been unreachable for {grace_s:g} s; "
+                      "this ServerApp exits", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    t = threading.Thread(target=watch, name="superlink-watchdog", daemon=True)
+    t.start()
+    return t

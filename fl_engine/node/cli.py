@@ -7,7 +7,9 @@
                        [--port N] [--name NAME] [--token-file F] [--root-certificates CA]
         Runs the Flower SuperNode (TLS + node authentication) with the prefork ClientApp
         launcher, and sends heartbeats to the manager. ClientApps read only datasets registered
-        in DIR's local registry.
+        in DIR's local registry. Keeps running until SIGTERM / Ctrl-C: a SuperNode that exits
+        (its SuperLink went away and refused it, a crash) is started again after a back-off of
+        1, 2, 4 ... at most 30 s; heartbeats that fail (manager down) are logged and retried.
     fedhaem-node etl|report|register ...   (from etl.cli, when installed)
 """
 from __future__ import annotations
@@ -62,25 +64,58 @@ def cmd_start(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    code = 0
+    restarts, up_since, restart_at = 0, time.monotonic(), None
     try:
         next_beat = 0.0
         while not stopping["flag"]:
-            if not node.alive():
+            now = time.monotonic()
+            if restart_at is None and not node.alive():
                 dead = [p for p in node.processes() if not p.alive()]
-                log.error("%s exited (see %s)", dead[0].name, dead[0].log_path)
+                if now - up_since >= RESTART_RESET_S:
+                    restarts = 0  # it ran a while: a new failure starts the back-off again
+                restarts += 1
+                wait = restart_backoff(restarts)
+                if activation_refused(node):
+                    # Killed without deactivating: the SuperLink holds the node online until its
+                    # last heartbeat expires (60 s in Flower 1.42) and refuses it meanwhile.
+                    wait = min(wait, ACTIVATION_RETRY_S)
+                    log.warning("the SuperLink still holds node %s as online (it was not stopped cleanly); "
+                                "retrying every %g s until it lets go (at most a minute)", name, wait)
+                log.error("%s exited with %s (see %s); restarting the SuperNode in %g s (attempt %d)",
+                          dead[0].name, dead[0].popen.returncode, dead[0].log_path, wait, restarts)
                 send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "error", node.node_id()))
-                code = 1
-                break
-            if time.monotonic() >= next_beat:
+                restart_at = now + wait
+            if restart_at is not None:
+                if now < restart_at:
+                    time.sleep(0.2)
+                    continue
+                node.restart()
+                log.info("node %s: SuperNode restarted, pid %d", name, node.process.pid)
+                restart_at, up_since, next_beat = None, now, 0.0
+            if now >= next_beat:
                 send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "online", node.node_id()))
                 next_beat = time.monotonic() + args.heartbeat_interval
             time.sleep(0.5)
     finally:
         node.stop()
-        if code == 0:
-            send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "offline", node.node_id()))
-    return code
+        send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "offline", node.node_id()))
+    return 0
+
+
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_RESET_S = 60.0
+ACTIVATION_RETRY_S = 5.0
+
+
+def restart_backoff(attempt: int) -> float:
+    """Seconds before SuperNode restart number `attempt` (1, 2, 3 ...): 1, 2, 4 ... at most 30."""
+    return min(RESTART_BACKOFF_MAX_S, 2.0 ** (attempt - 1))
+
+
+def activation_refused(node) -> bool:
+    """True when the SuperNode's last start ended on Flower's "Failed to activate SuperNode"."""
+    last_start = node.process.log_text().rsplit("\n=== ", 1)[-1]
+    return "Failed to activate SuperNode" in last_start
 
 
 def build_parser() -> argparse.ArgumentParser:
