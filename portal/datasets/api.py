@@ -62,8 +62,8 @@ class AnnounceSerializer(serializers.Serializer):
         unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
         if unknown:
             # Metadata only: anything else (rows above all) is refused, not silently dropped.
-            raise serializers.ValidationError({k: "unknown field; announcements carry metadata only"
-                                               for k in unknown})
+            raise serializers.ValidationError({k[:80]: "unknown field; announcements carry metadata only"
+                                               for k in unknown[:20]})
         if isinstance(data, dict) and isinstance(data.get("use_case"), str):
             data = {**data, "use_case": data["use_case"].upper()}
         return super().to_internal_value(data)
