@@ -43,6 +43,9 @@ window.FedHaemLive = (function () {
         .catch(() => { ev.target.action = ev.target.dataset.fallback; ev.target.submit(); });
       return false;
     };
+    // Bound here, not in an onsubmit attribute: the Content-Security-Policy allows no inline script.
+    const cancelForm = document.getElementById("cancel-form");
+    if (cancelForm) cancelForm.addEventListener("submit", window.fedhaemCancel);
     return ws;
   }
   return {connect: connect, countPoint: countPoint};

@@ -161,6 +161,20 @@ def people(transactional_db):
     return out
 
 
+def wait_js(page, expression: str, timeout_s: float = 20.0):
+    """Wait until `expression` is truthy in the page. Playwright's own wait_for_function evals
+    its predicate inside the page, which the portal's Content-Security-Policy refuses; this
+    polls page.evaluate (DevTools protocol, outside the page's policy) instead."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still falsy after {timeout_s} s: {expression}")
+        page.wait_for_timeout(50)
+
+
 def shot(page, role: str) -> Path:
     path = screenshot_dir() / f"{role}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import shot, wait_js
 from tests.portal.pages_world import build_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -42,7 +42,7 @@ def test_coordinator_runs_a_grid_from_the_comparison_page(people, p384_public_ke
     grid = GridRun.objects.get()
     assert grid.status == "queued" and grid.config["federations"] == [3] and grid.generated_n == 400
     assert page.locator(f'[data-grid-status="{grid.pk}"]').inner_text() == "Queued"
-    page.wait_for_function("window.fedhaemGridLive === 1")  # the grid's websocket is open
+    wait_js(page, "window.fedhaemGridLive === 1")  # the grid's websocket is open
     assert services.execute_grid(grid.pk) == "finished"
     # the end is pushed (or polled), the page reloads with the results
     page.wait_for_selector("#grid-global-table", timeout=30_000)

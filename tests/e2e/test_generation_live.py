@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import shot, wait_js
 from tests.portal.pages_world import build_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -27,7 +27,7 @@ def test_clinician_watches_generation_scores_arrive(world, people, login):
                                                                     "rows": 0, "features": ["age", "hb"]}})
     page = login("clinician")
     page.goto(f"{login.url}/runs/{run.pk}/")  # the survival run URL sends generation runs to their page
-    page.wait_for_function("window.fedhaemLive === true")
+    wait_js(page, "window.fedhaemLive === true")
     assert "bench/synthetic_mds.py" in page.content()
 
     def push(r):
@@ -40,7 +40,7 @@ def test_clinician_watches_generation_scores_arrive(world, people, login):
         t = threading.Thread(target=push, args=(r,))  # the channel layer cannot run under Playwright's loop
         t.start()
         t.join()
-        page.wait_for_function(f"window.fedhaemPoints >= {9 * r}")
+        wait_js(page, f"window.fedhaemPoints >= {9 * r}")
     assert page.locator("#progress-label").inner_text() == "2 of 3"
     for chart in ("csf", "gsf", "nndr_p5"):
         assert page.locator(f"#chart-{chart} .scatterlayer .trace").count() == 3  # federated + 2 alone

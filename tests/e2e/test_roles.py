@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import shot, wait_js
 from tests.portal.pages_world import build_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -61,7 +61,7 @@ def test_coordinator_creates_a_study_through_the_form_and_starts_a_run(people, p
     assert run.status == "queued"
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Cancel this run").click()
-    page.wait_for_function("document.getElementById('run-status').dataset.status === 'cancelled'")
+    wait_js(page, "document.getElementById('run-status').dataset.status === 'cancelled'")
     run.refresh_from_db()
     assert run.status == "cancelled" and page.locator("#cancel-form").count() == 0
     shot(page, "coordinator")
@@ -76,7 +76,7 @@ def test_clinician_sees_live_points_arrive(world, people, login):
     page = login("clinician")
     assert "Runs in progress" in page.content()
     page.get_by_role("link", name=f"run {run.pk}").first.click()
-    page.wait_for_function("window.fedhaemLive === true")
+    wait_js(page, "window.fedhaemLive === true")
     assert page.evaluate("window.fedhaemPoints") == 0
 
     def push(r):
@@ -89,7 +89,7 @@ def test_clinician_sees_live_points_arrive(world, people, login):
         t = threading.Thread(target=push, args=(r,))
         t.start()
         t.join()
-        page.wait_for_function(f"window.fedhaemPoints >= {2 * r}")
+        wait_js(page, f"window.fedhaemPoints >= {2 * r}")
     assert page.locator("#progress-label").inner_text() == "2 of 3"
     assert page.locator("#live-points").inner_text() == "4"
     assert page.locator("#chart-cindex .scatterlayer .trace").count() == 2  # global + hospital A
