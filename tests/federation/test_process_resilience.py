@@ -180,3 +180,69 @@ def test_node_cli_restarts_a_killed_supernode(world):
     assert "restarting the SuperNode in" in log and "SuperNode restarted" in log
     assert int(re.findall(r"SuperNode restarted, pid (\d+)", log)[-1]) != pid
     print(f"node online again {took:.0f} s after its SuperNode was SIGKILLed (Flower holds it {ONLINE_HOLD_S} s)")
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live descendant of `pid`, from /proc."""
+    parent, cmd = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+                cmd[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        for child, ppid in parent.items():
+            if ppid == p:
+                out.append((child, cmd[child]))
+                stack.append(child)
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_serverapp_exits_when_its_superlink_dies_even_as_a_zombie(tmp_path):
+    """Flower's own chain (SuperExec and ServerApp watch their parent's pid) cannot see a
+    SuperLink that is dead but not yet reaped; the ServerApp's watchdog can."""
+    from fl_engine.deploy.local import APP_DIR
+
+    pki = ensure_dev_pki(tmp_path / "pki")
+    sl = start_superlink(pki, tmp_path / "superlink")
+    kw = {"root_certificates": pki.ca_cert, "flwr_home": tmp_path / "flwr-cli"}
+    leftovers: list[int] = []
+    try:
+        # No node ever comes: the ServerApp waits for two of them.
+        control.start_run(APP_DIR, {"dataset": "study", "num_rounds": 2, "min_nodes": 2, "seed": 1,
+                                    "round_timeout_s": 600.0}, sl.address, **kw)
+        t0 = time.monotonic()
+        while not (apps := [p for p, c in _descendants(sl.process.pid) if "flwr-serverapp" in c]):
+            assert time.monotonic() - t0 < 60, "no ServerApp started:\n" + sl.process.log_text()[-2000:]
+            time.sleep(0.2)
+        leftovers = [p for p, _ in _descendants(sl.process.pid)]
+        time.sleep(3)
+        assert _running(apps[0])
+        os.kill(sl.process.pid, signal.SIGKILL)  # the leader only, and left unreaped
+        t0 = time.monotonic()
+        while _running(apps[0]) and time.monotonic() - t0 < 30:
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+        assert not _running(apps[0]), f"the ServerApp outlived its SuperLink by {took:.0f} s"
+        print(f"ServerApp exited {took:.1f} s after its SuperLink died")
+    finally:
+        sl.process.popen.wait(5)
+        for pid in leftovers:  # Flower's SuperExec is in a session of its own
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        sl.stop()
