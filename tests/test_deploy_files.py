@@ -53,3 +53,15 @@ def test_keycloak_realm_maps_roles_and_organisation():
     assert client["attributes"]["pkce.code.challenge.method"] == "S256"
     claims = {m["config"]["claim.name"] for m in client["protocolMappers"]}
     assert claims == {"roles", "organisation"}
+
+
+def test_broker_persists_and_periodic_tasks_run():
+    """A queued Celery task survives a Redis restart; one beat runs the periodic tasks."""
+    c = _compose()
+    redis = c["services"]["redis"]
+    assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    volume = next(v for v in redis["volumes"] if v.endswith(":/data"))
+    assert volume.split(":")[0] in c["volumes"]
+    beat = c["services"]["beat"]
+    assert beat["command"][:4] == ["celery", "-A", "portal", "beat"] and beat["restart"] == "unless-stopped"
+    assert beat["networks"] == ["internal"]
