@@ -1,6 +1,6 @@
-"""`manage.py demo` under faults: a SIGKILLed Celery worker, embedded Redis or SuperLink comes
-back by itself (the SuperLink's ServerApp launcher goes with it), and SIGTERM stops everything,
-leaving no process behind. The whole demo, real processes, isolated var/ and ports."""
+"""`manage.py demo` under faults: a SIGKILLed Celery worker, embedded Redis, portal, worker-node
+agent or SuperLink comes back by itself (what it had started goes with it: the node's SuperNode,
+the SuperLink's ServerApp launcher), and SIGTERM stops everything, leaving no process behind. The whole demo, real processes, isolated var/ and ports."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from portal.core.supervisor import port_open
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,6 +92,21 @@ def test_demo_restarts_what_dies_and_stops_cleanly(tmp_path):
         _wait(lambda: any("redis-server" in c for p, c in _children(demo.pid).items() if p != redis),
               15, "new redis", out)
 
+        portal = _one(demo.pid, "portal.asgi:application")
+        os.kill(portal, signal.SIGKILL)
+        _wait(lambda: "restarting portal after exit -9" in out.read_text(), 15, "portal restart announced", out)
+        _wait(lambda: port_open(port), 60, "portal listening again", out)
+
+        # A worker node's agent dies: its SuperNode (a session of its own) must not live on.
+        node = _one(demo.pid, "--name hosp-c")
+        supernode = [p for p, c in _children(node).items() if "supernode" in c]
+        assert supernode
+        os.kill(node, signal.SIGKILL)
+        _wait(lambda: not any(_alive(p) for p in supernode), 10, "SuperNode of the dead node agent gone", out)
+        _wait(lambda: "restarting node-hosp-c after exit -9" in out.read_text(), 15, "node restart announced", out)
+        _wait(lambda: any("--name hosp-c" in c for p, c in _children(demo.pid).items() if p != node), 15,
+              "new node agent", out)
+
         superlink = _one(demo.pid, "flower-superlink")
         launchers = list(_children(superlink))  # Flower's SuperExec, in a session of its own
         assert launchers
@@ -98,8 +115,6 @@ def test_demo_restarts_what_dies_and_stops_cleanly(tmp_path):
         _wait(lambda: not any(_alive(p) for p in launchers), 10, "SuperExec of the dead SuperLink gone", out)
         gone = time.monotonic() - t0
         _wait(lambda: re.search(r"restarted superlink \(pid \d+\)", out.read_text()), 15, "superlink back", out)
-        from portal.core.supervisor import port_open
-
         _wait(lambda: port_open(link), 30, "superlink listening again", out)
         print(f"SuperExec gone {gone:.1f} s after the SuperLink's SIGKILL")
         assert demo.poll() is None
