@@ -6,10 +6,12 @@ A dead service is restarted after an exponential back-off (1, 2, 4 ... at most 3
 once it has stayed up a minute), with one log line per restart. A service that keeps crashing is
 reported loudly and still retried: an operator would rather see a noisy demo than a dead one.
 
-What a service started is killed with it: its process group, and the process groups of the
-descendants it detached into sessions of their own (the SuperLink's SuperExec and ServerApps, a
-worker node's SuperNode), which the supervisor records while the service runs. Nothing is
-left to answer to a SuperLink that is no longer there.
+What a service started goes with it, before it is restarted: its process group, and the process
+groups of the descendants it detached into sessions of their own (the SuperLink's SuperExec and
+ServerApps, a worker node's SuperNode), which the supervisor records while the service runs. They
+get SIGTERM and a few seconds to finish (a SuperNode then deactivates itself at the SuperLink,
+so its successor is let in at once), then SIGKILL. Nothing is left to answer to a SuperLink that
+is no longer there.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class Service:
     restarts: int = 0
     started_at: float = 0.0
     restart_at: float | None = None
+    leftovers_until: float | None = None  # what it left gets SIGTERM, then SIGKILL at this time
     crashes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
     descendants: dict = field(default_factory=dict)  # pid -> (start time, process group)
     spawn: tuple | None = None  # (argv, full environment, cwd) for restarts
@@ -87,7 +90,7 @@ def _start_time(pid: int) -> int | None:
 class Supervisor:
     def __init__(self, log_dir: Path, echo=print, backoff_base: float = 1.0, backoff_max: float = 30.0,
                  reset_after: float = 60.0, crash_loop: tuple[int, float] = (5, 300.0),
-                 tick: float = 1.0):
+                 tick: float = 1.0, leftover_grace: float = 5.0):
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.services: list[Service] = []
@@ -96,6 +99,9 @@ class Supervisor:
         self.backoff_base, self.backoff_max, self.reset_after = backoff_base, backoff_max, reset_after
         self.crash_loop = crash_loop  # (crashes, within seconds): report loudly
         self.tick = tick
+        # A dead service's descendants get this long after SIGTERM to finish (a SuperNode
+        # deactivates itself at its SuperLink, so its successor is let in at once).
+        self.leftover_grace = leftover_grace
         self._own_pgid = os.getpgid(0)
 
     # --- starting ---------------------------------------------------------------------------
@@ -175,7 +181,8 @@ class Supervisor:
                 continue
             if s.restart_at is None:  # died since the last step
                 code = s.proc.returncode
-                self._kill_leftovers(s)
+                self._kill_leftovers(s, signal.SIGTERM)
+                s.leftovers_until = now + self.leftover_grace
                 s.crashes.append(now)
                 s.restarts += 1
                 if s.spawn is None:
@@ -192,6 +199,11 @@ class Supervisor:
                     self.echo(f"!!! {s.name} crashed {len(recent)} times in the last {window:g} s: "
                               f"it is still being restarted, but something is wrong; see {s.log_path}")
                 s.restart_at = now + wait
+            if s.leftovers_until is not None:
+                if now < s.leftovers_until and self._leftovers_alive(s):
+                    continue
+                self._kill_leftovers(s)
+                s.leftovers_until = None
             if now >= s.restart_at:
                 argv, env, cwd = s.spawn
                 try:
@@ -211,6 +223,17 @@ class Supervisor:
                 _ppid, pgid, st = table[pid]
                 s.descendants[pid] = (st, pgid)
                 stack.extend(children.get(pid, ()))
+
+    def _leftovers_alive(self, s: Service) -> bool:
+        for pid, (st, _pgid) in s.descendants.items():
+            if _start_time(pid) == st:
+                try:
+                    with open(f"/proc/{pid}/stat", "rb") as f:
+                        if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                            return True
+                except (OSError, IndexError):
+                    continue
+        return False
 
     def _kill_leftovers(self, s: Service, sig: int = signal.SIGKILL) -> None:
         """Kill the dead service's process group and every recorded descendant's group."""

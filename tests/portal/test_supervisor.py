@@ -42,7 +42,7 @@ def _run(sup: Supervisor, seconds: float) -> None:
 def sup(tmp_path):
     lines: list[str] = []
     s = Supervisor(tmp_path / "logs", echo=lines.append, backoff_base=0.1, backoff_max=0.4,
-                   reset_after=1.0, crash_loop=(4, 5.0), tick=0.02)
+                   reset_after=1.0, crash_loop=(4, 5.0), tick=0.02, leftover_grace=1.0)
     s.lines = lines
     yield s
     s.stop_all()
@@ -153,3 +153,38 @@ def test_an_adopted_service_restarts_with_its_own_command_line_and_environment(s
     assert s.proc.pid != proc.pid
     _wait(lambda: out.read_text().split() == ["from-elsewhere", "from-elsewhere"])
     assert "restarted identity-provider" in sup.lines[-1]
+
+
+# A "node agent" whose detached "SuperNode" finishes its work on SIGTERM (or, stubborn, ignores it).
+AGENT = r"""
+import subprocess, sys, time
+child = ("import signal, sys, time\n"
+         "def bye(*_):\n"
+         "    time.sleep(0.2); open(sys.argv[1], 'w').write('graceful'); sys.exit(0)\n"
+         "signal.signal(signal.SIGTERM, bye if sys.argv[2] == 'polite' else signal.SIG_IGN)\n"
+         "while True: time.sleep(1)\n")
+p = subprocess.Popen([sys.executable, "-c", child, sys.argv[1] + ".done", sys.argv[2]], start_new_session=True)
+open(sys.argv[1], "w").write(str(p.pid))
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("manners", ["polite", "stubborn"])
+def test_what_a_dead_service_left_gets_sigterm_then_sigkill(sup, tmp_path, manners):
+    out = tmp_path / "agent"
+    s = sup.start(Service("node", [PY, "-c", AGENT, str(out), manners]))
+    _wait(lambda: out.exists() and out.read_text())
+    child = int(out.read_text())
+    _run(sup, 0.3)
+    out.unlink()
+    t0 = time.monotonic()
+    os.kill(s.proc.pid, signal.SIGKILL)
+    end = t0 + 5
+    sup.watch(until=lambda: not _alive(child) or time.monotonic() > end)
+    took = time.monotonic() - t0
+    assert not _alive(child)
+    assert Path(str(out) + ".done").exists() == (manners == "polite")  # it had the time to finish
+    assert (took >= 0.9) == (manners == "stubborn")  # only the stubborn one waits for the SIGKILL
+    assert not out.exists()  # the service comes back only once its leftovers are gone
+    sup.watch(until=lambda: out.exists() or time.monotonic() > end + 5)
+    assert out.exists()
