@@ -12,8 +12,8 @@ os.environ.setdefault("CHANNELS_PREFIX", f"fedhaem-test-{os.getpid()}")
 
 
 def pytest_sessionstart(session):
-    # Transactional tests end with Django's flush, which on SQLite empties tables with DELETE;
-    # the audit table's append-only triggers are dropped and re-created inside that transaction.
+    # Transactional tests end with Django's flush (DELETE on SQLite, TRUNCATE on PostgreSQL); the
+    # audit table's append-only triggers are dropped and re-created inside that transaction.
     try:
         from portal.audit.db_guard import allow_test_flush
 

@@ -1,12 +1,14 @@
 """Database triggers that make the audit table append-only: UPDATE and DELETE on
-`audit_auditevent` fail on PostgreSQL and SQLite, whoever issues them (ORM, raw SQL, a shell).
+`audit_auditevent` fail on PostgreSQL and SQLite, whoever issues them (ORM, raw SQL, a shell);
+on PostgreSQL TRUNCATE too (SQLite has no TRUNCATE: it empties a table with DELETE).
 
 The application has no switch to turn them off. Only the test harness removes them, and only
 inside the single transaction in which Django's `flush` empties every table between
-transactional tests on SQLite (PostgreSQL's flush is TRUNCATE, which row triggers do not see):
-see `allow_test_flush`. Whoever can run DDL as the table's owner can still drop them; a
-deployment gives the portal's database role no ownership of the table (see SECURITY.md), and the
-hash chain (`portal.audit.chain`, `manage.py audit_verify`) shows any edit made that way.
+transactional tests (see `allow_test_flush`). Whoever can run DDL as the table's owner can still
+drop them; running the portal under a database role that does not own its tables (migrations
+under the owner) closes that too. Either way the hash chain (`portal.audit.chain`,
+`manage.py audit_verify`) shows an edit made that way, and `audit_verify` fails when the
+triggers are missing.
 """
 from __future__ import annotations
 
@@ -31,9 +33,13 @@ POSTGRES_INSTALL = [
     f"DROP TRIGGER IF EXISTS audit_auditevent_append_only ON {TABLE}",
     f"""CREATE TRIGGER audit_auditevent_append_only BEFORE UPDATE OR DELETE ON {TABLE}
         FOR EACH ROW EXECUTE FUNCTION audit_auditevent_append_only()""",
+    f"DROP TRIGGER IF EXISTS audit_auditevent_no_truncate ON {TABLE}",
+    f"""CREATE TRIGGER audit_auditevent_no_truncate BEFORE TRUNCATE ON {TABLE}
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_auditevent_append_only()""",
 ]
 POSTGRES_REMOVE = [
     f"DROP TRIGGER IF EXISTS audit_auditevent_append_only ON {TABLE}",
+    f"DROP TRIGGER IF EXISTS audit_auditevent_no_truncate ON {TABLE}",
     "DROP FUNCTION IF EXISTS audit_auditevent_append_only()",
 ]
 
@@ -55,8 +61,10 @@ def remove_sql(vendor: str) -> list[str]:
 
 
 def install(connection) -> None:
-    """Create the triggers (idempotent)."""
-    with connection.cursor() as cursor:
+    """Create the triggers (idempotent; one transaction, so no moment without them)."""
+    from django.db import transaction
+
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         for sql in install_sql(connection.vendor):
             cursor.execute(sql)
 
@@ -76,7 +84,8 @@ def installed(connection) -> bool:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
                            [TABLE])
-            return "audit_auditevent_append_only" in {row[0] for row in cursor.fetchall()}
+            return {"audit_auditevent_append_only", "audit_auditevent_no_truncate"} <= {
+                row[0] for row in cursor.fetchall()}
     return False
 
 
@@ -85,14 +94,15 @@ def ensure_installed(sender=None, using="default", **kwargs) -> None:
     from django.db import connections
 
     connection = connections[using]
-    if connection.vendor in ("sqlite", "postgresql") and TABLE in connection.introspection.table_names():
+    if (connection.vendor in ("sqlite", "postgresql") and TABLE in connection.introspection.table_names()
+            and not installed(connection)):
         install(connection)
 
 
 def allow_test_flush() -> None:
-    """Test harness only (called by the `portal.testing` pytest plugin): SQLite's flush empties
-    tables with DELETE, which the triggers refuse. Wrap the flush statements so the triggers are
-    dropped and re-created inside the same transaction as the DELETEs."""
+    """Test harness only (called by the `portal.testing` pytest plugin): Django's flush empties
+    tables with DELETE (SQLite) or TRUNCATE (PostgreSQL), which the triggers refuse. Wrap the
+    flush statements so the triggers are dropped and re-created inside the same transaction."""
     from django.core.management.commands import flush
 
     original = flush.sql_flush
@@ -101,9 +111,9 @@ def allow_test_flush() -> None:
 
     def sql_flush(style, connection, *args, **kwargs):
         statements = original(style, connection, *args, **kwargs)
-        if connection.vendor != "sqlite" or not any(TABLE in s for s in statements):
+        if connection.vendor not in ("sqlite", "postgresql") or not any(TABLE in s for s in statements):
             return statements
-        return remove_sql("sqlite") + list(statements) + install_sql("sqlite")
+        return remove_sql(connection.vendor) + list(statements) + install_sql(connection.vendor)
 
     sql_flush._audit_wrapped = True
     flush.sql_flush = sql_flush

@@ -49,6 +49,16 @@ def test_raw_sql_delete_is_refused(events):
     assert AuditEvent.objects.count() == before and AuditEvent.objects.filter(pk=events[1].pk).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_truncate_is_refused_on_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE (DELETE without WHERE is refused above)")
+    event = record(None, "node.approve", None, {})  # committed: no pending constraint checks
+    with pytest.raises(DatabaseError, match="append-only"):
+        _raw(f"TRUNCATE {TABLE} CASCADE")
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
 def test_orm_update_and_delete_are_refused(events):
     with pytest.raises(AppendOnlyError):
         AuditEvent.objects.filter(pk=events[0].pk).update(action="x")
