@@ -34,8 +34,7 @@ def data_dir(var_dir: Path) -> Path:
 
 def redis_command(port: int, var_dir: Path, daemonize: bool = False) -> list[str]:
     """The redis-server command line: loopback, persistence under var/redis/, no RDB snapshots."""
-    data = data_dir(var_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(data_dir(var_dir))  # its append-only file holds task arguments: 0700
     cmd = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
            "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "appendonly.aof",
            # a file cut short by a crash is loaded up to the last whole command
@@ -53,7 +52,6 @@ def ensure_redis(port: int, var_dir: Path, timeout: float = 10.0) -> bool:
     started it."""
     if _listening(port):
         return False
-    private_dir(Path(var_dir) / "redis")  # its append-only file holds task arguments: 0700
     subprocess.run(redis_command(port, var_dir, daemonize=True), check=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
