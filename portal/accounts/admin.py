@@ -13,7 +13,9 @@ class OrganisationAdmin(admin.ModelAdmin):
 
 # Roles (groups), organisation and superuser / staff status come from the identity provider's
 # claims at every sign-in (portal.accounts.oidc); nobody grants them here, a superuser included.
-CLAIM_FIELDS = ("is_superuser", "is_staff", "groups", "user_permissions", "organisation")
+# The username is the provider's preferred_username: renaming accounts here would hand one
+# person's portal account (its history, its API token) to another at their next sign-in.
+CLAIM_FIELDS = ("is_superuser", "is_staff", "groups", "user_permissions", "organisation", "username")
 
 
 @admin.register(User)
@@ -22,6 +24,10 @@ class FedHaemUserAdmin(UserAdmin):
     list_display = ("username", "email", "organisation", "is_service_account", "is_active")
     list_filter = ("organisation", "groups", "is_service_account")
     readonly_fields = CLAIM_FIELDS + ("is_service_account", "last_login", "date_joined")
+
+    def get_readonly_fields(self, request, obj=None):
+        # The add form asks only for a username (and no password: sign-in is OIDC only).
+        return () if obj is None else self.readonly_fields
 
 
 admin.site.unregister(Group)

@@ -40,16 +40,17 @@ def test_admin_user_form_cannot_grant_roles_organisation_or_superuser(client, pe
     page = client.get(url)
     assert page.status_code == 200
     html = page.content.decode()
-    for field in ("is_superuser", "is_staff", "groups", "user_permissions", "organisation"):
+    for field in ("is_superuser", "is_staff", "groups", "user_permissions", "organisation", "username"):
         assert not re.search(rf'name="{field}"', html), field
     coordinator = Group.objects.get(name="coordinator")
     perm = Permission.objects.get(codename="download_syntheticcohort")
-    r = client.post(url, _form_data(staff_admin, email="ada@hosp-a.example.org", is_superuser="on",
+    r = client.post(url, _form_data(staff_admin, username="clinician2", email="ada@hosp-a.example.org", is_superuser="on",
                                     groups=[coordinator.pk], user_permissions=[perm.pk],
                                     organisation=orgs["hosp-z"].pk))
     assert r.status_code == 302, r.content.decode()[:2000]
     staff_admin.refresh_from_db()
     assert staff_admin.email == "ada@hosp-a.example.org"  # ordinary fields still edit
+    assert staff_admin.username == "administrator"
     assert not staff_admin.is_superuser
     assert staff_admin.organisation == orgs["hosp-a"]
     assert list(staff_admin.groups.values_list("name", flat=True)) == ["administrator"]
