@@ -14,6 +14,9 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise AppendOnlyError("audit events are append-only")
 
+    def bulk_create(self, *args, **kwargs):
+        raise AppendOnlyError("audit events are chained one by one: use portal.audit.services.record")
+
 
 class AuditEvent(models.Model):
     """Who did what to which object, when. Rows are only ever added."""
@@ -42,6 +45,8 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise AppendOnlyError("audit events are append-only")
+        if not self.hash or not self.prev_hash:
+            raise AppendOnlyError("audit events are chained: write them with portal.audit.services.record")
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

@@ -66,6 +66,13 @@ def test_orm_update_and_delete_are_refused(events):
         AuditEvent.objects.all().delete()
 
 
+def test_events_outside_the_chain_are_refused(db):
+    with pytest.raises(AppendOnlyError, match="record"):
+        AuditEvent.objects.create(actor_name="x", action="forged")
+    with pytest.raises(AppendOnlyError, match="record"):
+        AuditEvent.objects.bulk_create([AuditEvent(actor_name="x", action="forged")])
+
+
 def test_a_person_in_the_trail_cannot_be_deleted(events, personas):
     from django.db.models import ProtectedError
 
