@@ -29,5 +29,9 @@ class ThrottledTokenAuthentication(TokenAuthentication):
         try:
             return super().authenticate(request)
         except AuthenticationFailed:
-            limit.failed(address)
+            if limit.failed(address):
+                from portal.audit.services import record
+
+                record(None, "auth.token_lockout", None, {"address": address, "failures": limit.limit,
+                                                          "lockout_s": limit.lockout_s})
             raise

@@ -1,11 +1,15 @@
 """The development provider's sign-in form, with a lockout after repeated wrong passwords."""
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 
 from portal.core.throttle import FailureLimit, client_address
+
+log = logging.getLogger(__name__)
 
 
 def _limits():
@@ -37,7 +41,8 @@ class ThrottledLoginView(auth_views.LoginView):
 
     def form_invalid(self, form):
         for limit, key in self._keys():
-            limit.failed(key)
+            if limit.failed(key):
+                log.warning("sign-in locked for %s seconds: %s %r", limit.lockout_s, limit.prefix, key)
         return super().form_invalid(form)
 
     def form_valid(self, form):

@@ -33,6 +33,10 @@ def test_wrong_api_tokens_lock_the_address_out(personas, api, clean_cache, setti
     locked = good.get("/api/studies/", REMOTE_ADDR=ATTACKER)  # the right token, same address
     assert locked.status_code == 429 and int(locked["Retry-After"]) > 0
     assert good.get("/api/studies/", REMOTE_ADDR="192.0.2.11").status_code == 200  # others unaffected
+    from portal.audit.models import AuditEvent
+
+    lockouts = AuditEvent.objects.filter(action="auth.token_lockout")
+    assert [e.detail["address"] for e in lockouts] == [ATTACKER]
 
 
 def test_session_users_are_not_counted(personas, clean_cache, client):
