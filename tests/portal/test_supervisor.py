@@ -172,19 +172,21 @@ time.sleep(120)
 @pytest.mark.parametrize("manners", ["polite", "stubborn"])
 def test_what_a_dead_service_left_gets_sigterm_then_sigkill(sup, tmp_path, manners):
     out = tmp_path / "agent"
+    sup.leftover_grace = 3.0
     s = sup.start(Service("node", [PY, "-c", AGENT, str(out), manners]))
     _wait(lambda: out.exists() and out.read_text())
     child = int(out.read_text())
     _run(sup, 0.3)
     out.unlink()
-    t0 = time.monotonic()
+    t0 = time.time()
     os.kill(s.proc.pid, signal.SIGKILL)
-    end = t0 + 5
-    sup.watch(until=lambda: not _alive(child) or time.monotonic() > end)
-    took = time.monotonic() - t0
-    assert not _alive(child)
-    assert Path(str(out) + ".done").exists() == (manners == "polite")  # it had the time to finish
-    assert (took >= 0.9) == (manners == "stubborn")  # only the stubborn one waits for the SIGKILL
-    assert not out.exists()  # the service comes back only once its leftovers are gone
-    sup.watch(until=lambda: out.exists() or time.monotonic() > end + 5)
-    assert out.exists()
+    end = time.monotonic() + 10
+    sup.watch(until=lambda: out.exists() or time.monotonic() > end)  # until the service is back
+    assert out.exists() and not _alive(child)
+    back_after = out.stat().st_mtime - t0
+    done = Path(str(out) + ".done")
+    if manners == "polite":  # it had the time to finish, and the service came back after it
+        assert done.exists() and done.stat().st_mtime <= out.stat().st_mtime
+        assert back_after < 2.5
+    else:  # ignored SIGTERM: killed once the grace (3 s here) ran out, then the restart
+        assert not done.exists() and back_after >= 2.9
