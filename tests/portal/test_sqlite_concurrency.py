@@ -84,14 +84,14 @@ def _two_transactions(path: Path, begin: str) -> list[str]:
     setup.commit()
     setup.close()
     outcome: list[str] = []
-    a_read, a_done = threading.Event(), threading.Event()
+    a_read, b_done = threading.Event(), threading.Event()
 
     def a():
         c = sqlite3.connect(path, timeout=5, isolation_level=None)
         c.execute(begin)
         n = c.execute("SELECT n FROM t WHERE k = 1").fetchone()[0]
         a_read.set()
-        time.sleep(0.3)  # B tries to write meanwhile
+        b_done.wait(1.0)  # B writes meanwhile (or, blocked at BEGIN IMMEDIATE, cannot)
         try:
             c.execute("UPDATE t SET n = ? WHERE k = 1", (n + 1,))
             c.execute("COMMIT")
@@ -99,7 +99,6 @@ def _two_transactions(path: Path, begin: str) -> list[str]:
         except sqlite3.OperationalError as exc:
             outcome.append(f"A {exc}")
             c.execute("ROLLBACK")
-        a_done.set()
 
     def b():
         a_read.wait()
@@ -112,6 +111,7 @@ def _two_transactions(path: Path, begin: str) -> list[str]:
             outcome.append("B ok")
         except sqlite3.OperationalError as exc:
             outcome.append(f"B {exc}")
+        b_done.set()
 
     threads = [threading.Thread(target=a), threading.Thread(target=b)]
     for t in threads:
