@@ -84,7 +84,7 @@ def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
     if status["status"] != "finished:completed":
         raise RuntimeError(f"{name}: run ended {status['status']}")
     recs = [json.loads(l) for l in metrics.read_text().splitlines()]
-    started = next(r["time"] for r in recs if r.get("event") == "started")
+    started = next(r["time"] for r in recs if r.get("type") == "started")
     round_times, overheads = [], []
     for r in (r for r in recs if "round" in r and r.get("phase", "round") == "round"):
         g = {m["name"]: m["value"] for m in r["metrics"] if m["node"] == "global"}

@@ -249,6 +249,23 @@ MLFLOW_TRACKING_URI = env.string("MLFLOW_TRACKING_URI", f"sqlite:///{VAR_DIR / '
 MLFLOW_ARTIFACT_ROOT = env.string("MLFLOW_ARTIFACT_ROOT", str(VAR_DIR / "mlflow" / "artifacts"))
 RUN_TIME_LIMIT_S = env.integer("RUN_TIME_LIMIT_S", 3600, 10)
 ROUND_TIMEOUT_S = env.integer("ROUND_TIMEOUT_S", 600, 5)
+# The run lifecycle (portal.studies.lifecycle): ServerApps sign their run events with an HMAC
+# under this key (a file shared with the SuperLink's container, never in the run config);
+# the reconciler (Celery beat) checks every active run against the SuperLink this often.
+RUN_EVENTS_KEY_FILE = Path(env.string("RUN_EVENTS_KEY_FILE", "") or (VAR_DIR / "secrets" / "run_events_key"))
+if not RUN_EVENTS_KEY_FILE.exists():
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"RUN_EVENTS_KEY_FILE {RUN_EVENTS_KEY_FILE} does not exist")
+    _dev_secret("run_events_key")
+RECONCILE_EVERY_S = env.integer("RECONCILE_EVERY_S", 5, 1)
+# Runs submitted to the SuperLink at once; later ones wait as "queued" behind them.
+MAX_ACTIVE_RUNS = env.integer("MAX_ACTIVE_RUNS", 4, 1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-runs": {"task": "portal.studies.tasks.reconcile_runs", "schedule": float(RECONCILE_EVERY_S),
+                       "options": {"expires": float(RECONCILE_EVERY_S)}},
+    "reconcile-node-keys": {"task": "portal.nodes.tasks.reconcile_node_keys", "schedule": 30.0,
+                            "options": {"expires": 30.0}},
+}
 
 # --- files, static, i18n ----------------------------------------------------------------------
 MEDIA_ROOT = Path(env.string("MEDIA_ROOT", str(VAR_DIR / "media")))

@@ -9,8 +9,8 @@ from portal.audit.api import AuditEventViewSet
 from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.experiments.api import GridResultsCsvView, GridRunCancelView, GridRunView, StudyGridRunsView
-from portal.nodes.api import HeartbeatView, WorkerNodeViewSet
-from portal.studies.api import ModelVersionViewSet, RunMetricsView, RunViewSet, StudyViewSet
+from portal.nodes.api import HeartbeatView, NodeApprovalsView, NodeRefusalView, WorkerNodeViewSet
+from portal.studies.api import ModelVersionViewSet, RunEventsView, RunViewSet, StudyViewSet
 from portal.synthesis.api import GenerationRunsView, SyntheticCohortViewSet
 from portal.studies import views as study_views
 
@@ -38,7 +38,9 @@ api_patterns = [
     path("me/", MeView.as_view(), name="me"),
     path("nodes/heartbeat/", HeartbeatView.as_view(), name="node-heartbeat"),
     path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
-    path("runs/<int:pk>/metrics/", RunMetricsView.as_view(), name="run-metrics"),
+    path("nodes/approvals/", NodeApprovalsView.as_view(), name="node-approvals"),
+    path("nodes/refusals/", NodeRefusalView.as_view(), name="node-refusals"),
+    path("runs/<int:pk>/events/", RunEventsView.as_view(), name="run-events"),
     path("studies/<int:pk>/generation-runs/", GenerationRunsView.as_view(), name="study-generation-runs"),
     path("studies/<int:pk>/grid-runs/", StudyGridRunsView.as_view(), name="study-grid-runs"),
     path("grid-runs/<int:pk>/", GridRunView.as_view(), name="grid-run-detail"),

@@ -93,6 +93,11 @@ def api():
 
 @pytest.fixture
 def p384_public_key() -> str:
+    return fresh_p384_key()
+
+
+def fresh_p384_key() -> str:
+    """A new EC P-384 public key (PEM): one key names one node, so each node gets its own."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -106,8 +111,12 @@ def approved_node(db, orgs, personas, p384_public_key):
     """An approved worker node of hospital A and its API token: (node, token)."""
     from portal.nodes import services
 
-    node = services.register_node(personas["administrator"], orgs["hosp-a"], "hosp-a-node", p384_public_key)
+    from portal.nodes.models import WorkerNode
+
+    node = services.register_node(personas["administrator"], orgs["hosp-a"], "hosp-a-node", fresh_p384_key())
     token = services.approve_node(personas["administrator"], node)
+    # the id the SuperLink returns when approval registers the key (no SuperLink in these tests)
+    WorkerNode.objects.filter(pk=node.pk).update(flower_node_id="9000000000000000001")
     node.refresh_from_db()
     return node, token
 

@@ -26,6 +26,7 @@ class LocalFederation:
     launcher: str = "prefork"
     poll_interval_s: float | None = 0.1
     tuning: bool = False
+    events_key_file: Path | None = None  # the portal's run-events key (portal tests)
     pki: Pki | None = None
     superlink: SuperLinkHandle | None = None
     nodes: dict[str, SuperNodeHandle] = field(default_factory=dict)
@@ -36,7 +37,8 @@ class LocalFederation:
         self.pki = ensure_dev_pki(self.root / "pki")
         try:
             self.superlink = start_superlink(self.pki, self.root / "superlink",
-                                             poll_interval_s=self.poll_interval_s, tuning=self.tuning)
+                                             poll_interval_s=self.poll_interval_s, tuning=self.tuning,
+                                             events_key_file=self.events_key_file)
         except Exception:
             self.close()
             raise
@@ -54,8 +56,10 @@ class LocalFederation:
         return {"root_certificates": self.pki.ca_cert, "flwr_home": self.root / "flwr-cli"}
 
     def add_node(self, name: str, table: pd.DataFrame | None = None, dataset: str = "study",
-                 use_case: str = "MDS") -> SuperNodeHandle:
-        """Keys, registration, local registry (with `table` as `dataset`) and SuperNode process."""
+                 use_case: str = "MDS", node_options: dict | None = None) -> SuperNodeHandle:
+        """Keys, registration, local registry (with `table` as `dataset`) and SuperNode process.
+        Without `node_options` the node serves any run (trust-all-runs: engine tests only); pass
+        {"manager": URL, "token-file": path} for a node that checks its approvals."""
         ndir = self.root / "nodes" / name
         keys = ensure_node_keys(ndir / "keys")
         self.node_ids[name] = control.register_node(keys.public_key, self.address, name=name,
@@ -64,7 +68,7 @@ class LocalFederation:
             register_table(ndir / "data", dataset, table, use_case)
         h = start_supernode(name, self.address, self.pki.ca_cert, keys.private_key, ndir / "data",
                             ndir, launcher=self.launcher, poll_interval_s=self.poll_interval_s or 1.0,
-                            tuning=self.tuning)
+                            tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"})
         self.nodes[name] = h
         return h
 

@@ -127,12 +127,14 @@ class SuperLinkHandle:
 def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
                     database: str | Path | None = None, flwr_home: str | Path | None = None,
                     poll_interval_s: float | None = 0.1, tuning: bool = False,
-                    wait_s: float = 30.0) -> SuperLinkHandle:
+                    wait_s: float = 30.0, events_key_file: str | Path | None = None) -> SuperLinkHandle:
     """Start a SuperLink on 127.0.0.1:`port` with TLS and SuperNode authentication.
 
     `database`: SQLite file for runs and nodes (None = in memory). `poll_interval_s` sets
     FLWR_SUPEREXEC_TASK_POLL_INTERVAL for the SuperExec that launches ServerApps (None = Flower's 1 s).
     `tuning`: the ServerApp applies fl_engine.deploy.flower_tuning (off by default).
+    `events_key_file`: the key with which ServerApps sign their run events for the portal
+    (fl_engine.federation.events); without it the portal replays events from the run's log.
     """
     port = port or free_port()
     log_dir = Path(log_dir)
@@ -146,6 +148,8 @@ def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
     extra = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval_s)} if poll_interval_s else {}
     if tuning:
         extra["FEDHAEM_FLOWER_TUNING"] = "1"
+    if events_key_file:
+        extra["FEDHAEM_RUN_EVENTS_KEY_FILE"] = str(Path(events_key_file).resolve())
     proc = ManagedProcess.start("superlink", args, log_dir / "superlink.log",
                                 flower_env(flwr_home or log_dir / "flwr-superlink", extra))
     handle = SuperLinkHandle(f"127.0.0.1:{port}", pki.ca_cert, proc)
@@ -235,19 +239,27 @@ class SuperNodeHandle:
 def start_supernode(name: str, superlink: str, root_certificates: str | Path | None, private_key: str | Path,
                     data_dir: str | Path, state_dir: str | Path, runtime_port: int | None = None,
                     launcher: str = "prefork", poll_interval_s: float = 0.1,
-                    tuning: bool = False) -> SuperNodeHandle:
+                    tuning: bool = False, node_options: dict | None = None) -> SuperNodeHandle:
     """Start a hospital's SuperNode connected to `superlink` (host:port, TLS + node auth).
 
     launcher: "prefork" (our `fl_engine.deploy.prefork` under ``--isolation process``: ClientApps
     forked from a warm process) or "flower" (Flower's default ``flower-superexec`` spawning a
     fresh ``flwr-clientapp`` per message). `tuning` also applies fl_engine.deploy.flower_tuning
     (shorter Flower sleeps; off by default). Logs and FLWR_HOME go under `state_dir`.
+    `node_options` adds ClientApp node-config keys: "manager" and "token-file" (where the node
+    fetches its approvals), or "trust-all-runs" = "true" (engine tests and benchmarks only: the
+    node then serves any run without asking a manager).
     """
     if launcher not in ("prefork", "flower"):
         raise ValueError(f"launcher must be 'prefork' or 'flower', got {launcher!r}")
     state_dir = Path(state_dir)
     runtime_port = runtime_port or free_port()
     node_config = f'name="{name}" data-dir="{Path(data_dir).resolve()}"'
+    for key, value in (node_options or {}).items():
+        if value is not None and value != "":
+            if '"' in str(value):
+                raise ValueError(f"node option {key}: a double quote cannot pass through --node-config")
+            node_config += f' {key}="{value}"'
     extra_env = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval_s)} if poll_interval_s else {}
     if tuning:
         extra_env["FEDHAEM_FLOWER_TUNING"] = "1"

@@ -1,7 +1,10 @@
 """Flower ClientApp: loads the run's dataset from this node's registry and answers one request.
 
-Node config (``flower-supernode --node-config``): ``name`` (the hospital's node name) and
-``data-dir`` (its dataset registry). Every reply passes `check_reply_privacy` before it leaves.
+Node config (``flower-supernode --node-config``): ``name`` (the hospital's node name),
+``data-dir`` (its dataset registry), ``manager`` and ``token-file`` (where its approvals are
+checked: fl_engine.node.approvals). Before any row is read the node checks that the run is an
+approved study on exactly this dataset and these settings; every reply passes
+`check_reply_privacy` before it leaves.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from flwr.clientapp import ClientApp
 from fl_engine.federation.config import parse_run_config
 from fl_engine.federation.core import check_reply_privacy, handle_request
 from fl_engine.federation.flower_io import reply_content, request_from_message
-from fl_engine.node.datasets import load_dataset
+from fl_engine.node.approvals import ensure_approved
+from fl_engine.node.datasets import dataset_meta, load_dataset
 
 app = ClientApp()
 
@@ -24,7 +28,11 @@ def _answer(msg: Message, context: Context) -> Message:
     if "data-dir" not in node_cfg:
         raise ValueError("node config has no 'data-dir' (start the node with fedhaem-node start)")
     name = str(node_cfg.get("name") or context.node_id)
-    df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, cfg.dataset_version)
+    me = next((p for p in cfg.participants if p["node"] == name), None)
+    version = (me or {}).get("version") or cfg.dataset_version
+    meta = dataset_meta(node_cfg["data-dir"], cfg.dataset, version)
+    ensure_approved(node_cfg, cfg, name, str(meta.get("fingerprint", "")))
+    df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, str(meta["version"]))
     req = request_from_message(msg)
     reply = handle_request(df, cfg, req, name)
     check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None, req)

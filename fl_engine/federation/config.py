@@ -15,10 +15,18 @@ Keys (times in seconds):
   round_timeout_s            longest wait for the replies of one phase (and for nodes to join)
   run_timeout_s              wall-clock limit of the whole run
   poll_interval_s            how often the ServerApp polls the SuperLink for replies
-  metrics_path               JSON-lines file, one line per round as it ends ("" = none)
-  metrics_url, metrics_token POST each round there with "Authorization: Token <token>"
-  metrics_token_file         file holding the token (preferred: the run config reaches nodes)
+  metrics_path               JSON-lines file, one line per event as it happens ("" = none)
+  events_url                 the portal's run-events endpoint: every event (numbered) is POSTed
+                             there with "Authorization: Token <HMAC of the run id>" (the key is
+                             the ServerApp's FEDHAEM_RUN_EVENTS_KEY_FILE, never in the config,
+                             which reaches the nodes) and printed in the ServerApp log for replay
   portal_run_id              the portal's run id, echoed as "run" in every metrics record
+  study_id                   the portal's study id ("" = a run outside the portal)
+  study_settings             JSON object: the study's approved settings (approval_hash)
+  participants               JSON list of {"node", "node_id", "fingerprint", "version"}: the only nodes
+                             the run may reach ("[]" = every connected node; engine tests only)
+  join_grace_s               how long the run waits for every participant before it starts
+                             with min_nodes of them
   model_dir                  folder for the final model.npz + model.json ("" = none); for
                              synthesis runs synthetic.csv + synthesis.json
   task                       "survival" (default: a survival model) | "synthesis" (a synthetic
@@ -71,10 +79,12 @@ DEFAULT_RUN_CONFIG: dict[str, object] = {
     "run_timeout_s": 3600.0,
     "poll_interval_s": 0.1,
     "metrics_path": "",
-    "metrics_url": "",
-    "metrics_token": "",
-    "metrics_token_file": "",
+    "events_url": "",
     "portal_run_id": "",
+    "study_id": "",
+    "study_settings": "{}",
+    "participants": "[]",
+    "join_grace_s": 30.0,
     "model_dir": "",
     "task": "survival",
     "generator": "vae_bgm",
@@ -112,10 +122,12 @@ class RunConfig:
     run_timeout_s: float
     poll_interval_s: float
     metrics_path: str
-    metrics_url: str
-    metrics_token: str
-    metrics_token_file: str
+    events_url: str
     portal_run_id: str
+    study_id: str
+    study_settings: dict
+    participants: tuple
+    join_grace_s: float
     model_dir: str
     task: str
     generator: str
@@ -134,8 +146,10 @@ class RunConfig:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("model_params", "generator_params"):
+            if f.name in ("model_params", "generator_params", "study_settings"):
                 v = json.dumps(v, sort_keys=True)
+            elif f.name == "participants":
+                v = json.dumps([dict(p) for p in v], sort_keys=True)
             elif isinstance(v, tuple):
                 v = ",".join(v)
             out[f.name] = v
@@ -173,8 +187,9 @@ def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"run config: {key}={merged[key]!r}: {err}") from None
         out[key] = v
-    for key in ("model_params", "generator_params"):
+    for key in ("model_params", "generator_params", "study_settings"):
         out[key] = _json_object(key, out[key])
+    out["participants"] = _participants(out["participants"])
     out["features"] = _split(out["features"])
     out["feature_groups"] = _split(out["feature_groups"])
     out["use_case"] = out["use_case"].upper()
@@ -191,6 +206,25 @@ def _json_object(key: str, value) -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"run config: {key} must be a JSON object")
     return obj
+
+
+def _participants(value) -> tuple:
+    """The participants JSON list -> tuple of {"node", "node_id", "fingerprint"} dicts."""
+    try:
+        items = json.loads(value or "[]") if isinstance(value, str) else list(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"run config: participants is not valid JSON: {err}") from None
+    if not isinstance(items, list):
+        raise ValueError("run config: participants must be a JSON list")
+    out = []
+    for i, p in enumerate(items):
+        if not isinstance(p, dict) or not str(p.get("node", "")).strip() or not str(p.get("node_id", "")).isdigit():
+            raise ValueError(f"run config: participants[{i}] needs a node name and a numeric node_id: {p!r}")
+        out.append({"node": str(p["node"]), "node_id": str(p["node_id"]),
+                    "fingerprint": str(p.get("fingerprint", "")), "version": str(p.get("version", ""))})
+    if len({p["node_id"] for p in out}) != len(out) or len({p["node"] for p in out}) != len(out):
+        raise ValueError("run config: participants name a node twice")
+    return tuple(out)
 
 
 def _split(s: str) -> tuple[str, ...]:
@@ -233,7 +267,7 @@ def _check(c: dict) -> None:
         bad("min_nodes", "must be >= 1")
     if not 0 < c["holdout_fraction"] < 1:
         bad("holdout_fraction", "must be in (0, 1)")
-    for key in ("round_timeout_s", "run_timeout_s", "poll_interval_s"):
+    for key in ("round_timeout_s", "run_timeout_s", "poll_interval_s", "join_grace_s"):
         if not c[key] > 0:
             bad(key, "must be > 0")
     for key in ("min_patients_per_node", "min_cell_count"):

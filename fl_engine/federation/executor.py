@@ -6,7 +6,8 @@ import pandas as pd
 
 from fl_engine.federation.config import RunConfig, parse_run_config
 from fl_engine.federation.core import NodeReply, NodeRequest, check_reply_privacy, handle_request
-from fl_engine.federation.loop import History, MetricsSink, run_federation
+from fl_engine.federation.events import EventSink
+from fl_engine.federation.loop import History, run_federation
 
 
 class LocalTransport:
@@ -39,4 +40,4 @@ def run_in_process(config: dict | RunConfig, node_tables: dict[str, pd.DataFrame
     cfg = config if isinstance(config, RunConfig) else parse_run_config(config)
     if not node_tables:
         raise ValueError("run_in_process: no node tables")
-    return run_federation(cfg, LocalTransport(cfg, node_tables), MetricsSink(cfg))
+    return run_federation(cfg, LocalTransport(cfg, node_tables), EventSink.from_config(cfg))

@@ -4,6 +4,7 @@ lines + optional POST) and the final model (model.npz + model.json).
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import numpy as np
 
 from fl_engine.features import Preprocessor
 from fl_engine.federation.config import RunConfig
+from fl_engine.federation.events import EventSink
 from fl_engine.federation.core import (
     FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
     merge_baseline, round_metrics, select_nodes, weighted_mean,
@@ -58,70 +60,22 @@ class History:
         return m
 
 
-class MetricsSink:
-    """Writes each round's record as one JSON line and POSTs it to the portal when configured.
-
-    Record: {"run": portal_run_id, "round": r, "metrics": [{"node", "name", "value"}...]}, with
-    "phase": "comparison" on the record of the comparison figures.
-    Lifecycle lines carry "event" instead of "round" ("started", "finished", "error" + "reason").
-    Reaching the portal is best effort: failures are logged, the run goes on.
-    """
-
-    def __init__(self, cfg: RunConfig):
-        self.path = Path(cfg.metrics_path) if cfg.metrics_path else None
-        self.url = cfg.metrics_url
-        self.run = int(cfg.portal_run_id) if cfg.portal_run_id.isdigit() else cfg.portal_run_id
-        token = cfg.metrics_token
-        if cfg.metrics_token_file:
-            token = Path(cfg.metrics_token_file).read_text().strip()
-        self.token = token
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def round(self, round_: int, metrics: list[dict], phase: str = "round") -> None:
-        """One round's metrics; phase "comparison" marks the isolated/conventional figures added
-        to the last round after training (not a new round for a live chart)."""
-        rec = {"run": self.run, "round": round_, "metrics": metrics}
-        if phase != "round":
-            rec["phase"] = phase
-        self._write(rec)
-        if self.url:
-            self._post(rec)
-
-    def event(self, event: str, **info) -> None:
-        self._write({"run": self.run, "event": event, "time": time.time(), **info})
-
-    def _write(self, rec: dict) -> None:
-        if self.path:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec, allow_nan=True) + "\n")
-
-    def _post(self, rec: dict) -> None:
-        import requests  # only when a URL is configured
-        body = _finite(rec)  # JSON has no NaN: send null
-        try:
-            r = requests.post(self.url, json=body, timeout=5,
-                              headers={"Authorization": f"Token {self.token}"} if self.token else {})
-            if r.status_code >= 300:
-                log.warning("metrics POST to %s: HTTP %s %s", self.url, r.status_code, r.text[:200])
-        except requests.RequestException as err:
-            log.warning("metrics POST to %s failed: %s", self.url, err)
-
-
-def run_federation(cfg: RunConfig, transport: Transport, sink: MetricsSink | None = None) -> History:
-    """Preprocessing phase, then cfg.num_rounds of train + evaluate; raises FederationError."""
-    sink = sink or MetricsSink(cfg)
+def run_federation(cfg: RunConfig, transport: Transport, sink: EventSink | None = None) -> History:
+    """Preprocessing phase, then cfg.num_rounds of train + evaluate; raises FederationError.
+    The final model goes to cfg.model_dir (when set) and with the "finished" event."""
+    sink = sink or EventSink.from_config(cfg)
     t_end = time.monotonic() + cfg.run_timeout_s
     hist = History()
     sink.event("started")
     try:
         _run(cfg, transport, sink, hist, t_end)
+        files = model_files(cfg, hist)
     except Exception as err:
-        sink.event("error", reason=str(err))
+        sink.event("failed", reason=str(err))
         raise
     if cfg.model_dir:
         save_model(cfg.model_dir, cfg, hist)
-    sink.event("finished", rounds=cfg.num_rounds)
+    sink.finished(files, rounds=cfg.num_rounds)
     return hist
 
 
@@ -136,12 +90,13 @@ def time_budget(cfg: RunConfig, t_end: float):
     return budget
 
 
-def _run(cfg: RunConfig, transport: Transport, sink: MetricsSink, hist: History, t_end: float) -> None:
+def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t_end: float) -> None:
     budget = time_budget(cfg, t_end)
     keys = wait_for_nodes(cfg, transport, budget("waiting for nodes"))
     replies = transport.request({k: NodeRequest("stats") for k in keys}, budget("preprocessing"))
     ok = successful_replies(replies, "preprocessing", cfg.min_nodes)
     names = {k: r.name for k, r in ok.items()}
+    check_identities(cfg, names)
     if len(set(names.values())) != len(names):
         raise FederationError(f"two nodes report the same name: {sorted(names.values())}")
     pre = build_preprocessor(cfg, [ok[k].stats for k in sorted(ok, key=names.get)])
@@ -263,15 +218,32 @@ def comparison_metrics(replies: dict[str, dict]) -> list[dict]:
 
 
 def wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:
-    deadline = time.monotonic() + timeout_s
+    """Keys of the nodes to start with: every participant once all are connected, else (after
+    cfg.join_grace_s) at least cfg.min_nodes of them; FederationError past `timeout_s`."""
+    now = time.monotonic()
+    deadline = now + timeout_s
+    grace = now + min(cfg.join_grace_s, timeout_s)
+    want = len(cfg.participants)
     while True:
         keys = transport.nodes()
-        if len(keys) >= cfg.min_nodes:
+        if want and len(keys) >= want:
+            return keys
+        if len(keys) >= cfg.min_nodes and (not want or time.monotonic() >= grace):
             return keys
         if time.monotonic() >= deadline:
             raise FederationError(f"only {len(keys)} node(s) connected after {timeout_s:g} s; "
                                   f"the study needs min_nodes={cfg.min_nodes}")
         time.sleep(min(cfg.poll_interval_s * 5, 1.0))
+
+
+def check_identities(cfg: RunConfig, names: dict[str, str]) -> None:
+    """Each participant's node id must answer with the participant's own name (a node that
+    reports another hospital's name is refused: FederationError)."""
+    expected = {p["node_id"]: p["node"] for p in cfg.participants}
+    wrong = [f"node id {k} answered as {n!r}, registered as {expected[k]!r}"
+             for k, n in names.items() if k in expected and expected[k] != n]
+    if wrong:
+        raise FederationError("; ".join(wrong))
 
 
 def successful_replies(replies: dict, phase: str, min_nodes: int) -> dict[str, NodeReply]:
@@ -289,7 +261,15 @@ def save_model(model_dir: str | Path, cfg: RunConfig, hist: History) -> Path:
     """Write model.npz (weights w0..wk) and model.json (config, Preprocessor, last metrics)."""
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
-    np.savez(d / "model.npz", **{f"w{i}": w for i, w in enumerate(hist.weights)})
+    for name, data in model_files(cfg, hist).items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def model_files(cfg: RunConfig, hist: History) -> dict[str, bytes]:
+    """{"model.npz": weights w0..wk, "model.json": config, Preprocessor, baseline, last metrics}."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"w{i}": w for i, w in enumerate(hist.weights)})
     meta = {
         "model": cfg.model, "model_params": cfg.model_params, "use_case": cfg.use_case,
         "endpoint": cfg.endpoint, "time_unit": "months", "num_rounds": cfg.num_rounds,
@@ -298,8 +278,7 @@ def save_model(model_dir: str | Path, cfg: RunConfig, hist: History) -> Path:
         "curves": hist.curves,
         "final_metrics": hist.rounds[-1]["metrics"] if hist.rounds else [],
     }
-    (d / "model.json").write_text(json.dumps(_finite(meta), indent=1))
-    return d
+    return {"model.npz": buf.getvalue(), "model.json": json.dumps(_finite(meta), indent=1).encode()}
 
 
 def load_model(model_dir: str | Path):

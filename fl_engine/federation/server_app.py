@@ -29,15 +29,21 @@ UNREACHABLE = {ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABL
 class GridTransport:
     """`loop.Transport` over a Flower Grid; node keys are Flower node ids as strings (uint64)."""
 
-    def __init__(self, grid: Grid, poll_interval_s: float = 0.1):
+    def __init__(self, grid: Grid, poll_interval_s: float = 0.1, participants: set[str] | None = None):
         self.grid = grid
         self.poll = poll_interval_s
+        # The run reaches these node ids only; other connected nodes never get a message.
+        self.participants = participants
 
     def nodes(self) -> list[str]:
-        return [str(i) for i in self.grid.get_node_ids()]
+        ids = [str(i) for i in self.grid.get_node_ids()]
+        return [i for i in ids if self.participants is None or i in self.participants]
 
     def request(self, requests: dict[str, NodeRequest], timeout_s: float) -> dict[str, NodeReply | Exception]:
         keys = list(requests)
+        outside = [k for k in keys if self.participants is not None and k not in self.participants]
+        if outside:
+            raise RuntimeError(f"refusing to message node(s) outside the run's participants: {outside}")
         msgs = [Message(request_content(requests[k]), int(k), MESSAGE_TYPES[requests[k].kind],
                         ttl=max(timeout_s, 1.0), group_id=str(requests[k].config.get("round", 0)))
                 for k in keys]
@@ -89,8 +95,10 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if flower_tuning.enabled():
         flower_tuning.apply()
+    transport = GridTransport(grid, cfg.poll_interval_s,
+                              {p["node_id"] for p in cfg.participants} if cfg.participants else None)
     if cfg.task == "synthesis":
         from fl_engine.federation.synthesis import run_synthesis
-        run_synthesis(cfg, GridTransport(grid, cfg.poll_interval_s))
+        run_synthesis(cfg, transport)
         return
-    run_federation(cfg, GridTransport(grid, cfg.poll_interval_s))
+    run_federation(cfg, transport)

@@ -543,19 +543,20 @@ def round_metrics_synth(pooled: dict, node_reps: dict[str, dict], alone: dict[st
 def run_synthesis(cfg: RunConfig, transport, sink=None) -> dict:
     """Federated generation: summaries, rounds of training + validation, final cohort and report.
     Returns {"synthetic": DataFrame, "report", "gate", "rounds": [...]}; raises FederationError."""
-    from fl_engine.federation.loop import MetricsSink
+    from fl_engine.federation.events import EventSink
 
-    sink = sink or MetricsSink(cfg)
+    sink = sink or EventSink.from_config(cfg)
     t_end = time.monotonic() + cfg.run_timeout_s
     sink.event("started")
     try:
         out = _run(cfg, transport, sink, t_end)
+        files = synthesis_files(cfg, out)
     except Exception as err:
-        sink.event("error", reason=str(err))
+        sink.event("failed", reason=str(err))
         raise
     if cfg.model_dir:
         save_synthesis(cfg.model_dir, cfg, out)
-    sink.event("finished", rounds=len(out["rounds"]))
+    sink.finished(files, rounds=len(out["rounds"]))
     return out
 
 
@@ -696,18 +697,24 @@ def _failed_checks(metrics: dict) -> list[str]:
 def save_synthesis(model_dir: str | Path, cfg: RunConfig, out: dict) -> Path:
     """Write synthetic.csv (the final cohort: synthetic rows only) and synthesis.json (pooled
     SAFE report with the gate, per-round metrics, generator and parameters)."""
-    from fl_engine.federation.loop import _finite
-
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
-    out["synthetic"].to_csv(d / "synthetic.csv", index=False)
+    for name, data in synthesis_files(cfg, out).items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def synthesis_files(cfg: RunConfig, out: dict) -> dict[str, bytes]:
+    """{"synthetic.csv": the final cohort, "synthesis.json": report, gate, rounds, parameters}."""
+    from fl_engine.federation.loop import _finite
+
     meta = {"task": "synthesis", "generator": cfg.generator, "generator_params": cfg.generator_params,
             "use_case": cfg.use_case, "endpoint": cfg.endpoint, "num_rounds": len(out["rounds"]),
             "local_epochs": cfg.local_epochs, "n_rows": int(len(out["synthetic"])),
             "nodes": out["nodes"], "n_train": out["n_train"], "spec": out["spec"],
             "report": {**out["report"], "gate": out["gate"]}, "gate": out["gate"], "rounds": out["rounds"]}
-    (d / "synthesis.json").write_text(json.dumps(_finite(_plain(meta)), indent=1))
-    return d
+    return {"synthetic.csv": out["synthetic"].to_csv(index=False).encode(),
+            "synthesis.json": json.dumps(_finite(_plain(meta)), indent=1).encode()}
 
 
 def _plain(o):
@@ -756,8 +763,8 @@ def run_synthesis_in_process(config: dict | RunConfig, node_tables: dict[str, pd
     node functions as the Flower apps; replies pass the same privacy check). `transport_out`,
     when given, receives the CheckedTransport (tests read the replies it accepted)."""
     from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.events import EventSink
     from fl_engine.federation.executor import LocalTransport
-    from fl_engine.federation.loop import MetricsSink
 
     cfg = config if isinstance(config, RunConfig) else parse_run_config({"task": "synthesis", **config})
     if not node_tables:
@@ -765,4 +772,4 @@ def run_synthesis_in_process(config: dict | RunConfig, node_tables: dict[str, pd
     t = CheckedTransport(LocalTransport(cfg, node_tables))
     if transport_out is not None:
         transport_out.append(t)
-    return run_synthesis(cfg, t, MetricsSink(cfg))
+    return run_synthesis(cfg, t, EventSink.from_config(cfg))

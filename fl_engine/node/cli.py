@@ -55,7 +55,9 @@ def cmd_start(args) -> int:
     state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
     node = start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
                            state_dir, runtime_port=args.port, launcher=args.launcher,
-                           tuning=args.flower_tuning)
+                           tuning=args.flower_tuning,
+                           node_options={"manager": args.manager,
+                                         "token-file": str(Path(args.token_file).resolve()) if args.token_file else ""})
     log.info("node %s: SuperNode pid %d (log %s)", name, node.process.pid, node.process.log_path)
     stopping = {"flag": False}
 

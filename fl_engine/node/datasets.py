@@ -35,6 +35,19 @@ def list_datasets(data_dir: str | Path) -> list[dict]:
     return out
 
 
+def dataset_meta(data_dir: str | Path, name: str, version: str | None = None) -> dict:
+    """Metadata (name, version, fingerprint, ...) of a registered dataset, without reading rows."""
+    reg = open_registry(data_dir)
+    if isinstance(version, str) and version.strip().isdigit() and not isinstance(reg, _FallbackRegistry):
+        version = int(version)
+    try:
+        meta = reg.get(name, version or None)
+    except KeyError as err:
+        raise LookupError(f"dataset {name!r} version {version or 'latest'!r} is not registered "
+                          f"on this node (data dir {data_dir})") from err
+    return meta if isinstance(meta, dict) else _as_dict(meta)
+
+
 def load_dataset(data_dir: str | Path, name: str, version: str | None = None) -> tuple[pd.DataFrame, dict]:
     """(table, metadata) of a registered dataset; version None or "" = the latest."""
     reg = open_registry(data_dir)

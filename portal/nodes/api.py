@@ -71,7 +71,7 @@ class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return nodes_visible_to(self.request.user)
 
     def get_permissions(self):
-        if self.action == "create":
+        if self.action in ("create", "replace_key"):
             return [perms_required("nodes.view_workernode")()]
         if self.action in {"approve", "revoke"}:
             return [perms_required("nodes.approve_workernode")()]
@@ -83,9 +83,33 @@ class WorkerNodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             return Response({"detail": "Your role does not allow registering nodes."}, status=403)
         ser = self.get_serializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        node = services.register_node(user, ser.validated_data["organisation"], ser.validated_data["name"],
-                                      ser.validated_data["public_key"])
+        try:
+            node = services.register_node(user, ser.validated_data["organisation"], ser.validated_data["name"],
+                                          ser.validated_data["public_key"])
+        except services.KeyInUse as exc:
+            return Response({"public_key": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(self.get_serializer(node).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=dict, responses={200: WorkerNodeSerializer})
+    @action(detail=True, methods=["post"], url_path="replace-key")
+    def replace_key(self, request, pk=None):
+        """A new public key for a pending or revoked node of the caller's organisation."""
+        node = self.get_object()
+        user = request.user
+        if not (user.has_perm("nodes.approve_workernode") or
+                (user.has_perm("nodes.add_workernode") or user.has_perm("studies.approve_study"))
+                and node.organisation_id == user.organisation_id):
+            return Response({"detail": "you can only replace keys of your own organisation's nodes"}, status=403)
+        ser = self.get_serializer(node, data={"public_key": request.data.get("public_key", ""),
+                                              "name": node.name, "organisation": node.organisation.code})
+        ser.is_valid(raise_exception=True)
+        try:
+            node = services.replace_key(user, node, ser.validated_data["public_key"])
+        except services.KeyInUse as exc:
+            return Response({"public_key": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except services.NodeStateError as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(self.get_serializer(node).data)
 
     @extend_schema(request=None, responses={200: dict})
     @action(detail=True, methods=["post"])
@@ -131,7 +155,7 @@ class HeartbeatSerializer(serializers.Serializer):
     name = serializers.CharField(required=False)
     flower_node_id = serializers.RegexField(r"^\d{1,20}$", required=False, allow_blank=True)
     status = serializers.CharField(required=False, max_length=40)
-    datasets = DatasetSummarySerializer(many=True, required=False)
+    datasets = DatasetSummarySerializer(many=True, required=False, max_length=1000)
 
 
 class HeartbeatView(APIView):
@@ -148,3 +172,50 @@ class HeartbeatView(APIView):
         ser.is_valid(raise_exception=True)
         node = services.heartbeat(node, ser.validated_data)
         return Response({"node": node.name, "status": node.status, "received_at": node.last_heartbeat})
+
+
+def _approved_node(request):
+    node = getattr(request.user, "worker_node", None)
+    if node is None or node.status != WorkerNode.Status.APPROVED:
+        return None
+    return node
+
+
+class NodeApprovalsView(APIView):
+    """A worker node fetches its datasets' approvals (node token only) to check each incoming run
+    itself before it touches data (fl_engine.node.approvals)."""
+
+    permission_classes = [perms_required("nodes.report_heartbeat")]
+
+    @extend_schema(request=None, responses={200: dict})
+    def get(self, request):
+        from portal.studies.services import approvals_for_node
+
+        node = _approved_node(request)
+        if node is None:
+            return Response({"detail": "this token belongs to no approved worker node"}, status=403)
+        return Response({"node": node.name, "approvals": approvals_for_node(node)})
+
+
+class RefusalSerializer(serializers.Serializer):
+    study = serializers.CharField(max_length=20, allow_blank=True)
+    run = serializers.CharField(max_length=20, allow_blank=True)
+    dataset = serializers.CharField(max_length=100, allow_blank=True)
+    reason = serializers.CharField(max_length=2000)
+
+
+class NodeRefusalView(APIView):
+    """A worker node reports that it refused a run (not approved, settings changed, wrong
+    dataset); the refusal is audited against the node."""
+
+    permission_classes = [perms_required("nodes.report_heartbeat")]
+
+    @extend_schema(request=RefusalSerializer, responses={201: dict})
+    def post(self, request):
+        node = _approved_node(request)
+        if node is None:
+            return Response({"detail": "this token belongs to no approved worker node"}, status=403)
+        ser = RefusalSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        services.record_refusal(node, ser.validated_data)
+        return Response({"recorded": True}, status=status.HTTP_201_CREATED)

@@ -18,8 +18,14 @@ class WorkerNode(models.Model):
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="nodes")
     name = models.SlugField(max_length=60, unique=True)
     public_key = models.TextField(help_text="SuperNode public key (EC P-384, PEM or OpenSSH).")
+    # sha256 of the key in OpenSSH form: one key, one node (a key names exactly one hospital).
+    key_fingerprint = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # Flower never registers a key twice, even after unregistering it: a revoked node whose key
+    # was unregistered comes back only with a new key.
+    key_retired = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
-    # Flower node ids are unsigned 64-bit integers: a string keeps all of them exact.
+    # Flower node ids are unsigned 64-bit integers: a string keeps all of them exact. Learnt
+    # from the SuperLink when the key is registered; nothing a node says changes it.
     flower_node_id = models.CharField(max_length=20, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_report = models.JSONField(default=dict, blank=True, help_text="Latest heartbeat payload (metadata only).")

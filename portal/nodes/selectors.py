@@ -1,3 +1,5 @@
+from django.db.models import Q
+
 from portal.nodes.models import WorkerNode
 
 
@@ -7,3 +9,11 @@ def nodes_visible_to(user):
             or user.has_perm("studies.view_modelversion"):
         return qs
     return qs.filter(organisation=user.organisation)
+
+
+def nodes_out_of_sync():
+    """Nodes whose SuperLink registration does not match the portal: approved without a Flower
+    node id (key not registered yet), or revoked while still registered."""
+    return WorkerNode.objects.filter(
+        Q(status=WorkerNode.Status.APPROVED, flower_node_id="", key_retired=False)
+        | Q(status=WorkerNode.Status.REVOKED) & ~Q(flower_node_id=""))

@@ -15,9 +15,52 @@ class NodeStateError(Exception):
     """The node is not in a state that allows this action."""
 
 
+def key_fingerprint(public_key: str) -> str:
+    """sha256 hex of a PEM or OpenSSH public key in its OpenSSH form (type and base64 body)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.strip().encode()
+    if raw.startswith(b"-----"):
+        raw = serialization.load_pem_public_key(raw).public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return hashlib.sha256(b" ".join(raw.split()[:2])).hexdigest()
+
+
+class KeyInUse(NodeStateError):
+    """The public key belongs to another worker node already."""
+
+
 def register_node(actor, organisation, name: str, public_key: str) -> WorkerNode:
-    node = WorkerNode.objects.create(organisation=organisation, name=name, public_key=public_key.strip())
-    record(actor, "node.register", node, {"organisation": organisation.code})
+    """A pending node of `organisation`; KeyInUse when another node holds the key (a key names
+    exactly one node, so nobody registers another hospital's key as their own)."""
+    digest = key_fingerprint(public_key)
+    if WorkerNode.objects.filter(key_fingerprint=digest).exists():
+        record(actor, "node.register_refused", None, {"name": name, "organisation": organisation.code,
+                                                        "reason": "public key already registered"})
+        raise KeyInUse("this public key is already registered to another worker node; "
+                       "generate a key pair for this node (fedhaem-node keygen)")
+    node = WorkerNode.objects.create(organisation=organisation, name=name, public_key=public_key.strip(),
+                                     key_fingerprint=digest)
+    record(actor, "node.register", node, {"organisation": organisation.code, "key": digest[:16]})
+    return node
+
+
+@transaction.atomic
+def replace_key(actor, node: WorkerNode, public_key: str) -> WorkerNode:
+    """A new key for a pending or revoked node (after revocation Flower keeps the old key
+    retired for good); the node is approved again with it."""
+    node = WorkerNode.objects.select_for_update().get(pk=node.pk)
+    if node.status == WorkerNode.Status.APPROVED:
+        raise NodeStateError(f"node {node.name} is approved: revoke it before replacing its key")
+    digest = key_fingerprint(public_key)
+    if WorkerNode.objects.filter(key_fingerprint=digest).exclude(pk=node.pk).exists() or (
+            digest == node.key_fingerprint and node.key_retired):
+        raise KeyInUse("this public key is registered already or was retired; generate a new key pair")
+    node.public_key, node.key_fingerprint, node.key_retired, node.flower_node_id = public_key.strip(), digest, False, ""
+    node.save(update_fields=["public_key", "key_fingerprint", "key_retired", "flower_node_id"])
+    record(actor, "node.replace_key", node, {"key": digest[:16]})
     return node
 
 
@@ -29,6 +72,10 @@ def approve_node(actor, node: WorkerNode) -> str:
     node = WorkerNode.objects.select_for_update().get(pk=node.pk)
     if node.status == WorkerNode.Status.APPROVED:
         raise NodeStateError(f"node {node.name} is already approved")
+    if node.key_retired:
+        raise NodeStateError(f"node {node.name}'s key was unregistered from the SuperLink at revocation and "
+                             "Flower never registers a key twice: the node operator must submit a new key "
+                             "(fedhaem-node keygen, then replace the key) before approval")
     User = get_user_model()
     if node.service_user is None:
         user = User.objects.create_user(f"node-{node.name}", organisation=node.organisation,
@@ -67,12 +114,31 @@ def revoke_node(actor, node: WorkerNode, reason: str = "") -> WorkerNode:
 
 
 def heartbeat(node: WorkerNode, payload: dict) -> WorkerNode:
-    node.last_heartbeat = timezone.now()
-    node.last_report = payload
-    if payload.get("flower_node_id"):
-        node.flower_node_id = str(payload["flower_node_id"])
-    node.save(update_fields=["last_heartbeat", "last_report", "flower_node_id"])
+    """Record a node's heartbeat. Its Flower node id comes from the SuperLink at key
+    registration, never from here: a heartbeat naming another id is stored as reported but
+    changes nothing, and is audited."""
+    claimed = str(payload.get("flower_node_id") or "")
+    if claimed and claimed != node.flower_node_id:
+        record(node.service_user, "node.identity_mismatch", node,
+               {"reported_flower_node_id": claimed, "registered_flower_node_id": node.flower_node_id})
+    WorkerNode.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now(), last_report=payload)
+    node.refresh_from_db(fields=["last_heartbeat", "last_report"])
     return node
+
+
+def issue_token(actor, node: WorkerNode) -> str:
+    """A new API token for an approved node (the old one stops working); audited."""
+    if node.status != WorkerNode.Status.APPROVED or node.service_user is None:
+        raise NodeStateError(f"node {node.name} is not approved")
+    Token.objects.filter(user=node.service_user).delete()
+    token = Token.objects.create(user=node.service_user)
+    record(actor, "node.token_issued", node)
+    return token.key
+
+
+def record_refusal(node: WorkerNode, info: dict) -> None:
+    """A node refused a run (its own approval check); audited against the node."""
+    record(node.service_user, "node.run_refused", node, {k: str(v)[:2000] for k, v in info.items()})
 
 
 def _sync_key_later(node_id: int) -> None:

@@ -8,3 +8,16 @@ def sync_node_key(node_id: int) -> None:
     from portal.studies import flower_adapter
 
     flower_adapter.sync_node_key(node_id)
+
+
+@shared_task(acks_late=False, soft_time_limit=120)
+def reconcile_node_keys() -> int:
+    """Celery beat: retry the SuperLink key sync of nodes it left behind (an approved node with
+    no Flower node id yet, a revoked node still registered); returns how many were tried."""
+    from portal.nodes.selectors import nodes_out_of_sync
+    from portal.studies import flower_adapter
+
+    pks = list(nodes_out_of_sync().values_list("pk", flat=True))
+    for pk in pks:
+        flower_adapter.sync_node_key(pk)
+    return len(pks)

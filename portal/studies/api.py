@@ -169,36 +169,24 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(RunSerializer(run).data)
 
 
-class MetricItem(serializers.Serializer):
-    node = serializers.CharField(max_length=60)
-    name = serializers.CharField(max_length=40)
-    value = serializers.FloatField(allow_null=True)
-
-
-class RoundMetricsSerializer(serializers.Serializer):
-    run = serializers.CharField(required=False, allow_blank=True)
-    round = serializers.IntegerField(min_value=0, max_value=10000)
-    phase = serializers.ChoiceField(choices=("round", "comparison"), default="round")
-    metrics = MetricItem(many=True)
-
-
-class RunMetricsView(APIView):
-    """The ServerApp posts each round's metrics here with the run's own token."""
+class RunEventsView(APIView):
+    """The ServerApp posts each numbered run event here with the run's own token (an HMAC of
+    the run id under the run-events key). Idempotent: the same event twice stores nothing new."""
 
     permission_classes = [AllowAny]
     authentication_classes = []
 
-    @extend_schema(request=RoundMetricsSerializer, responses={201: dict})
+    @extend_schema(request=dict, responses={201: dict, 200: dict})
     def post(self, request, pk: int):
+        from portal.studies import lifecycle
+
         run = get_object_or_404(Run, pk=pk)
         header = request.headers.get("Authorization", "")
         token = header[6:] if header.startswith("Token ") else ""
-        if not services.verify_metrics_token(run, token):
+        if not services.verify_run_token(run, token):
             return Response({"detail": "a valid run token is required"}, status=status.HTTP_401_UNAUTHORIZED)
-        if not run.active:
-            return Response({"detail": f"run {run.pk} is {run.status}"}, status=status.HTTP_409_CONFLICT)
-        ser = RoundMetricsSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        new = services.ingest_round(run, ser.validated_data["round"], ser.validated_data["metrics"],
-                                    ser.validated_data["phase"])
-        return Response({"stored": new}, status=status.HTTP_201_CREATED)
+        try:
+            new = lifecycle.ingest_event(run.pk, request.data)
+        except lifecycle.EventRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"stored": bool(new)}, status=status.HTTP_201_CREATED if new else status.HTTP_200_OK)

@@ -54,11 +54,11 @@ def enrol_nodes() -> dict[str, str]:
         node = WorkerNode.objects.filter(name=name).first()
         if node is None:
             node = services.register_node(admin, Organisation.objects.get(code=name), name, keys.public_text())
-        if node.status != WorkerNode.Status.APPROVED or not token_file.exists():
-            if node.status == WorkerNode.Status.APPROVED:
-                services.revoke_node(admin, node, "demo restart: new token")
-                node.refresh_from_db()
+        if node.status != WorkerNode.Status.APPROVED:
             token_file.write_text(services.approve_node(admin, node))
+            token_file.chmod(0o600)
+        elif not token_file.exists():
+            token_file.write_text(services.issue_token(admin, node))
             token_file.chmod(0o600)
         tokens[name] = token_file.read_text().strip()
         # The nodes start right after this: register their keys with the SuperLink now, not
@@ -104,13 +104,17 @@ def ensure_demo_study(echo=print) -> None:
 
 
 def _approve_for_demo(study, ds, operator) -> None:
+    from portal.audit.services import record
+    from portal.studies import services as study_services
     from portal.studies.models import StudyApproval
 
     # The demo's node operator belongs to hospital A; the demo approves all three hospitals'
-    # datasets in their name so the study can run at once.
+    # datasets in their name (audited as such) so the study can run at once.
+    digest = study_services.settings_hash(study)
     StudyApproval.objects.update_or_create(study=study, dataset=ds,
                                            defaults={"decision": "approved", "decided_by": operator,
-                                                     "comment": "approved for the demo"})
+                                                     "comment": "approved for the demo", "settings_hash": digest})
+    record(None, "study.approved", study, {"dataset": str(ds), "comment": "demo set-up", "settings_hash": digest})
 
 
 def start(sup, env: dict, base_url: str, echo=print) -> None:
@@ -121,7 +125,8 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
     pki = ensure_dev_pki(settings.FLOWER_PKI_DIR)
     port = int(settings.FLOWER_CONTROL_ADDRESS.rsplit(":", 1)[1])
     handle = start_superlink(pki, Path(settings.VAR_DIR) / "logs", port=port,
-                             database=Path(settings.VAR_DIR) / "superlink.db", tuning=settings.FLOWER_TUNING)
+                             database=Path(settings.VAR_DIR) / "superlink.db", tuning=settings.FLOWER_TUNING,
+                             events_key_file=settings.RUN_EVENTS_KEY_FILE)
     sup.services.append(Service("superlink", [], proc=handle.process.popen, log_path=handle.process.log_path))
     echo(f"  started superlink on {handle.address} (TLS, SuperNode authentication)")
     prepare_node_data(echo)

@@ -42,24 +42,32 @@ def superlink_health() -> dict:
 
 
 def sync_node_key(node_id: int) -> None:
-    """Register an approved node's public key with the SuperLink (SuperNode authentication);
-    a key the SuperLink already holds is fine (idempotent). Revoked nodes are unregistered.
-    Failures are logged: the health page shows them."""
+    """Make the SuperLink match the portal for one node. Approved: register its public key and
+    keep the Flower node id the SuperLink returns (the node's identity from then on). Revoked:
+    unregister exactly that id; Flower then retires the key for good (a re-approved node comes
+    back with a new key). Failures are logged: the health page shows them."""
     from fl_engine.deploy import control
+    from portal.audit.services import record
     from portal.nodes.models import WorkerNode
 
     node = WorkerNode.objects.get(pk=node_id)
     address = settings.FLOWER_CONTROL_ADDRESS
     try:
-        if node.status == WorkerNode.Status.APPROVED:
+        if node.status == WorkerNode.Status.APPROVED and not node.key_retired:
             flower_id = control.register_node(_key_file(node), address, name=node.name, **_conn())
-            if flower_id and flower_id != node.flower_node_id:
-                WorkerNode.objects.filter(pk=node.pk).update(flower_node_id=str(flower_id))
-        elif node.flower_node_id and hasattr(control, "unregister_node"):
+            WorkerNode.objects.filter(pk=node.pk).update(flower_node_id=str(flower_id))
+            record(None, "node.key_registered", node, {"flower_node_id": str(flower_id)})
+        elif node.status == WorkerNode.Status.REVOKED and node.flower_node_id:
             control.unregister_node(node.flower_node_id, address, **_conn())
+            WorkerNode.objects.filter(pk=node.pk).update(flower_node_id="", key_retired=True)
+            record(None, "node.key_unregistered", node, {"flower_node_id": node.flower_node_id})
     except control.KeyAlreadyRegistered:
         # approval's task and a direct call may both register the key: the first one won
-        log.info("node %s: public key already registered with the SuperLink", node.name)
+        if node.flower_node_id:
+            log.info("node %s: public key already registered with the SuperLink", node.name)
+        else:
+            log.warning("node %s: the SuperLink holds its key under an id the portal never learnt; "
+                        "replace the node's key to give it an identity", node.name)
     except (control.ControlError, OSError) as exc:
         log.warning("SuperLink key sync for node %s failed: %s", node.name, exc)
 
@@ -105,8 +113,16 @@ def stop_run(flower_run_id: str) -> None:
     _control("stop_run", flower_run_id)
 
 
-def run_logs(flower_run_id: str) -> str:
+def list_runs() -> list[dict]:
+    """Flower's records of every run ("run-id" as a string, "status")."""
+    return _control("list_runs")
+
+
+def run_logs(flower_run_id: str, strict: bool = False) -> str:
+    """The ServerApp log of a run; when not `strict`, a note instead of FlowerUnavailable."""
     try:
         return _control("run_logs", flower_run_id)
     except FlowerUnavailable as exc:
+        if strict:
+            raise
         return f"(logs unavailable: {exc})"

@@ -90,6 +90,10 @@ class StudyApproval(models.Model):
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_at = models.DateTimeField(auto_now=True)
     comment = models.TextField(blank=True)
+    # fl_engine.federation.approval.approval_hash of the study's settings when decided: a later
+    # change to a run-relevant setting leaves the approval stale (it no longer lets runs start,
+    # and the node refuses runs whose settings it does not match).
+    settings_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["study", "dataset"], name="one_decision_per_dataset")]
@@ -102,11 +106,13 @@ class Run(models.Model):
         QUEUED = "queued", "Queued"
         STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
+        CONCLUDING = "concluding", "Concluding"
         FINISHED = "finished", "Finished"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
-    ACTIVE = (Status.QUEUED, Status.STARTING, Status.RUNNING)
+    ACTIVE = (Status.QUEUED, Status.STARTING, Status.RUNNING, Status.CONCLUDING)
+    FINAL = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
 
     class Kind(models.TextChoices):
         SURVIVAL = "survival", "Survival model"
@@ -127,8 +133,11 @@ class Run(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
-    # sha256 of the per-run token with which the ServerApp posts round metrics.
-    metrics_token_hash = models.CharField(max_length=64, blank=True)
+    # When the status last changed and when the start task was last queued: the reconciler
+    # re-queues lost work and fails what is stuck (portal.studies.lifecycle).
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    last_event_seq = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -140,6 +149,22 @@ class Run(models.Model):
     @property
     def active(self) -> bool:
         return self.status in self.ACTIVE
+
+
+class RunEvent(models.Model):
+    """One numbered event a run's ServerApp reported (by POST or found in its log on replay):
+    stored once per (run, seq), so ingesting it twice changes nothing."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=12)
+    body = models.JSONField(default=dict)
+    source = models.CharField(max_length=8, default="push", help_text="push (POST) or log (replay).")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_event_once")]
 
 
 class RoundMetric(models.Model):

@@ -1,6 +1,8 @@
 """Writes on studies and runs."""
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 
 from portal.audit.services import record
@@ -20,6 +22,9 @@ def create_study(actor, data: dict) -> Study:
 
 @transaction.atomic
 def update_study(actor, study: Study, data: dict) -> Study:
+    """Change a study; a change to a run-relevant setting leaves its approvals stale (they no
+    longer start runs) and is audited with the hospitals that must approve again."""
+    before = settings_hash(study)
     datasets = data.pop("datasets", None)
     for key, value in data.items():
         setattr(study, key, value)
@@ -28,6 +33,11 @@ def update_study(actor, study: Study, data: dict) -> Study:
     if datasets is not None:
         study.datasets.set(datasets)
     record(actor, "study.update", study, {"fields": sorted(data)})
+    after = settings_hash(study)
+    if after != before:
+        stale = [str(x["dataset"]) for x in approval_state(study) if x["stale"]]
+        if stale:
+            record(actor, "study.approvals_stale", study, {"datasets": stale, "settings_hash": after})
     return study
 
 
@@ -47,19 +57,16 @@ def clone_study(actor, source: Study) -> Study:
 
 # --- runs -----------------------------------------------------------------------------------
 
-import hashlib  # noqa: E402
-import secrets  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from django.conf import settings  # noqa: E402
-from django.utils import timezone  # noqa: E402
 
+from fl_engine.federation import approval as engine_approval  # noqa: E402
+from fl_engine.federation import events as run_events  # noqa: E402
 from portal.core.live import publish_run  # noqa: E402
-from portal.studies.models import RoundMetric, Run  # noqa: E402
-
-
-class RunRefused(Exception):
-    """The run cannot start or change state; the message says why."""
+from portal.studies import lifecycle  # noqa: E402
+from portal.studies.lifecycle import RunRefused  # noqa: E402,F401  (the views' one refusal)
+from portal.studies.models import Run, StudyApproval  # noqa: E402
 
 
 def run_dir(run: Run) -> Path:
@@ -68,12 +75,74 @@ def run_dir(run: Run) -> Path:
     return path
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def study_settings(study: Study) -> dict:
+    """The canonical approved settings of `study` (fl_engine.federation.approval)."""
+    from portal.studies.config import flower_privacy
+
+    hp = dict(study.hyperparameters or {})
+    local_epochs = hp.pop("local_epochs", 1)
+    names = sorted({d.name for d in study.datasets.all()})
+    return engine_approval.study_settings(
+        use_case=study.use_case, endpoint=study.endpoint, dataset=names[0] if len(names) == 1 else ",".join(names),
+        features=study.features or [], feature_groups=study.feature_groups or [], model=study.model_kind,
+        model_params=hp, local_epochs=local_epochs, privacy=flower_privacy(study.privacy),
+        max_rounds=study.rounds)
+
+
+def settings_hash(study: Study) -> str:
+    return engine_approval.approval_hash(study_settings(study))
+
+
+def approval_state(study: Study) -> list[dict]:
+    """Per participating dataset: {"dataset", "decision" (approved / rejected / pending), "stale"
+    (approved for settings the study no longer has)}, for the study page and the start check."""
+    current = settings_hash(study)
+    decided = {a.dataset_id: a for a in study.approvals.select_related("decided_by")}
+    out = []
+    for ds in study.datasets.select_related("node", "node__organisation"):
+        a = decided.get(ds.pk)
+        out.append({"dataset": ds, "decision": a.decision if a else "pending",
+                    "stale": bool(a and a.decision == "approved" and a.settings_hash != current),
+                    "approval": a})
+    return out
+
+
+def run_participants(datasets) -> list[dict]:
+    """The run config's participants: each dataset's node (name, Flower node id learnt at key
+    registration), dataset fingerprint and version. RunRefused when a node cannot take part."""
+    from portal.nodes.models import WorkerNode
+
+    out, problems = [], []
+    for d in datasets:
+        node = d.node
+        if node.status != WorkerNode.Status.APPROVED:
+            problems.append(f"node {node.name} is {node.status}")
+        elif not node.flower_node_id:
+            problems.append(f"node {node.name} has no Flower node id yet (its key is not registered "
+                            "with the SuperLink)")
+        else:
+            out.append({"node": node.name, "node_id": node.flower_node_id, "fingerprint": d.fingerprint,
+                        "version": str(d.version)})
+    if problems:
+        raise RunRefused("; ".join(problems))
+    return out
+
+
+def check_startable(study: Study, datasets: list) -> None:
+    """RunRefused unless every dataset of `study` is approved for its current settings."""
+    state = approval_state(study)
+    waiting = [str(x["dataset"]) for x in state if x["decision"] != "approved"]
+    stale = [str(x["dataset"]) for x in state if x["stale"]]
+    if waiting:
+        raise RunRefused("awaiting the node operators' approval for: " + ", ".join(waiting))
+    if stale:
+        raise RunRefused("the study changed after these approvals; the hospitals must approve again: "
+                         + ", ".join(stale))
 
 
 def start_run(actor, study: Study, rounds: int | None = None) -> Run:
-    """Queue a run of `study` (pinning dataset versions); the Celery task starts it after commit."""
+    """Queue a run of `study` (pinning dataset versions, participants and approved settings);
+    the lifecycle's start task submits it after commit."""
     from portal.studies.selectors import dataset_compatibility_errors
 
     datasets = list(study.datasets.select_related("node"))
@@ -88,17 +157,14 @@ def start_run(actor, study: Study, rounds: int | None = None) -> Run:
         raise RunRefused("every node must hold the study's dataset under one name; got " + ", ".join(sorted(names)))
     if len(datasets) < study.min_nodes:
         raise RunRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
-    approved = set(study.approvals.filter(decision="approved").values_list("dataset_id", flat=True))
-    waiting = [d for d in datasets if d.pk not in approved]
-    if waiting:
-        raise RunRefused("awaiting the node operators' approval for: " + ", ".join(str(d) for d in waiting))
+    check_startable(study, datasets)
     rounds = rounds or study.rounds
-    if not 1 <= rounds <= 500:
-        raise RunRefused("rounds must be between 1 and 500")
-    token = secrets.token_urlsafe(32)
+    if not 1 <= rounds <= study.rounds:
+        raise RunRefused(f"rounds must be between 1 and the study's approved {study.rounds}")
+    participants = run_participants(datasets)
     with transaction.atomic():
         run = Run.objects.create(
-            study=study, rounds=rounds, created_by=actor, metrics_token_hash=_hash(token),
+            study=study, rounds=rounds, created_by=actor,
             config={
                 "use_case": study.use_case, "endpoint": study.endpoint, "model": study.model_kind,
                 "hyperparameters": study.hyperparameters, "features": study.features,
@@ -109,20 +175,23 @@ def start_run(actor, study: Study, rounds: int | None = None) -> Run:
                 "fuse_evaluation": bool(settings.FLOWER_FUSED_EVALUATION),
                 "datasets": [{"node": d.node.name, "name": d.name, "version": d.version,
                               "fingerprint": d.fingerprint, "patients": d.patient_count} for d in datasets],
+                "participants": participants, "study_settings": study_settings(study),
             })
-        token_file = run_dir(run) / "metrics.token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        record(actor, "run.start", run, {"rounds": rounds})
-        from portal.studies import tasks
-
-        transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
+        record(actor, "run.start", run, {"rounds": rounds, "nodes": [p["node"] for p in participants]})
+        lifecycle.dispatch(run.pk)
     publish_run(run.pk, "status", {"status": run.status})
     return run
 
 
-def verify_metrics_token(run: Run, token: str) -> bool:
-    return bool(run.metrics_token_hash) and secrets.compare_digest(run.metrics_token_hash, _hash(token))
+def run_token(run: Run) -> str:
+    """The bearer token of run `run`'s events (HMAC under the run-events key)."""
+    return run_events.run_token(settings.RUN_EVENTS_KEY_FILE.read_bytes().strip(), run.pk)
+
+
+def verify_run_token(run: Run, token: str) -> bool:
+    import secrets
+
+    return bool(token) and secrets.compare_digest(run_token(run), token)
 
 
 def flower_run_config(run: Run) -> dict:
@@ -132,7 +201,6 @@ def flower_run_config(run: Run) -> dict:
     from portal.studies.config import flower_privacy
 
     c = run.config
-    d = run_dir(run)
     versions = {ds["version"] for ds in c["datasets"]}
     hp = dict(c["hyperparameters"])
     local_epochs = hp.pop("local_epochs", 1)
@@ -148,104 +216,72 @@ def flower_run_config(run: Run) -> dict:
         "fuse_evaluation": bool(c.get("fuse_evaluation", settings.FLOWER_FUSED_EVALUATION)),
         "comparison": True,  # isolated models and conventional scores for the comparison page
         **flower_privacy(c.get("privacy")),  # runs queued before privacy options: the strict defaults
-        "metrics_path": str(d / "metrics.jsonl"),
-        "metrics_url": f"{settings.PORTAL_BASE_URL}/api/runs/{run.pk}/metrics/",
-        "metrics_token_file": str(d / "metrics.token"),
+        "events_url": f"{settings.PORTAL_BASE_URL}/api/runs/{run.pk}/events/",
         "portal_run_id": str(run.pk),
-        "model_dir": str(d / "model"),
+        "study_id": str(run.study_id),
+        "study_settings": json.dumps(c.get("study_settings") or {}, sort_keys=True),
+        "participants": json.dumps(c.get("participants") or [], sort_keys=True),
     }
 
 
-def set_status(run: Run, status: str, error: str = "", **fields) -> Run:
-    """Move a run to `status` (never out of a final state) and tell the watchers."""
-    final = {Run.Status.FINISHED, Run.Status.FAILED, Run.Status.CANCELLED}
-    with transaction.atomic():
-        current = Run.objects.select_for_update().get(pk=run.pk)
-        if current.status in final:
-            return current
-        current.status = status
-        if error:
-            current.error = error[:5000]
-        if status == Run.Status.RUNNING and current.started_at is None:
-            current.started_at = timezone.now()
-        if status in final:
-            current.finished_at = timezone.now()
-        for k, v in fields.items():
-            setattr(current, k, v)
-        current.save()
-    publish_run(run.pk, "status", {"status": current.status, "error": current.error})
-    return current
+def conclude_survival(run: Run, files: dict[str, bytes]) -> str:
+    """The conclusion hook of survival runs: the model files into the run's folder and MLflow's
+    registry (once: a repeated conclusion finds the ModelVersion). "" or the reason it failed."""
+    from portal.studies import tracking
+    from portal.studies.models import ModelVersion
+
+    if "model.npz" not in files or "model.json" not in files:
+        return "the run ended without a global model (model.npz and model.json missing from its results)"
+    model_dir = run_dir(run) / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("model.npz", "model.json"):
+        (model_dir / name).write_bytes(files[name])
+    if ModelVersion.objects.filter(run=run).exists():
+        return ""
+    try:
+        tracking.log_run(run, model_dir)
+    except Exception as exc:  # MLflow down must not lose the run's own record: files are kept
+        logging.getLogger(__name__).exception("run %s: MLflow registration failed", run.pk)
+        Run.objects.filter(pk=run.pk).update(error=f"model not registered in MLflow: {exc}"[:5000])
+    return ""
+
+
+def ingest_round(run: Run, round_: int, metrics: list[dict], phase: str = "round") -> bool:
+    """Record one round's metrics as the run's next event (seeding and tests: the federation
+    itself numbers its events, fl_engine.federation.events)."""
+    seq = Run.objects.values_list("last_event_seq", flat=True).get(pk=run.pk) + 1
+    return lifecycle.ingest_event(run.pk, {"seq": seq, "type": "round", "round": round_, "metrics": metrics,
+                                           "phase": phase})
 
 
 def cancel_run(actor, run: Run) -> Run:
     """Stop a run: the Flower run is stopped and the status becomes `cancelled`."""
-    from portal.studies import flower_adapter
-
-    if not run.active:
-        raise RunRefused(f"run {run.pk} is already {run.status}")
-    Run.objects.filter(pk=run.pk).update(cancel_requested=True)
-    run.refresh_from_db()
-    stop_error = ""
-    if run.flower_run_id:
-        try:
-            flower_adapter.stop_run(run.flower_run_id)
-        except flower_adapter.FlowerUnavailable as exc:
-            stop_error = f" (the SuperLink said: {exc})"
-    record(actor, "run.cancel", run)
-    return set_status(run, Run.Status.CANCELLED, error=f"cancelled by {actor.username}{stop_error}")
-
-
-def ingest_round(run: Run, round_: int, metrics: list[dict], phase: str = "round") -> int:
-    """Store one round's metrics (idempotent) and publish them (event `round`, or `comparison`
-    for the isolated/conventional figures added to the last round); returns how many were new."""
-    new = 0
-    for m in metrics:
-        value = m.get("value")
-        if value is None:
-            continue
-        _, created = RoundMetric.objects.update_or_create(
-            run=run, round=round_, node=str(m["node"])[:60], name=str(m["name"])[:40],
-            defaults={"value": float(value)})
-        new += created
-    if new:
-        publish_run(run.pk, "round" if phase == "round" else phase,
-                    {"round": round_, "rounds": run.rounds,
-                     "metrics": [m for m in metrics if m.get("value") is not None]})
-        if run.status in (Run.Status.QUEUED, Run.Status.STARTING):
-            set_status(run, Run.Status.RUNNING)
-    return new
-
-
-def ingest_metrics_file(run: Run) -> int:
-    """Bridge: read the run's JSON-lines metrics file and store rounds not stored yet."""
-    import json
-
-    path = run_dir(run) / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    new = 0
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-        if "round" in rec:
-            new += ingest_round(run, int(rec["round"]), rec.get("metrics", []), rec.get("phase", "round"))
-    return new
+    return lifecycle.cancel(actor, run)
 
 
 def decide_approval(actor, study: Study, dataset, decision: str, comment: str = ""):
-    """A node operator approves or rejects a study on one of their organisation's datasets."""
-    from portal.studies.models import StudyApproval
-
+    """A node operator approves or rejects a study on one of their organisation's datasets; the
+    decision is bound to the study's current settings (settings_hash)."""
     if dataset.node.organisation_id != getattr(actor, "organisation_id", None):
         raise RunRefused(f"{dataset} belongs to another organisation")
     if not study.datasets.filter(pk=dataset.pk).exists():
         raise RunRefused(f"{dataset} does not take part in this study")
+    digest = settings_hash(study)
     approval, _ = StudyApproval.objects.update_or_create(
-        study=study, dataset=dataset, defaults={"decision": decision, "decided_by": actor, "comment": comment})
-    record(actor, f"study.{decision}", study, {"dataset": str(dataset), "comment": comment})
+        study=study, dataset=dataset, defaults={"decision": decision, "decided_by": actor, "comment": comment,
+                                                "settings_hash": digest})
+    record(actor, f"study.{decision}", study, {"dataset": str(dataset), "comment": comment,
+                                               "settings_hash": digest})
     return approval
+
+
+def approvals_for_node(node) -> list[dict]:
+    """What worker node `node` may serve: its datasets' current approvals with the settings
+    they are bound to (the node's own check compares runs against these)."""
+    rows = (StudyApproval.objects.filter(dataset__node=node, decision="approved")
+            .exclude(settings_hash="").select_related("dataset"))
+    return [{"study": str(a.study_id), "dataset": a.dataset.name, "version": str(a.dataset.version),
+             "fingerprint": a.dataset.fingerprint, "settings_hash": a.settings_hash} for a in rows]
 
 
 # --- model registry -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
+from portal.studies.lifecycle import queue_position
 from portal.studies import services
 from portal.studies.forms import ApprovalForm, StartRunForm, StudyForm, dataset_groups, endpoints_by_use_case
 from portal.studies.models import Study
@@ -106,14 +107,13 @@ def study_detail(request, pk: int):
     _need(request, "studies.view_study")
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
     runs = list(runs_visible_to(request.user).filter(study=study))
-    decisions = {a.dataset_id: a for a in study.approvals.select_related("decided_by")}
     org = getattr(request.user, "organisation_id", None)
     can_decide = request.user.has_perm("studies.approve_study")
-    rows = [{"dataset": d, "approval": decisions.get(d.pk),
-             "can_decide": can_decide and d.node.organisation_id == org}
-            for d in study.datasets.select_related("node", "node__organisation")]
+    rows = [{**row, "can_decide": can_decide and row["dataset"].node.organisation_id == org}
+            for row in services.approval_state(study)]
     return render(request, "studies/study_detail.html", {
         "study": study, "runs": [(r, final_metrics(r)) for r in runs], "dataset_rows": rows,
+        "stale": [row["dataset"].node.organisation.name for row in rows if row["stale"]],
         "hp_rows": hp_rows(study.hyperparameters), "privacy_rows": privacy_rows(study.privacy),
         "start_form": StartRunForm(initial={"rounds": study.rounds}),
         "can_run": request.user.has_perm("studies.add_run"),
@@ -237,7 +237,8 @@ def run_detail(request, pk: int):
         return redirect("page-generation-run", pk=pk)
     return render(request, "studies/run_detail.html", {
         "run": run, "chart": run_chart_data(run), "final": final_metrics(run),
-        "can_cancel": request.user.has_perm("studies.cancel_run") and run.active,
+        "can_cancel": request.user.has_perm("studies.cancel_run") and run.active and run.status != "concluding",
+        "queued_behind": queue_position(run),
     })
 
 

@@ -98,12 +98,11 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
                          rows: int = 0, generator_params: dict | None = None,
                          features: list[str] | None = None):
     """Queue a synthetic-cohort generation run of `study` over its approved datasets; the
-    Celery task (portal.studies.tasks.execute_run) starts it after commit. Raises
+    run lifecycle (portal.studies.lifecycle) submits it after commit. Raises
     GenerationRefused (with the field when an input is bad); nothing is stored then."""
-    import secrets
-
     from fl_engine.federation.synthesis import generator_hyper
     from portal.core.live import publish_run
+    from portal.studies import lifecycle
     from portal.studies import services as study_services
     from portal.studies.models import Run
     from portal.studies.selectors import dataset_compatibility_errors
@@ -138,17 +137,18 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
         raise GenerationRefused("every node must hold the study's dataset under one name")
     if len(datasets) < study.min_nodes:
         raise GenerationRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
-    approved = set(study.approvals.filter(decision="approved").values_list("dataset_id", flat=True))
-    waiting = [d for d in datasets if d.pk not in approved]
-    if waiting:
-        raise GenerationRefused("awaiting the node operators' approval for: " + ", ".join(str(d) for d in waiting))
-    token = secrets.token_urlsafe(32)
+    try:
+        study_services.check_startable(study, datasets)
+        participants = study_services.run_participants(datasets)
+    except study_services.RunRefused as exc:
+        raise GenerationRefused(str(exc)) from None
+    if int(rounds) > study.rounds:
+        raise GenerationRefused(f"rounds must be at most the study's approved {study.rounds}", "rounds")
     generation = {"generator": generator, "generator_params": params, "local_epochs": int(local_epochs),
                   "rows": int(rows), "features": columns}
     with transaction.atomic():
         run = Run.objects.create(
             study=study, kind=Run.Kind.SYNTHESIS, rounds=int(rounds), created_by=actor,
-            metrics_token_hash=study_services._hash(token),
             config={
                 # the keys of a survival run's snapshot (flower_run_config reads them) + generation
                 "use_case": study.use_case, "endpoint": study.endpoint, "model": study.model_kind,
@@ -158,14 +158,12 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
                 "datasets": [{"node": d.node.name, "name": d.name, "version": d.version,
                               "fingerprint": d.fingerprint, "patients": d.patient_count} for d in datasets],
                 "generation": generation,
+                "participants": participants, "study_settings": study_services.study_settings(study),
+                "privacy": study.privacy,
             })
-        token_file = study_services.run_dir(run) / "metrics.token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        record(actor, "run.start_generation", run, {"rounds": int(rounds), **generation})
-        from portal.studies import tasks
-
-        transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
+        record(actor, "run.start_generation", run, {"rounds": int(rounds), **generation,
+                                                    "nodes": [p["node"] for p in participants]})
+        lifecycle.dispatch(run.pk)
     publish_run(run.pk, "status", {"status": run.status})
     return run
 
@@ -190,23 +188,30 @@ def flower_generation_config(run) -> dict:
     return base
 
 
-def conclude_generation(run) -> SyntheticCohort:
-    """Store the cohort a finished generation run wrote (run_dir/model/synthetic.csv and
+def conclude_generation_files(run, files: dict[str, bytes]) -> str:
+    """The conclusion hook of generation runs: "" once the cohort is stored, else the reason."""
+    try:
+        conclude_generation(run, files)
+    except CohortRefused as exc:
+        return str(exc)
+    return ""
+
+
+def conclude_generation(run, files: dict[str, bytes]) -> SyntheticCohort:
+    """Store the cohort a finished generation run produced (its synthetic.csv and
     synthesis.json) as a SyntheticCohort with its SAFE report, gate and data card; not released.
-    Raises CohortRefused when the files are missing or malformed."""
+    Raises CohortRefused when the files are missing or malformed. Safe to repeat."""
     import json
 
     from django.core.files.base import ContentFile
 
     from generative import build_data_card
-    from portal.studies import services as study_services
 
-    d = study_services.run_dir(run) / "model"
     try:
-        meta = json.loads((d / "synthesis.json").read_text())
-        csv = (d / "synthetic.csv").read_bytes()
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CohortRefused(f"run {run.pk} ended without a readable synthetic cohort: {exc}") from None
+        meta = json.loads(files["synthesis.json"].decode())
+        csv = files["synthetic.csv"]
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CohortRefused(f"run {run.pk} ended without a readable synthetic cohort: {exc!r}") from None
     report = meta.get("report") or {}
     gate = meta.get("gate") or {}
     if not isinstance(report, dict) or not isinstance(gate, dict) or "checks" not in gate:

@@ -8,6 +8,7 @@ from django.http import FileResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from portal.studies.lifecycle import queue_position
 from portal.synthesis import services
 from portal.synthesis.selectors import cohorts_visible_to, data_card, report_rows
 
@@ -120,5 +121,6 @@ def generation_run(request, pk: int):
         "run": run, "chart": generation_chart_data(run), "table": last_round_table(run),
         "generation": run.config.get("generation", {}), "cohort": cohort,
         "can_see_cohort": request.user.has_perm("synthesis.view_syntheticcohort"),
-        "can_cancel": request.user.has_perm("studies.cancel_run") and run.active,
+        "can_cancel": request.user.has_perm("studies.cancel_run") and run.active and run.status != "concluding",
+        "queued_behind": queue_position(run),
     })

@@ -11,9 +11,20 @@ window.FedHaemLive = (function () {
     const el = document.getElementById("run-status");
     el.dataset.status = status;
     el.textContent = status.charAt(0).toUpperCase() + status.slice(1);
-    if (error) { const e = document.getElementById("run-error"); e.textContent = error; e.hidden = false; }
-    if (["finished", "failed", "cancelled"].includes(status)) {
+    if (error) {
+      const e = document.getElementById("run-error");
+      e.textContent = (status === "failed" ? "Why it failed: " : "") + error; e.hidden = false;
+    }
+    const life = document.getElementById("run-lifecycle");
+    if (life) {
+      const words = {starting: "Starting: handing the run to the federation.",
+                     running: "", concluding: "Concluding: the federation has finished; the results are being stored."};
+      life.textContent = words[status] !== undefined ? words[status] : (status === "queued" ? life.textContent : "");
+    }
+    if (["concluding", "finished", "failed", "cancelled"].includes(status)) {
       const f = document.getElementById("cancel-form"); if (f) f.remove();
+    }
+    if (["finished", "failed", "cancelled"].includes(status)) {
       if (onEnd) onEnd(status);
     }
   }

@@ -121,9 +121,14 @@ def test_in_process_study_writes_metrics_and_model(node_tables, tmp_path):
            "portal_run_id": "42"}
     hist = run_in_process(cfg, node_tables)
     lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
-    rounds = [l for l in lines if "round" in l]
+    rounds = [l for l in lines if l["type"] == "round"]
     assert [l["round"] for l in rounds] == [1, 2] and all(l["run"] == 42 for l in lines)
-    assert lines[-1]["event"] == "finished"
+    assert [l["seq"] for l in lines] == list(range(1, len(lines) + 1))  # numbered, no gap
+    assert lines[0]["type"] == "started" and lines[-1]["type"] == "finished"
+    # the finished event carries the very files written to model_dir
+    from fl_engine.federation.events import unpack_artefact
+    for name in ("model.npz", "model.json"):
+        assert unpack_artefact(lines[-1]["artefacts"][name]) == (tmp_path / "model" / name).read_bytes()
     for rec in rounds:
         cs = {m["node"]: m["value"] for m in rec["metrics"] if m["name"] == "c_index"}
         assert set(cs) == {"H1", "H2", "H3", "global"}
@@ -159,7 +164,7 @@ def test_run_time_limit_ends_a_run_with_a_readable_error(node_tables, tmp_path):
         run_in_process({"dataset": "d", "num_rounds": 500, "min_nodes": 3, "run_timeout_s": 0.3,
                         "metrics_path": str(tmp_path / "m.jsonl")}, node_tables)
     last = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])
-    assert last["event"] == "error" and "time limit" in last["reason"]
+    assert last["type"] == "failed" and "time limit" in last["reason"]
 
 
 def test_savae_runs_through_the_same_federation(node_tables):
@@ -169,7 +174,7 @@ def test_savae_runs_through_the_same_federation(node_tables):
     assert 0 <= c[0] <= 1
 
 
-def test_round_records_are_posted_to_the_portal(node_tables, tmp_path):
+def test_events_are_posted_to_the_portal_with_the_runs_hmac(node_tables, tmp_path, monkeypatch):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
     got = []
@@ -186,16 +191,22 @@ def test_round_records_are_posted_to_the_portal(node_tables, tmp_path):
 
     srv = HTTPServer(("127.0.0.1", 0), Portal)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    (tmp_path / "token").write_text("tok\n")
+    from fl_engine.federation.events import run_token
+
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    monkeypatch.setenv("FEDHAEM_RUN_EVENTS_KEY_FILE", str(tmp_path / "key"))
     try:
         run_in_process({"dataset": "d", "num_rounds": 2, "min_nodes": 3, "portal_run_id": "5",
-                        "metrics_url": f"http://127.0.0.1:{srv.server_port}/api/runs/5/metrics/",
-                        "metrics_token_file": str(tmp_path / "token")}, node_tables)
+                        "events_url": f"http://127.0.0.1:{srv.server_port}/api/runs/5/events/"}, node_tables)
     finally:
         srv.shutdown()
-    assert [g[2]["round"] for g in got] == [1, 2]
-    assert all(p == "/api/runs/5/metrics/" and a == "Token tok" and b["run"] == 5 for p, a, b in got)
-    names = {(m["node"], m["name"]) for m in got[0][2]["metrics"]}
+    rounds = [g for g in got if g[2]["type"] == "round"]
+    assert [g[2]["round"] for g in rounds] == [1, 2]
+    assert [g[2]["seq"] for g in got] == list(range(1, len(got) + 1))
+    assert got[-1][2]["type"] == "finished" and set(got[-1][2]["artefacts"]) == {"model.npz", "model.json"}
+    token = f"Token {run_token(b'k' * 32, 5)}"
+    assert all(p == "/api/runs/5/events/" and a == token and b["run"] == 5 for p, a, b in got)
+    names = {(m["node"], m["name"]) for m in rounds[0][2]["metrics"]}
     assert {("global", "c_index"), ("global", "loss"), ("H1", "c_index"), ("H3", "loss")} <= names
 
 

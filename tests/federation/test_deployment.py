@@ -122,7 +122,7 @@ def test_killed_node_the_run_completes_with_the_others(fed, tmp_path):
     run2 = control.start_run(APP_DIR, cfg2, fed.address, **fed.conn_kwargs())
     st2 = fed.wait_run(run2, 180)
     assert st2["status"] == "finished:failed", _records(tmp_path / "m2.jsonl")
-    err = [r for r in _records(tmp_path / "m2.jsonl") if r.get("event") == "error"]
+    err = [r for r in _records(tmp_path / "m2.jsonl") if r.get("type") == "failed"]
     assert err and "min_nodes=3" in err[0]["reason"]
 
 

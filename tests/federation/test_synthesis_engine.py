@@ -58,7 +58,7 @@ def test_each_round_reports_federated_and_alone_scores(vae_run):
     assert "tstr_c_index" in last  # utility only on the final cohort
     lines = [json.loads(x) for x in (tmp / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines if "round" in x] == [1, 2]
-    assert lines[-1]["event"] == "finished"
+    assert lines[-1]["type"] == "finished"
 
 
 def test_final_cohort_report_and_gate_are_written(vae_run, tables):
@@ -241,7 +241,7 @@ def test_sd_sharing_fails_naming_every_nodes_failed_checks(tables, tmp_path):
     assert "rare_combination_ratio" in msg, msg
     assert not (tmp_path / "out" / "synthetic.csv").exists()
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["event"] == "error" and "privacy gate" in lines[-1]["reason"]
+    assert lines[-1]["type"] == "failed" and "privacy gate" in lines[-1]["reason"]
 
 
 def test_sd_sharing_config_checks_the_base_generator():

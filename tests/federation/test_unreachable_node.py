@@ -6,7 +6,8 @@ import pytest
 from fl_engine.federation.config import parse_run_config
 from fl_engine.federation.core import FederationError, NodeUnreachable
 from fl_engine.federation.executor import LocalTransport
-from fl_engine.federation.loop import MetricsSink, run_federation
+from fl_engine.federation.events import EventSink
+from fl_engine.federation.loop import run_federation
 
 
 class _DiesAfterRound1(LocalTransport):
@@ -29,7 +30,7 @@ def _run(tables, gone, error=NodeUnreachable, **cfg):
     cfg = parse_run_config({"dataset": "study", "num_rounds": 3, "min_nodes": 2, "local_epochs": 1,
                             "seed": 5, **cfg})
     t = _DiesAfterRound1(cfg, tables, gone, error)
-    return run_federation(cfg, t, MetricsSink(cfg)), t
+    return run_federation(cfg, t, EventSink.from_config(cfg)), t
 
 
 def test_an_unreachable_node_is_dropped_and_the_run_completes(node_tables):

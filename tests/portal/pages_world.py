@@ -30,7 +30,8 @@ def build_world(admin, coordinator, node_operator, public_key: str, with_run: bo
     org_z, _ = Organisation.objects.get_or_create(code="hosp-z", defaults={"name": "Hospital Z"})
     # Approved directly: approving through the service would also ask the SuperLink (not running here).
     node = WorkerNode.objects.create(organisation=org_a, name="hosp-a-node", public_key=public_key,
-                                     status=WorkerNode.Status.APPROVED, approved_at=timezone.now(), approved_by=admin)
+                                     status=WorkerNode.Status.APPROVED, approved_at=timezone.now(), approved_by=admin,
+                                     flower_node_id="9000000000000000002")  # as key registration sets it
     node_services.heartbeat(node, {"status": "ok"})
     pending = node_services.register_node(admin, org_z, "hosp-z-node", public_key)
     ds = Dataset.objects.create(node=node, name="mds", version=1, use_case="MDS", cdm_version="1.0",

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.portal.federation_world import portal_federation
+from tests.portal.federation_world import portal_federation, wait_run as _wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +23,7 @@ def federation(tmp_path, settings, live_server, personas, orgs, django_db_blocke
                            fractions=(0.6, 0.3, 0.1), n_patients=900, seed=3, round_timeout_s=120,
                            concurrency=2,
                            study={"title": "E2E", "feature_groups": ["clinical", "cytogenetic", "genomic"],
-                                  "min_nodes": 2, "hyperparameters": {"local_epochs": 1, "hidden": [16]}}) as world:
+                                  "min_nodes": 2, "rounds": 50, "hyperparameters": {"local_epochs": 1, "hidden": [16]}}) as world:
         yield world
 
 
@@ -56,23 +56,14 @@ class Listener:
         assert ready.wait(10)
 
 
-def _wait(api_client, run_id, pred, timeout=400):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = api_client.get(f"/api/runs/{run_id}/").json()
-        if pred(body):
-            return body
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} did not reach the expected state: {body['status']} {body['error']}")
-
-
 def test_two_round_study_through_the_api(federation, api, personas):
     coord = api(personas["coordinator"])
     started = coord.post(f"/api/studies/{federation['study'].pk}/runs/", {"rounds": 2}, format="json")
     assert started.status_code == 201, started.json()
     run_id = started.json()["id"]
     listener = Listener(run_id)
-    body = _wait(api(personas["clinician"]), run_id, lambda b: b["status"] not in ("queued", "starting", "running"))
+    body = _wait(api(personas["clinician"]), run_id,
+                 lambda b: b["status"] not in ("queued", "starting", "running", "concluding"))
     assert body["status"] == "finished", body["error"]
     assert body["flower_run_id"].isdigit()
     cidx = {(m["round"], m["node"]): m["value"] for m in body["metrics"] if m["name"] == "c_index"}
@@ -94,7 +85,8 @@ def test_two_round_study_through_the_api(federation, api, personas):
         for name in ("isolated_c_index", "ipss_m_c_index", "ipss_r_c_index"):
             assert 0.0 <= last[(node, name)] <= 1.0, (node, name)
     assert any(m["event"] == "comparison" and m["data"]["round"] == 2 for m in seen)
-    assert any(m["event"] == "status" and m["data"]["status"] == "finished" for m in seen)
+    statuses = [m["data"]["status"] for m in seen if m["event"] == "status"]
+    assert statuses.index("concluding") < statuses.index("finished"), statuses  # the model is stored first
     # the registered model loads back from MLflow and predicts
     mv = body["model_version"]
     assert mv and mv["version"] == "1"

@@ -88,7 +88,8 @@ def test_flower_config_is_a_valid_synthesis_run_config(study, personas, client):
     cfg = parse_run_config(services.flower_generation_config(run))
     assert (cfg.task, cfg.generator, cfg.synth_rows) == ("synthesis", "bayesian_network", 50)
     assert cfg.generator_params == {"max_indegree": 2} and list(cfg.features) == FEATURES
-    assert cfg.metrics_url.endswith(f"/api/runs/{run.pk}/metrics/")
+    assert cfg.events_url.endswith(f"/api/runs/{run.pk}/events/")
+    assert cfg.study_id == str(study.pk) and [p["node"] for p in cfg.participants] == ["hosp-a-node"]
     client.force_login(personas["coordinator"])
     page = client.get(f"/generation-runs/{run.pk}/")  # queued: no point yet, the cancel button
     assert page.status_code == 200 and b"Cancel this run" in page.content
@@ -125,12 +126,14 @@ def test_sd_sharing_is_accepted_as_a_one_round_run(study, personas, api, client)
     assert form.cleaned_data["generator_params"] == {"kind": "bayesian_network"}
 
 
-def _finished_generation(study, personas):
-    """A generation run whose model dir holds what the engine writes (in-process federation)."""
+def _finished_generation(study, personas, tmp_path):
+    """A generation run that the engine ran in process; its events (as the ServerApp would post
+    them) ingested through the lifecycle, so the run is concluding with its cohort's files."""
     import numpy as np
 
     from fl_engine.cohort import generate_mds_cohort
     from fl_engine.federation.synthesis import run_synthesis_in_process
+    from portal.studies import lifecycle
     from portal.studies import services as study_services
     from portal.synthesis import services
 
@@ -140,20 +143,29 @@ def _finished_generation(study, personas):
     df = generate_mds_cohort(300, seed=2)
     idx = np.random.default_rng(0).permutation(len(df))
     cfg = services.flower_generation_config(run)
-    cfg.update({"metrics_url": "", "min_nodes": 2})
+    events = tmp_path / "events.jsonl"
+    cfg.update({"events_url": "", "min_nodes": 2, "metrics_path": str(events)})
     run_synthesis_in_process(cfg, {"A": df.iloc[idx[:170]], "B": df.iloc[idx[170:]]})
-    assert (study_services.run_dir(run) / "model" / "synthetic.csv").exists()
-    study_services.ingest_metrics_file(run)
+    lifecycle.transition(run.pk, "starting")
+    lifecycle.transition(run.pk, "running", flower_run_id="1")
+    for line in events.read_text().splitlines():
+        assert lifecycle.ingest_event(run.pk, json.loads(line))
+    run.refresh_from_db()
+    assert run.status == "concluding"
     return run
 
 
-def test_finished_run_becomes_an_unreleased_cohort_with_report_and_card(study, personas, api, client):
+def test_finished_run_becomes_an_unreleased_cohort_with_report_and_card(study, personas, api, client, tmp_path):
     from portal.synthesis import services
     from portal.synthesis.models import SyntheticCohort
 
-    run = _finished_generation(study, personas)
-    cohort = services.conclude_generation(run)
-    assert services.conclude_generation(run).pk == cohort.pk  # concluding twice stores one cohort
+    from portal.studies import lifecycle
+
+    run = _finished_generation(study, personas, tmp_path)
+    assert lifecycle.conclude(run.pk) == "finished"
+    cohort = SyntheticCohort.objects.get(run=run)
+    files = lifecycle.artefacts(run)
+    assert services.conclude_generation(run, files).pk == cohort.pk  # concluding twice stores one cohort
     assert SyntheticCohort.objects.filter(run=run).count() == 1
     assert not cohort.released and cohort.row_count > 0
     assert cohort.validation_report["gate"]["checks"] and 0 <= cohort.validation_report["csf"] <= 1
@@ -171,14 +183,17 @@ def test_finished_run_becomes_an_unreleased_cohort_with_report_and_card(study, p
     assert detail.status_code == 200 and "km" in detail.context["plots"]
 
 
-def test_parquet_download_released_only_with_data_card_and_audited(study, personas, client):
+def test_parquet_download_released_only_with_data_card_and_audited(study, personas, client, tmp_path):
     import pyarrow.parquet as pq
 
     from portal.audit.models import AuditEvent
     from portal.synthesis import services
     from portal.synthesis.models import SyntheticCohort
 
-    cohort = services.conclude_generation(_finished_generation(study, personas))
+    from portal.studies import lifecycle
+
+    run = _finished_generation(study, personas, tmp_path)
+    cohort = services.conclude_generation(run, lifecycle.artefacts(run))
     client.force_login(personas["data_manager"])
     url = f"/cohorts/{cohort.pk}/download.parquet"
     assert client.get(url).status_code == 403  # not released

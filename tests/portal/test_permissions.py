@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import fresh_p384_key
+
 pytestmark = pytest.mark.django_db
 
 ALL = ["clinician", "coordinator", "data_manager", "node_operator", "administrator", "outsider", "norole"]
@@ -41,7 +43,7 @@ def world(personas, approved_node, orgs, p384_public_key):
     (run_dir(finished) / "model").mkdir(parents=True, exist_ok=True)
     (run_dir(finished) / "model" / "model.json").write_text("{}")
     return {"node": node, "token": token, "dataset": ds, "study": study, "pending": pending,
-            "key": p384_public_key, "run": run, "model": model}
+            "key": fresh_p384_key(), "run": run, "model": model}
 
 
 def _study_payload(world):
@@ -112,9 +114,9 @@ def test_endpoint_permissions(case, persona, world, personas, api):
 
 def test_run_metrics_take_only_the_run_token(world, personas, api):
     """The ServerApp's endpoint: no persona's token is accepted, only the run's own."""
-    payload = {"round": 1, "metrics": [{"node": "global", "name": "c_index", "value": 0.7}]}
+    payload = {"seq": 1, "type": "round", "round": 1, "metrics": [{"node": "global", "name": "c_index", "value": 0.7}]}
     for persona in ALL:
-        r = api(personas[persona]).post(f"/api/runs/{world['run'].pk}/metrics/", payload, format="json")
+        r = api(personas[persona]).post(f"/api/runs/{world['run'].pk}/events/", payload, format="json")
         assert r.status_code == 401, persona
 
 
@@ -131,10 +133,11 @@ def test_node_endpoints_accept_only_node_tokens(world, api, personas):
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {world['token']}")
+    registered = world["node"].flower_node_id
     assert client.post("/api/nodes/heartbeat/", {"status": "ok", "flower_node_id": str(2**64 - 1)},
                        format="json").status_code == 200
     world["node"].refresh_from_db()
-    assert world["node"].flower_node_id == str(2**64 - 1)
+    assert world["node"].flower_node_id == registered  # the SuperLink's id, not what the node says
     assert world["node"].online
     # the node's token cannot act as a person
     assert client.get("/api/studies/").status_code == 403

@@ -113,6 +113,11 @@ def test_the_flower_run_receives_the_options_as_flat_values(world, personas):
     study = world["study"]
     services.update_study(personas["coordinator"], study, {"privacy": {**STRICT, "dp_enabled": True,
                                                                        "dp_clip_norm": 0.3}})
+    # the approval was given for other privacy options: it is stale until the hospital approves again
+    with pytest.raises(services.RunRefused, match="approve again"):
+        services.start_run(personas["coordinator"], study, 2)
+    for ds in study.datasets.all():
+        services.decide_approval(personas["node_operator"], study, ds, "approved")
     run = services.start_run(personas["coordinator"], study, 2)
     assert run.config["privacy"]["dp_clip_norm"] == 0.3  # pinned in the run's snapshot
     flat = services.flower_run_config(run)

@@ -51,25 +51,32 @@ def _approved_run(study, personas):
     return services.start_run(personas["coordinator"], study, rounds=2)
 
 
-def test_metrics_ingestion_needs_the_run_token(study, personas, api):
+def test_events_need_the_run_token_and_count_once(study, personas, api):
     from portal.studies import services
 
     run = _approved_run(study, personas)
-    token = (services.run_dir(run) / "metrics.token").read_text()
-    payload = {"run": str(run.pk), "round": 1, "metrics": [
+    token = services.run_token(run)
+    payload = {"run": run.pk, "seq": 3, "type": "round", "round": 1, "metrics": [
         {"node": "hosp-a-node", "name": "c_index", "value": 0.71},
         {"node": "global", "name": "c_index", "value": 0.71},
         {"node": "global", "name": "loss", "value": None}]}
     client = api()
-    assert client.post(f"/api/runs/{run.pk}/metrics/", payload, format="json").status_code == 401
+    assert client.post(f"/api/runs/{run.pk}/events/", payload, format="json").status_code == 401
     client.credentials(HTTP_AUTHORIZATION="Token wrong")
-    assert client.post(f"/api/runs/{run.pk}/metrics/", payload, format="json").status_code == 401
+    assert client.post(f"/api/runs/{run.pk}/events/", payload, format="json").status_code == 401
+    # another run's token does not open this run
+    other = services.start_run(personas["coordinator"], study, rounds=2)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {services.run_token(other)}")
+    assert client.post(f"/api/runs/{run.pk}/events/", payload, format="json").status_code == 401
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    r = client.post(f"/api/runs/{run.pk}/metrics/", payload, format="json")
-    assert r.status_code == 201 and r.json()["stored"] == 2
-    assert client.post(f"/api/runs/{run.pk}/metrics/", payload, format="json").json()["stored"] == 0
+    r = client.post(f"/api/runs/{run.pk}/events/", payload, format="json")
+    assert r.status_code == 201 and r.json()["stored"] is True
+    again = client.post(f"/api/runs/{run.pk}/events/", payload, format="json")
+    assert again.status_code == 200 and again.json()["stored"] is False  # the same event twice
+    bad = client.post(f"/api/runs/{run.pk}/events/", {**payload, "seq": "x"}, format="json")
+    assert bad.status_code == 400 and "seq" in bad.json()["detail"]
     detail = api(personas["clinician"]).get(f"/api/runs/{run.pk}/").json()
-    assert detail["status"] == "running" and detail["rounds_completed"] == 1
+    assert detail["rounds_completed"] == 1
     assert {(m["node"], m["value"]) for m in detail["metrics"]} == {("hosp-a-node", 0.71), ("global", 0.71)}
 
 

@@ -39,8 +39,12 @@ def test_malformed_value_names_the_variable(tmp_path, name, value):
 def test_secret_key_file_and_production_requirements(tmp_path):
     key = tmp_path / "key"
     key.write_text("k" * 60)
-    ok = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s"}, tmp_path)
+    ok = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s",
+                "RUN_EVENTS_KEY_FILE": str(key)}, tmp_path)
     assert ok.returncode == 0, ok.stderr
+    no_events_key = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s",
+                           "RUN_EVENTS_KEY_FILE": str(tmp_path / "absent")}, tmp_path)
+    assert no_events_key.returncode != 0 and "RUN_EVENTS_KEY_FILE" in no_events_key.stderr
     missing = _load({"FEDHAEM_ENV": "production", "OIDC_RP_CLIENT_SECRET": "s"}, tmp_path)
     assert missing.returncode != 0 and "SECRET_KEY" in missing.stderr
     unreadable = _load({"SECRET_KEY_FILE": str(tmp_path / "nope")}, tmp_path)

@@ -1,0 +1,103 @@
+"""The worker node's own participation check (fl_engine.federation.approval): pure, no manager."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fl_engine.federation.approval import (
+    ParticipationRefused, approval_hash, check_participation, run_outside_settings, study_settings,
+)
+from fl_engine.federation.config import parse_run_config
+
+FP = "a" * 64
+PRIVACY = {"min_patients_per_node": 20, "min_cell_count": 10, "dp_enabled": False, "dp_clip_norm": 1.0,
+           "dp_noise_multiplier": 1.0}
+
+
+def _settings(**change):
+    base = dict(use_case="MDS", endpoint="os", dataset="mds", features=["hb", "age"], feature_groups=[],
+                model="deepsurv", model_params={"hidden": [16]}, local_epochs=1, privacy=PRIVACY, max_rounds=5)
+    base.update(change)
+    return study_settings(**base)
+
+
+def _cfg(settings=None, **change):
+    settings = settings or _settings()
+    flat = {"dataset": "mds", "use_case": "MDS", "endpoint": "os", "model": "deepsurv",
+            "model_params": json.dumps({"hidden": [16]}), "features": "age,hb", "local_epochs": 1,
+            "num_rounds": 3, "study_id": "7", "study_settings": json.dumps(settings),
+            "participants": json.dumps([{"node": "hosp-a", "node_id": "11", "fingerprint": FP, "version": "1"},
+                                        {"node": "hosp-b", "node_id": "12", "fingerprint": "b" * 64}]),
+            **PRIVACY}
+    flat.update(change)
+    return parse_run_config(flat)
+
+
+def _approval(settings=None, **change):
+    return {"study": "7", "dataset": "mds", "fingerprint": FP,
+            "settings_hash": approval_hash(settings or _settings()), **change}
+
+
+def test_an_approved_run_passes():
+    check_participation(_cfg(), "hosp-a", FP, [_approval()])
+
+
+@pytest.mark.parametrize("why, kwargs", [
+    ("not a participant", dict(node="hosp-z")),
+    ("expects dataset fingerprint", dict(fingerprint="c" * 64)),
+    ("no approval", dict(approvals=[])),
+    ("no approval", dict(approvals=[_approval(study="8")])),
+    ("no approval", dict(approvals=[_approval(settings_hash="0" * 64)])),  # approved before a change
+    ("no approval", dict(approvals=[_approval(fingerprint="d" * 64)])),  # approved on another version
+])
+def test_the_node_refuses(why, kwargs):
+    with pytest.raises(ParticipationRefused, match=why):
+        check_participation(_cfg(), kwargs.get("node", "hosp-a"), kwargs.get("fingerprint", FP),
+                            kwargs.get("approvals", [_approval()]))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"model_params": json.dumps({"hidden": [64]})}, "model_params"),
+    ({"features": "age,hb,plt"}, "features"),
+    ({"min_patients_per_node": 5}, "min_patients_per_node"),
+    ({"dp_enabled": True}, "dp_enabled"),
+    ({"num_rounds": 6}, "more than the approved 5"),
+    ({"endpoint": "lfs"}, "endpoint"),
+    ({"local_epochs": 4}, "local_epochs"),
+])
+def test_a_run_that_leaves_the_approved_settings_is_refused_even_with_the_old_hash(change, words):
+    """The hash travels with the run, but the node checks the run's actual settings against it."""
+    cfg = _cfg(**change)
+    assert any(words in p for p in run_outside_settings(cfg, cfg.study_settings))
+    with pytest.raises(ParticipationRefused, match="leaves the approved settings"):
+        check_participation(cfg, "hosp-a", FP, [_approval()])
+
+
+def test_a_run_without_a_study_is_refused():
+    with pytest.raises(ParticipationRefused, match="names no study"):
+        check_participation(_cfg(study_id=""), "hosp-a", FP, [_approval()])
+
+
+def test_the_hash_changes_with_every_run_relevant_setting_and_not_with_order():
+    base = approval_hash(_settings())
+    assert approval_hash(_settings(features=["age", "hb"])) == base  # order is not a setting
+    for change in (dict(features=["hb"]), dict(model="savae"), dict(max_rounds=6), dict(endpoint="lfs"),
+                   dict(privacy={**PRIVACY, "min_cell_count": 5}), dict(local_epochs=2),
+                   dict(model_params={"hidden": [17]}), dict(dataset="other")):
+        assert approval_hash(_settings(**change)) != base, change
+
+
+def test_synthesis_runs_stay_inside_the_approved_features():
+    settings = _settings(features=[], feature_groups=["clinical"])
+    ok = _cfg(settings, task="synthesis", features="age,hb", model_params="{}")
+    assert run_outside_settings(ok, settings) == []
+    wide = _cfg(settings, task="synthesis", features="age,hb,TP53", model_params="{}")
+    assert "TP53" in run_outside_settings(wide, settings)[0]
+
+
+def test_participants_are_validated():
+    with pytest.raises(ValueError, match="participants"):
+        parse_run_config({"participants": json.dumps([{"node": "a", "node_id": "x"}])})
+    with pytest.raises(ValueError, match="twice"):
+        parse_run_config({"participants": json.dumps([{"node": "a", "node_id": "1"}, {"node": "a", "node_id": "2"}])})
