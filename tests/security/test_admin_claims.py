@@ -154,3 +154,22 @@ def test_every_change_to_users_groups_and_permissions_is_audited(personas):
         ("user.create", "newcomer", None, ()),
     ]
     assert events[-2].detail["changes"] == {"is_superuser": {"from": False, "to": True}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_acting_user_is_named_when_served_over_asgi(personas):
+    """daphne serves the portal over ASGI: the middleware's context reaches the model signals."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    admin = personas["administrator"]
+    admin.is_staff = True
+    admin.save()
+    client = AsyncClient()
+    async_to_sync(client.aforce_login)(admin)
+    r = async_to_sync(client.post)(f"/admin/accounts/user/{admin.pk}/change/",
+                                   _form_data(admin, email="ada@hosp-a.example.org"))
+    assert r.status_code == 302
+    event = AuditEvent.objects.filter(action="user.change", object_id=str(admin.pk)).order_by("-id").first()
+    assert event.actor_name == "administrator"
+    assert event.detail["changes"]["email"]["to"] == "ada@hosp-a.example.org"
