@@ -265,6 +265,8 @@ CELERY_BEAT_SCHEDULE = {
                        "options": {"expires": float(RECONCILE_EVERY_S)}},
     "reconcile-node-keys": {"task": "portal.nodes.tasks.reconcile_node_keys", "schedule": 30.0,
                             "options": {"expires": 30.0}},
+    "reconcile-grids": {"task": "portal.experiments.tasks.reconcile_grids", "schedule": 30.0,
+                        "options": {"expires": 30.0}},
 }
 
 # --- files, static, i18n ----------------------------------------------------------------------

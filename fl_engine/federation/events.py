@@ -160,8 +160,10 @@ class EventSink:
             sys.stdout.flush()
         if self.url:
             self.undelivered.append(ev)
-            final = type_ in ("finished", "failed")
-            self.flush(self.deliver_s if final else 5.0)
+            if type_ in ("finished", "failed"):
+                self.flush(self.deliver_s)
+            else:  # while the portal is away, do not hold up training: one try, the log keeps it
+                self.flush(0.0 if len(self.undelivered) > 1 else 5.0)
         return ev
 
     def flush(self, within_s: float) -> bool:
@@ -176,7 +178,7 @@ class EventSink:
             try:
                 r = requests.post(self.url, json=ev, timeout=30,
                                   headers={"Authorization": f"Token {self.token}"} if self.token else {})
-                if r.status_code < 300 or r.status_code in (400, 403, 404, 409):
+                if r.status_code < 300 or r.status_code in (400, 401, 403, 404, 409):
                     if r.status_code >= 300:  # the portal refused it for good: do not loop
                         log.warning("event %s of run %s refused: HTTP %s %s", ev["seq"], self.run,
                                     r.status_code, r.text[:200])

@@ -333,6 +333,8 @@ def execute_grid(grid_id: int, task_id: str = "") -> str:
 
     with transaction.atomic():
         g = GridRun.objects.select_for_update().get(pk=grid_id)
+        # Only a queued grid starts: a redelivered message (the broker's visibility timeout
+        # also redelivers the message of a grid still running) finds it taken.
         if g.status != GridRun.Status.QUEUED:
             return g.status
         g.status, g.started_at, g.task_id = GridRun.Status.RUNNING, timezone.now(), task_id[:64]
@@ -358,6 +360,30 @@ def execute_grid(grid_id: int, task_id: str = "") -> str:
         return GridRun.Status.FAILED
     _finish(grid_id, GridRun.Status.FINISHED, results=payload)
     return GridRun.Status.FINISHED
+
+
+def reconcile_grids(now=None) -> dict:
+    """Celery beat: a queued grid whose task message was lost is queued again; a running grid
+    past its time limit (its worker died and nothing redelivered it) is failed with the reason."""
+    from datetime import timedelta
+
+    from portal.experiments import tasks
+
+    now = now or timezone.now()
+    did = {"requeued": 0, "failed": 0}
+    for g in GridRun.objects.filter(status=GridRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=120)):
+        if not g.task_id:
+            tasks.execute_grid.delay(g.pk)
+            GridRun.objects.filter(pk=g.pk, task_id="").update(task_id="requeued")
+            did["requeued"] += 1
+    stale = GridRun.objects.filter(status=GridRun.Status.RUNNING,
+                                   started_at__lt=now - timedelta(seconds=GRID_TIME_LIMIT_S + 600))
+    for g in stale:
+        _finish(g.pk, GridRun.Status.FAILED,
+                error=f"the worker running this grid stopped and it did not end within its time limit "
+                      f"of {GRID_TIME_LIMIT_S} s")
+        did["failed"] += 1
+    return did
 
 
 # --- results --------------------------------------------------------------------------------

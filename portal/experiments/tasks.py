@@ -16,3 +16,11 @@ def execute_grid(self, grid_id: int) -> str:
 
     torch.set_num_threads(1)
     return services.execute_grid(grid_id, task_id=self.request.id or "")
+
+
+@shared_task(acks_late=False, max_retries=0, soft_time_limit=60)
+def reconcile_grids() -> dict:
+    """Celery beat: re-queue lost grid tasks, fail grids whose worker vanished."""
+    from portal.experiments import services
+
+    return services.reconcile_grids()

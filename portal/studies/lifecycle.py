@@ -105,7 +105,18 @@ def transition(run_id: int, to: str, *, error: str = "", from_: tuple[str, ...] 
         return None
     run = Run.objects.get(pk=run_id)
     publish_run(run_id, "status", {"status": run.status, "error": run.error})
+    if to in Run.FINAL:
+        dispatch_next()
     return run
+
+
+def dispatch_next() -> None:
+    """A slot freed: queue the start task of the oldest queued run (it claims the slot or
+    stays queued; the reconciler catches whatever this misses)."""
+    nxt = Run.objects.filter(status=S.QUEUED, cancel_requested=False).order_by("created_at").values_list(
+        "pk", flat=True).first()
+    if nxt is not None:
+        dispatch(nxt)
 
 
 def queue_position(run: Run) -> list[int]:
@@ -165,9 +176,14 @@ def submit(run_id: int, task_id: str = "") -> str:
         transition(run_id, S.FAILED, error=f"could not start the run on the SuperLink: {exc}")
         return S.FAILED
     moved = transition(run_id, S.RUNNING, from_=(S.STARTING,), flower_run_id=flower_id)
-    if moved is None:  # cancelled while submitting: stop what Flower started
-        _stop_quietly(flower_id)
-        return Run.objects.get(pk=run_id).status
+    if moved is None:
+        # Its events moved it on already (a very short run), or it was cancelled meanwhile:
+        # keep the Flower id either way, and stop what Flower started only for a cancel.
+        Run.objects.filter(pk=run_id, flower_run_id="").update(flower_run_id=flower_id)
+        status = Run.objects.get(pk=run_id).status
+        if status == S.CANCELLED:
+            _stop_quietly(flower_id)
+        return status
     return S.RUNNING
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from portal.audit.services import record
 from portal.studies.models import Study
@@ -240,6 +240,8 @@ def conclude_survival(run: Run, files: dict[str, bytes]) -> str:
         return ""
     try:
         tracking.log_run(run, model_dir)
+    except IntegrityError:  # a concurrent conclusion (a redelivered task) registered it first
+        return ""
     except Exception as exc:  # MLflow down must not lose the run's own record: files are kept
         logging.getLogger(__name__).exception("run %s: MLflow registration failed", run.pk)
         Run.objects.filter(pk=run.pk).update(error=f"model not registered in MLflow: {exc}"[:5000])

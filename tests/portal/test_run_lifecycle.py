@@ -227,3 +227,28 @@ def test_queued_runs_wait_behind_the_active_ones(study, personas, settings):
     assert lifecycle.submit(second.pk) == "queued"  # the SuperLink's one slot is taken
     assert lifecycle.queue_position(second) == [first.pk]
     assert lifecycle.queue_position(third) == [first.pk, second.pk]
+
+
+def test_a_grid_whose_worker_vanished_is_failed_and_a_lost_grid_task_is_queued_again(personas, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.experiments import services as grid_services
+    from portal.experiments.models import GridRun
+    from portal.studies.models import Study
+
+    study = Study.objects.create(title="Grid", use_case="MDS", owner=personas["coordinator"])
+    running = GridRun.objects.create(study=study, source="generated", status="running", created_by=personas["coordinator"],
+                                     started_at=timezone.now() - timedelta(seconds=grid_services.GRID_TIME_LIMIT_S + 900))
+    fresh = GridRun.objects.create(study=study, source="generated", status="running", created_by=personas["coordinator"],
+                                   started_at=timezone.now())
+    queued = GridRun.objects.create(study=study, source="generated", created_by=personas["coordinator"])
+    GridRun.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(minutes=10))
+    did = grid_services.reconcile_grids()
+    assert did == {"requeued": 1, "failed": 1}
+    running.refresh_from_db()
+    fresh.refresh_from_db()
+    assert running.status == "failed" and "worker running this grid stopped" in running.error
+    assert fresh.status == "running"
+    assert grid_services.reconcile_grids()["requeued"] == 0  # queued once, not every pass
