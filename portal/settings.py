@@ -234,6 +234,10 @@ SPECTACULAR_SETTINGS = {
 FLOWER_CONTROL_ADDRESS = env.string("FLOWER_CONTROL_ADDRESS", "127.0.0.1:9092")
 FLOWER_FLEET_ADDRESS = env.string("FLOWER_FLEET_ADDRESS", FLOWER_CONTROL_ADDRESS)
 FLOWER_PKI_DIR = Path(env.string("FLOWER_PKI_DIR", str(VAR_DIR / "pki")))
+# The SuperLink's CA certificate (the portal verifies the Control API with it): a file of the
+# PKI folder in the demo, a secret shared with the SuperLink's own container in production.
+# Empty: FLOWER_PKI_DIR/ca.crt.
+FLOWER_CA_CERT = env.string("FLOWER_CA_CERT", "")
 # The demo's SuperLink and nodes apply fl_engine/deploy/flower_tuning.py (Flower's fixed sleeps
 # and back-offs shortened; the one module that patches Flower, pinned to flwr 1.42). On by
 # default since it is what takes a round's overhead under 2 s; FLOWER_TUNING=false gives stock
@@ -258,6 +262,9 @@ if not RUN_EVENTS_KEY_FILE.exists():
         raise ImproperlyConfigured(f"RUN_EVENTS_KEY_FILE {RUN_EVENTS_KEY_FILE} does not exist")
     _dev_secret("run_events_key")
 RECONCILE_EVERY_S = env.integer("RECONCILE_EVERY_S", 5, 1)
+# Where ServerApps post run events: the portal as the SuperLink's container reaches it (an
+# internal address in production), the public address by default.
+RUN_EVENTS_BASE_URL = (env.url("RUN_EVENTS_BASE_URL", None, ("http", "https")) or "").rstrip("/")
 # Runs submitted to the SuperLink at once; later ones wait as "queued" behind them.
 MAX_ACTIVE_RUNS = env.integer("MAX_ACTIVE_RUNS", 4, 1)
 CELERY_BEAT_SCHEDULE = {

@@ -65,3 +65,17 @@ def test_broker_persists_and_periodic_tasks_run():
     beat = c["services"]["beat"]
     assert beat["command"][:4] == ["celery", "-A", "portal", "beat"] and beat["restart"] == "unless-stopped"
     assert beat["networks"] == ["internal"]
+
+
+def test_the_superlink_shares_no_disk_with_the_portal():
+    """The run lifecycle needs no shared disk: the SuperLink's container has its own volume,
+    signs run events with a key it shares with the portal, and posts them to the portal."""
+    c = _compose()
+    superlink, portal = c["services"]["superlink"], c["services"]["portal"]
+    assert superlink["volumes"] == ["superlink-state:/var/lib/superlink"]
+    assert not set(superlink["volumes"]) & set(portal.get("volumes", []))
+    assert "run_events_key" in superlink["secrets"] and "run_events_key" in portal["secrets"]
+    assert superlink["environment"]["FEDHAEM_RUN_EVENTS_KEY_FILE"] == "/run/secrets/run_events_key"
+    assert portal["environment"]["RUN_EVENTS_KEY_FILE"] == "/run/secrets/run_events_key"
+    assert portal["environment"]["RUN_EVENTS_BASE_URL"] == "http://portal:8000"
+    assert all(a.startswith("/run/secrets/") for a in superlink["command"][2:7:2])

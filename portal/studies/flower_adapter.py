@@ -18,7 +18,7 @@ class FlowerUnavailable(RuntimeError):
 
 
 def _ca() -> Path | None:
-    ca = Path(settings.FLOWER_PKI_DIR) / "ca.crt"
+    ca = Path(settings.FLOWER_CA_CERT) if settings.FLOWER_CA_CERT else Path(settings.FLOWER_PKI_DIR) / "ca.crt"
     return ca if ca.exists() else None
 
 

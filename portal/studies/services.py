@@ -216,7 +216,7 @@ def flower_run_config(run: Run) -> dict:
         "fuse_evaluation": bool(c.get("fuse_evaluation", settings.FLOWER_FUSED_EVALUATION)),
         "comparison": True,  # isolated models and conventional scores for the comparison page
         **flower_privacy(c.get("privacy")),  # runs queued before privacy options: the strict defaults
-        "events_url": f"{settings.PORTAL_BASE_URL}/api/runs/{run.pk}/events/",
+        "events_url": f"{settings.RUN_EVENTS_BASE_URL or settings.PORTAL_BASE_URL}/api/runs/{run.pk}/events/",
         "portal_run_id": str(run.pk),
         "study_id": str(run.study_id),
         "study_settings": json.dumps(c.get("study_settings") or {}, sort_keys=True),
