@@ -111,6 +111,11 @@ def generator_hyper(kind: str, params: dict) -> dict:
                 raise ValueError(f"generator_params: {k}={v!r} must be a positive number")
             if isinstance(default, int) and float(v) != int(v):
                 raise ValueError(f"generator_params: {k}={v!r} must be an integer")
+            # A generous ceiling (100 times the default) refuses sizes that would exhaust a
+            # hospital's node (hidden=10^9) while leaving every sensible setting open.
+            ceiling = max(abs(default) * 100, 1.0)
+            if v > ceiling:
+                raise ValueError(f"generator_params: {k}={v!r} is above its ceiling of {ceiling:g}")
     return dict(params)
 
 

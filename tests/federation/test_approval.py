@@ -101,3 +101,13 @@ def test_participants_are_validated():
         parse_run_config({"participants": json.dumps([{"node": "a", "node_id": "x"}])})
     with pytest.raises(ValueError, match="twice"):
         parse_run_config({"participants": json.dumps([{"node": "a", "node_id": "1"}, {"node": "a", "node_id": "2"}])})
+
+
+@pytest.mark.parametrize("params, words", [({"hidden": 10**9}, "ceiling"), ({"hidden": -5}, "positive"),
+                                           ({"hidden": 0}, "positive"), ({"epochs": 1.5}, "integer")])
+def test_generator_parameters_are_bounded(params, words):
+    from fl_engine.federation.synthesis import generator_hyper
+
+    with pytest.raises(ValueError, match=words):
+        generator_hyper("vae_bgm", params)
+    assert generator_hyper("vae_bgm", {"hidden": 64}) == {"hidden": 64}
