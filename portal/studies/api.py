@@ -23,11 +23,17 @@ class StartRunSerializer(serializers.Serializer):
 class ApprovalSerializer(serializers.ModelSerializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
     decided_by = serializers.CharField(source="decided_by.username", read_only=True)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=500)  # as the page's form
+    stale = serializers.SerializerMethodField(help_text="approved for settings the study no longer has")
 
     class Meta:
         model = StudyApproval
-        fields = ["dataset", "decision", "comment", "decided_by", "decided_at"]
-        read_only_fields = ["decided_by", "decided_at"]
+        fields = ["dataset", "decision", "comment", "decided_by", "decided_at", "settings_hash", "stale"]
+        read_only_fields = ["decided_by", "decided_at", "settings_hash"]
+
+    def get_stale(self, obj) -> bool:
+        current = self.context.get("settings_hash")
+        return bool(current and obj.decision == "approved" and obj.settings_hash != current)
 
 
 class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -90,7 +96,8 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
                                          ser.validated_data["decision"], ser.validated_data.get("comment", ""))
             except services.RunRefused as exc:
                 return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        return Response(ApprovalSerializer(study.approvals.select_related("decided_by"), many=True).data)
+        return Response(ApprovalSerializer(study.approvals.select_related("decided_by"), many=True,
+                                           context={"settings_hash": services.settings_hash(study)}).data)
 
 
     @extend_schema(request=None, responses={201: StudySerializer})

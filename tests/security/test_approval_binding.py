@@ -52,6 +52,7 @@ def test_an_edit_after_approval_makes_the_approval_stale(change, study, personas
     assert patched.status_code == 200, patched.content
     refused = coord.post(f"/api/studies/{study.pk}/runs/", {"rounds": 2}, format="json")
     assert refused.status_code == 409 and "approve again" in refused.json()["detail"]
+    assert [a["stale"] for a in coord.get(f"/api/studies/{study.pk}/approvals/").json()] == [True]
     assert AuditEvent.objects.filter(action="study.approvals_stale", object_id=str(study.pk)).exists()
     client.force_login(personas["coordinator"])
     page = client.get(f"/studies/{study.pk}/").content.decode()
