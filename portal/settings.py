@@ -261,7 +261,7 @@ if not RUN_EVENTS_KEY_FILE.exists():
     if PRODUCTION:
         raise ImproperlyConfigured(f"RUN_EVENTS_KEY_FILE {RUN_EVENTS_KEY_FILE} does not exist")
     _dev_secret("run_events_key")
-RECONCILE_EVERY_S = env.integer("RECONCILE_EVERY_S", 5, 1)
+RECONCILE_EVERY_S = env.integer("RECONCILE_EVERY_S", 10, 1)
 # Where ServerApps post run events: the portal as the SuperLink's container reaches it (an
 # internal address in production), the public address by default.
 RUN_EVENTS_BASE_URL = (env.url("RUN_EVENTS_BASE_URL", None, ("http", "https")) or "").rstrip("/")

@@ -48,6 +48,7 @@ TRANSITIONS: dict[str, set[str]] = {
 QUEUED_REDISPATCH_S = 20    # a queued run whose start task has not claimed it is queued again
 STARTING_STALE_S = 240      # the start task died between claiming and recording the Flower run
 CONCLUDING_REDISPATCH_S = 60
+CONCLUDING_LIMIT_S = 1800   # results that could not be stored in this long: failed, not retried forever
 MAX_EVENT_BYTES = 256 * 1024 * 1024
 
 
@@ -380,7 +381,13 @@ def reconcile(now=None) -> dict:
                           error="the start was interrupted (the worker stopped while submitting the run "
                                 f"to the SuperLink, more than {STARTING_STALE_S} s ago)"):
                 did["failed"] += 1
+        elif run.status == S.CONCLUDING and older(_finished_event_at(run), CONCLUDING_LIMIT_S):
+            if transition(run.pk, S.FAILED, from_=(S.CONCLUDING,),
+                          error=f"the federation finished, but its results could not be stored within "
+                                f"{CONCLUDING_LIMIT_S} s (see the worker's log); its events are kept"):
+                did["failed"] += 1
         elif run.status == S.CONCLUDING and older(run.status_changed_at, CONCLUDING_REDISPATCH_S):
+            # status_changed_at doubles as the time of the last conclusion attempt
             Run.objects.filter(pk=run.pk, status=S.CONCLUDING).update(status_changed_at=now)
             queue_conclusion(run.pk)
             did["redispatched"] += 1
@@ -430,6 +437,11 @@ def reconcile(now=None) -> dict:
                           error=f"Flower reported {status}\n--- ServerApp log (tail) ---\n{tail}"):
                 did["failed"] += 1
     return did
+
+
+def _finished_event_at(run: Run):
+    """When the run's "finished" event arrived (the start of its conclusion), or None."""
+    return run.events.filter(type="finished").order_by("seq").values_list("received_at", flat=True).first()
 
 
 def _stop_quietly(flower_id: str) -> None:

@@ -252,3 +252,27 @@ def test_a_grid_whose_worker_vanished_is_failed_and_a_lost_grid_task_is_queued_a
     assert running.status == "failed" and "worker running this grid stopped" in running.error
     assert fresh.status == "running"
     assert grid_services.reconcile_grids()["requeued"] == 0  # queued once, not every pass
+
+
+def test_a_conclusion_that_keeps_failing_is_retried_then_failed_with_the_reason(study, personas, monkeypatch,
+                                                                                 django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.studies import lifecycle, services
+    from portal.studies.models import Run, RunEvent
+
+    run = services.start_run(personas["coordinator"], study)
+    _running(run)
+    queued = []
+    monkeypatch.setattr(lifecycle, "queue_conclusion", queued.append)
+    assert lifecycle.ingest_event(run.pk, {"seq": 1, "type": "finished", "artefacts": {}})
+    assert queued == [run.pk] and Run.objects.get(pk=run.pk).status == "concluding"
+    Run.objects.filter(pk=run.pk).update(status_changed_at=timezone.now() - timedelta(minutes=2))
+    lifecycle.reconcile()
+    assert queued == [run.pk, run.pk]  # the lost conclusion task is queued again
+    RunEvent.objects.filter(run=run).update(received_at=timezone.now() - timedelta(hours=1))
+    lifecycle.reconcile()
+    run.refresh_from_db()
+    assert run.status == "failed" and "could not be stored" in run.error
