@@ -27,13 +27,18 @@ browser:
 demo: $(STAMP)
 	$(PY) manage.py demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The quick loop: no real Flower processes, no browser.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+# The layers of STYLE.md ([tool.importlinter] in pyproject.toml): no upward import, no cycle
+# between packages, no web stack below the portal.
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 check-deploy: $(STAMP)
 	FEDHAEM_ENV=production SECRET_KEY=$$(head -c 48 /dev/urandom | base64) OIDC_RP_CLIENT_SECRET=x \

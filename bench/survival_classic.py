@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fl_engine.datasets.classic import CLASSIC_DATASETS, ClassicEncoder, infer_kinds, load_classic  # noqa: E402
-from fl_engine.metrics import antolini_c  # noqa: E402
+from fedhaem_kernel.metrics import antolini_c  # noqa: E402
 from fl_engine.models import build_model  # noqa: E402
 from fl_engine.models.deepsurv import cox_ph_loss  # noqa: E402
 from fl_engine.models.savae import SAVAE  # noqa: E402

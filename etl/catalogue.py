@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from fl_engine.schema import UseCaseSchema, get_schema
+from fedhaem_kernel.schema import UseCaseSchema, get_schema
 
 MAPPINGS_DIR = Path(__file__).resolve().parent / "mappings"
 LOCAL_SYSTEM = "urn:fedhaem:code"

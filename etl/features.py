@@ -1,4 +1,4 @@
-"""FHIR R4 Bundles -> one ML-ready row per patient in the schema of ``fl_engine.schema``.
+"""FHIR R4 Bundles -> one ML-ready row per patient in the schema of ``fedhaem_kernel.schema``.
 
 Table layout: ``patient_id``; every schema feature in schema order (numeric and binary as
 float64 with NaN for missing, categorical as strings); per endpoint ``<name>_months`` (time from

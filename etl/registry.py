@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 from .table import fingerprint, read_table_file, write_table
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import MDS, MDS_GENES
+from fedhaem_kernel.schema import MDS, MDS_GENES
 
 # Latent class weights and P(flag | class), five classes, from the IWG-PM mixture fit above.
 # Reading the classes: 0 SF3B1 / TET2 / DNMT3A / del(5q) lower risk; 1 ASXL1 / U2AF1 / RUNX1

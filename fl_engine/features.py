@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import UseCaseSchema, get_schema
+from fedhaem_kernel.schema import UseCaseSchema, get_schema
 
 
 def resolve_columns(schema: UseCaseSchema, columns, groups=None, features=None) -> list[str]:

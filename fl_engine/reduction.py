@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import UseCaseSchema
+from fedhaem_kernel.schema import UseCaseSchema
 
 
 def pca_stats(x: np.ndarray, min_rows: int = 10) -> dict:

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fedhaem_kernel.metrics import harrell_c
+
 from .spec import TableSpec
 from .transform import to_model_scale
 
@@ -436,8 +438,6 @@ def node_validate(synthetic: pd.DataFrame, real_train: pd.DataFrame, real_holdou
         own = fidelity_scores(out["stats"], aggregate_stats(syn, spec, grid, tg), spec, cfg)
         out["scores"] = {"csf": own["csf"], "gsf": own["gsf"]}
     if "utility" in parts and ho is not None and spec.duration:
-        from fl_engine.metrics import harrell_c
-
         model = tstr_model if tstr_model is not None else fit_tstr_model(syn, spec, cfg)
         risk = tstr_risk(model, ho, spec)
         out["tstr"] = {"c_index": harrell_c(ho[spec.duration].to_numpy(), ho[spec.event].to_numpy(), risk),

@@ -3,7 +3,7 @@
 A :class:`TableSpec` names each column of a patient table, its kind (numeric, binary,
 categorical), its feature group (clinical, cytogenetic, genomic, therapy, survival) and a few
 modelling hints (log scale, integer values). It is public knowledge (it comes from the use-case
-schema in ``fl_engine.schema``), so every node and the manager hold the same spec before any
+schema in ``fedhaem_kernel.schema``), so every node and the manager hold the same spec before any
 data moves. Survival endpoints are two columns: a duration in months and an event flag
 (1 = event, 0 = censored).
 """
@@ -131,7 +131,7 @@ class TableSpec:
     @staticmethod
     def from_schema(schema, columns: Iterable[str], endpoint: str | None = None,
                     log: Iterable[str] = (), quasi_identifiers: Iterable[str] = ()) -> "TableSpec":
-        """Build a spec from an ``fl_engine.schema.UseCaseSchema`` for the chosen feature
+        """Build a spec from an ``fedhaem_kernel.schema.UseCaseSchema`` for the chosen feature
         columns, plus the endpoint's ``<endpoint>_months`` / ``<endpoint>_event`` columns."""
         log = set(log)
         cols = []

@@ -6,7 +6,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN = {"portal", "django", "rest_framework", "channels", "celery"}
-PURE = ["fl_engine", "etl", "generative"]
+PURE = ["fedhaem_kernel", "fl_engine", "etl", "generative"]
 
 
 def _imports(path: Path):

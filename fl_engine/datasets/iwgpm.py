@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import MDS, MDS_GENES
+from fedhaem_kernel.schema import MDS, MDS_GENES
 
 _CLINICAL = {"AGE": "age", "HB": "hb", "PLT": "plt", "ANC": "anc", "WBC": "wbc",
              "BM_BLAST": "bm_blast", "PB_BLAST": "pb_blast", "MONOCYTES": "monocytes",

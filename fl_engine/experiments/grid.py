@@ -47,9 +47,9 @@ import pandas as pd
 
 from fl_engine.cohort import generate_mds_cohort, split_nodes
 from fl_engine.features import Preprocessor
-from fl_engine.metrics import (antolini_c, bootstrap_ci, harrell_c, integrated_brier_score, kaplan_meier,
+from fedhaem_kernel.metrics import (antolini_c, bootstrap_ci, harrell_c, integrated_brier_score, kaplan_meier,
                               step_at, uno_c)
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 NODE_SPLITS: dict[int, tuple[float, ...]] = {3: (0.6, 0.3, 0.1), 5: (0.45, 0.2, 0.15, 0.1, 0.1)}
 # Worst case: feature groups each node lacks (node index -> groups), per federation size.

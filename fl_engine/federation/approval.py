@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 PRIVACY_KEYS = ("min_patients_per_node", "min_cell_count", "dp_enabled", "dp_clip_norm", "dp_noise_multiplier")
 SETTINGS_KEYS = ("use_case", "endpoint", "dataset", "features", "feature_groups", "model", "model_params",

@@ -58,7 +58,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 DEFAULT_RUN_CONFIG: dict[str, object] = {
     "dataset": "",

@@ -21,12 +21,12 @@ from fl_engine.features import Preprocessor, column_stats, merge_stats, resolve_
 from fl_engine.federation.config import RunConfig
 from fl_engine.federation.privacy import check_min_patients, clip_update, suppress_small_cell
 from fl_engine.models import build_model
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 try:
-    from fl_engine.metrics import harrell_c
+    from fedhaem_kernel.metrics import harrell_c
 except ImportError:  # metrics being split into a package
-    from fl_engine.metrics.concordance import harrell_c
+    from fedhaem_kernel.metrics.concordance import harrell_c
 
 KINDS = ("stats", "train", "evaluate", "baseline", "reference")
 

@@ -53,7 +53,7 @@ import pandas as pd
 
 from fl_engine.federation.config import RunConfig
 from fl_engine.federation.core import FederationError, NodeReply, NodeRequest, split_holdout
-from fl_engine.schema import get_schema
+from fedhaem_kernel.schema import get_schema
 
 log = logging.getLogger("fedhaem.federation")
 

@@ -10,7 +10,7 @@
         in DIR's local registry. Keeps running until SIGTERM / Ctrl-C: a SuperNode that exits
         (its SuperLink went away and refused it, a crash) is started again after a back-off of
         1, 2, 4 ... at most 30 s; heartbeats that fail (manager down) are logged and retried.
-    fedhaem-node etl|report|register ...   (from etl.cli, when installed)
+    fedhaem-node etl|report|register ...   (the node operator's commands of etl.cli)
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from etl.cli import add_subcommands
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
+from fl_engine.deploy.processes import start_supernode
+from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
 
 log = logging.getLogger("fedhaem.node")
 
@@ -37,9 +40,6 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_start(args) -> int:
-    from fl_engine.deploy.processes import start_supernode
-    from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
-
     keys = node_key_paths(args.key_dir)
     if not keys.private_key.exists():
         print(f"error: no node key in {args.key_dir}; run `fedhaem-node keygen --key-dir {args.key_dir}` "
@@ -143,23 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)
-    _add_etl(sub)
-    return p
-
-
-def _add_etl(sub) -> None:
-    try:
-        from etl.cli import add_subcommands
-    except ImportError as err:
-        def missing(args, _err=str(err)):
-            print(f"error: the ETL commands are not installed (etl.cli: {_err})", file=sys.stderr)
-            return 2
-        for name in ("etl", "report", "register"):
-            sp = sub.add_parser(name, help=f"{name} (needs etl.cli)")
-            sp.add_argument("rest", nargs=argparse.REMAINDER)
-            sp.set_defaults(func=missing)
-        return
     add_subcommands(sub)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

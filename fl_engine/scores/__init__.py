@@ -1,5 +1,5 @@
 """Conventional prognostic scores as pure functions over DataFrames (one row per patient) or
-one-patient dicts, using the column names of ``fl_engine.schema``. Missing inputs are NaN and
+one-patient dicts, using the column names of ``fedhaem_kernel.schema``. Missing inputs are NaN and
 are never read as 0: outputs are NaN with a reason, or best/mean/worst for IPSS-M.
 """
 from .aml import ELN2022_CATEGORIES, eln2022

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import UseCaseSchema
+from fedhaem_kernel.schema import UseCaseSchema
 
 
 def as_frame(data) -> tuple[pd.DataFrame, bool]:

@@ -1,6 +1,6 @@
 """AML genetic risk by ELN 2022 (Döhner et al., Blood 2022;140:1345, Table 6).
 
-Inputs use ``fl_engine.schema.AML`` binary columns (1 present, 0 absent, NaN unknown).
+Inputs use ``fedhaem_kernel.schema.AML`` binary columns (1 present, 0 absent, NaN unknown).
 TP53 = 1 is read as a TP53 mutation at VAF >= 10% (the ELN 2022 threshold): the ETL should set
 it accordingly. t(8;16) KAT6A::CREBBP (``t_8_16``) and t(3q26.2;v) MECOM rearrangement
 (``mecom_r``) joined the AML schema after the other lesions, so ML-ready tables made before then

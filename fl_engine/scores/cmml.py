@@ -1,6 +1,6 @@
 """CMML prognostic scores: CPSS (Such et al., Blood 2013) and CPSS-Mol (Elena et al., Blood 2016).
 
-Inputs use ``fl_engine.schema.CMML`` columns: who_cmml (CMML-0/1/2), bm_blast %, pb_blast %,
+Inputs use ``fedhaem_kernel.schema.CMML`` columns: who_cmml (CMML-0/1/2), bm_blast %, pb_blast %,
 wbc 10^9/L, cyto_cpss (Low/Intermediate/High, Such et al., Haematologica 2011: low = normal or
 isolated -Y; high = +8, chromosome 7 abnormalities or complex; intermediate = others),
 rbc_transfusion (0/1) and ASXL1, NRAS, RUNX1, SETBP1 (0/1). Unknown values are NaN: the score
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import CMML
+from fedhaem_kernel.schema import CMML
 
 from ._bounds import bounded_result, component
 from ._common import as_frame, binary, categorical, numeric, require, shape_output

@@ -1,6 +1,6 @@
 """MDS prognostic scores: IPSS-R, age-adjusted IPSS-RA and IPSS-M.
 
-Inputs use the column names of ``fl_engine.schema.MDS``: hb g/dL, plt 10^9/L, anc 10^9/L,
+Inputs use the column names of ``fedhaem_kernel.schema.MDS``: hb g/dL, plt 10^9/L, anc 10^9/L,
 bm_blast %, age years, cyto_ipssr (Very Good .. Very Poor), del5q, del7_7q, del17_17p, complex,
 tp53_count (number of TP53 mutations), tp53_maxvaf (fraction 0-1), tp53_loh and genes by symbol.
 Missing values are NaN; nothing missing is ever read as 0.
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import CYTO_IPSSR, MDS
+from fedhaem_kernel.schema import CYTO_IPSSR, MDS
 
 from ._common import (as_frame, binary, categorical, cut_right, missing_reason, numeric, require,
                       shape_output)

@@ -1,6 +1,6 @@
 """Myeloma staging: ISS (Greipp et al., JCO 2005) and R-ISS (Palumbo et al., JCO 2015).
 
-Inputs use ``fl_engine.schema.MM`` columns: b2m mg/L, albumin g/dL, ldh and ldh_uln U/L,
+Inputs use ``fedhaem_kernel.schema.MM`` columns: b2m mg/L, albumin g/dL, ldh and ldh_uln U/L,
 del17p, t_4_14, t_14_16 (iFISH, 0/1). Unknown values are NaN: the stage is NaN only when a
 missing value could change it, and the missing inputs are named.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fl_engine.schema import MM
+from fedhaem_kernel.schema import MM
 
 from ._common import as_frame, binary, numeric, require, shape_output
 

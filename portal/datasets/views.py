@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 
-from fl_engine.schema import SCHEMAS
+from fedhaem_kernel.schema import SCHEMAS
 from portal.datasets.selectors import datasets_visible_to
 
 

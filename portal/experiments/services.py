@@ -96,7 +96,7 @@ def _subset(name: str, values, allowed: tuple, cast) -> list:
 
 
 def _endpoint_columns(study) -> tuple[str, str]:
-    from fl_engine.schema import get_schema
+    from fedhaem_kernel.schema import get_schema
 
     try:
         ep = get_schema(study.use_case).endpoint(study.endpoint)
@@ -110,7 +110,7 @@ def _feature_groups(study) -> tuple[str, ...]:
     """The study's feature groups when they map onto the grid (groups of the use-case schema, no
     explicit feature list, no embeddings); else the grid's defaults."""
     from fl_engine.experiments.grid import DEFAULT_GROUPS
-    from fl_engine.schema import get_schema
+    from fedhaem_kernel.schema import get_schema
 
     groups = list(study.feature_groups or [])
     known = set(get_schema(study.use_case).groups) - {"embedding"}

@@ -7,7 +7,7 @@ from django import forms
 from pydantic import ValidationError as PydanticError
 
 from fl_engine.models.params import field_bounds
-from fl_engine.schema import SCHEMAS
+from fedhaem_kernel.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,

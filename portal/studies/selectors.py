@@ -1,7 +1,7 @@
 """Reads for studies and runs."""
 from __future__ import annotations
 
-from fl_engine.schema import SCHEMAS
+from fedhaem_kernel.schema import SCHEMAS
 
 
 def required_columns(use_case: str, endpoint: str, features: list[str], groups: list[str]) -> list[str]:

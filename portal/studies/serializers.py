@@ -95,7 +95,7 @@ class StudySerializer(serializers.ModelSerializer):
         except ValueError as exc:
             raise serializers.ValidationError({"privacy": str(exc)})
         use_case = attrs.get("use_case", inst.use_case if inst else None)
-        from fl_engine.schema import SCHEMAS
+        from fedhaem_kernel.schema import SCHEMAS
 
         endpoint = attrs.get("endpoint", inst.endpoint if inst else "os")
         if use_case in SCHEMAS and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:

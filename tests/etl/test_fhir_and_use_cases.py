@@ -11,7 +11,7 @@ from etl.catalogue import catalogue
 from etl.fhir import build_bundle, validate_bundle
 from etl.pipeline import run_etl
 from etl.records import PatientRecord, Variant
-from fl_engine.schema import SCHEMAS
+from fedhaem_kernel.schema import SCHEMAS
 
 from .synth import canonical_cohort
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fl_engine.schema import MDS
+from fedhaem_kernel.schema import MDS
 
 pytestmark = pytest.mark.realdata
 

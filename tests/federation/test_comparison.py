@@ -7,7 +7,7 @@ from fl_engine.federation.config import parse_run_config
 from fl_engine.federation.core import NodeReply, check_reply_privacy, split_holdout
 from fl_engine.federation.executor import run_in_process
 from fl_engine.federation.loop import comparison_metrics
-from fl_engine.metrics import harrell_c
+from fedhaem_kernel.metrics import harrell_c
 from fl_engine.scores.conventional import conventional_risks
 
 
@@ -68,7 +68,7 @@ def test_curves_by_group_from_node_counts_are_the_pooled_kaplan_meier():
     """Counts add up over nodes, and with whole-month follow-up the monthly estimate equals the
     exact Kaplan-Meier curve of the pooled patients just before each month boundary."""
     from fl_engine.federation.curves import CURVE_EDGES_MONTHS, curves_from_counts, group_counts, layout
-    from fl_engine.metrics import kaplan_meier, step_at
+    from fedhaem_kernel.metrics import kaplan_meier, step_at
 
     rng = np.random.default_rng(0)
     n = 400

@@ -35,7 +35,7 @@ def test_infer_guesses_kinds(cohort):
 
 
 def test_from_fl_engine_schema():
-    from fl_engine.schema import MDS
+    from fedhaem_kernel.schema import MDS
 
     s = TableSpec.from_schema(MDS, ["age", "sex", "hb", "TP53", "cyto_ipssr"], endpoint="os")
     assert s.duration == "os_months" and s.event == "os_event"

@@ -3,7 +3,7 @@ node with an MDS dataset, a pending node of hospital Z, a study, a finished run 
 registered model, a released and an unreleased synthetic cohort."""
 from __future__ import annotations
 
-from fl_engine.schema import SCHEMAS
+from fedhaem_kernel.schema import SCHEMAS
 
 
 def mds_columns() -> list[str]:

@@ -6,7 +6,7 @@ import scipy.integrate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl_engine.metrics import (bootstrap_ci, brier_score, harrell_c, integrated_brier_score,
+from fedhaem_kernel.metrics import (bootstrap_ci, brier_score, harrell_c, integrated_brier_score,
                                kaplan_meier, logrank_test)
 
 from .conftest import make_cohort
@@ -119,7 +119,7 @@ def test_bootstrap_is_seeded_and_brackets_the_point():
 
 
 def test_bootstrap_resamples_a_survival_matrix_by_patient():
-    from fl_engine.metrics import antolini_c
+    from fedhaem_kernel.metrics import antolini_c
     t, e, _, x = make_cohort(150, seed=20)
     grid = np.linspace(0, t.max(), 30)
     surv = _exp_surv(x, grid)

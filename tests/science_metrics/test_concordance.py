@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl_engine.metrics import antolini_c, harrell_c, uno_c
+from fedhaem_kernel.metrics import antolini_c, harrell_c, uno_c
 
 from .conftest import make_cohort
 

@@ -4,8 +4,8 @@ import pytest
 
 from fl_engine.cohort import generate_mds_cohort, split_nodes
 from fl_engine.features import Preprocessor
-from fl_engine.metrics.concordance import harrell_c
-from fl_engine.schema import MDS
+from fedhaem_kernel.metrics.concordance import harrell_c
+from fedhaem_kernel.schema import MDS
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 
 from fl_engine.datasets.classic import CLASSIC_DATASETS, ClassicEncoder, load_classic
 from fl_engine.datasets.iwgpm import load_iwgpm
-from fl_engine.schema import MDS
+from fedhaem_kernel.schema import MDS
 
 pytestmark = pytest.mark.realdata
 

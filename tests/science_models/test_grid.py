@@ -4,7 +4,7 @@ import pytest
 
 from fl_engine.cohort import generate_mds_cohort, split_nodes
 from fl_engine.experiments import grid
-from fl_engine.schema import MDS
+from fedhaem_kernel.schema import MDS
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_savae_through_the_grid_gets_preprocessor_kinds(small):
 def _aml_cohort(n: int, seed: int) -> pd.DataFrame:
     """An AML table in the schema's columns whose hazard follows the ELN 2022 lesions (adverse
     TP53 / complex, favourable NPM1 without FLT3-ITD / CBF) and age."""
-    from fl_engine.schema import get_schema
+    from fedhaem_kernel.schema import get_schema
 
     rng = np.random.default_rng(seed)
     schema = get_schema("AML")

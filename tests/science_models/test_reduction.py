@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from fl_engine.reduction import (PCAReduction, embedding_columns, merge_pca_stats, pca_stats,
                                  reduce_embeddings)
-from fl_engine.schema import MDS
+from fedhaem_kernel.schema import MDS
 
 
 def _low_rank(n, p=40, rank=3, noise=0.05, seed=0):

@@ -4,7 +4,7 @@ import torch
 
 from fl_engine.cohort import generate_mds_cohort
 from fl_engine.features import Preprocessor
-from fl_engine.metrics.concordance import harrell_c
+from fedhaem_kernel.metrics.concordance import harrell_c
 from fl_engine.models.base import SurvivalModel
 from fl_engine.models.savae import SAVAE, column_kinds_from_preprocessor
 

@@ -145,7 +145,7 @@ def test_eln2022_missing_fields():
 
 
 def test_eln2022_inputs_are_aml_schema_columns():
-    from fl_engine.schema import AML
+    from fedhaem_kernel.schema import AML
     assert set(ELN2022_INPUTS) <= set(AML.feature_names)
     assert {AML.feature(c).group for c in ("t_8_16", "mecom_r")} == {"cytogenetic"}
 

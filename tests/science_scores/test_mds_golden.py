@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fl_engine.metrics import harrell_c
+from fedhaem_kernel.metrics import harrell_c
 from fl_engine.scores import from_ipssm_reference, ipssm, ipssra
 
 pytestmark = pytest.mark.realdata

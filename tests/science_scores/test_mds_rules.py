@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl_engine.schema import CYTO_IPSSR
+from fedhaem_kernel.schema import CYTO_IPSSR
 from fl_engine.scores import IPSSM_TERMS, ipssm, ipssr, ipssra
 from fl_engine.scores.mds import IPSSM_MAIN_GENES, IPSSM_RESIDUAL_GENES
 
