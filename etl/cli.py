@@ -19,6 +19,11 @@ import sys
 import webbrowser
 from pathlib import Path
 
+from .announce import AnnounceError, announce
+from .errors import EtlError
+from .quality import render_text
+from .registry import DatasetRegistry, RegistryError
+
 DEFAULT_DATA_DIR_ENV = "FEDHAEM_NODE_DATA_DIR"
 
 
@@ -27,9 +32,8 @@ def _data_dir(args) -> Path:
 
 
 def cmd_etl(args) -> int:
-    from .errors import EtlError
-    from .pipeline import run_etl
-    from .quality import render_text
+    from .pipeline import run_etl  # FHIR models load in seconds: only for this command, not for --help
+
     try:
         res = run_etl(args.use_case, args.source, args.out, mapping=args.mapping, layout=args.layout,
                       max_rejected_fraction=args.max_rejected)
@@ -53,7 +57,6 @@ def cmd_etl(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .quality import render_text
     d = Path(args.dir)
     q = d / "quality.json" if d.is_dir() else d
     if not q.exists():
@@ -90,8 +93,6 @@ def _retry_hint(args, name, version) -> str:
 
 
 def cmd_register(args) -> int:
-    from .announce import AnnounceError, announce
-    from .registry import DatasetRegistry, RegistryError
     reg = DatasetRegistry(_data_dir(args))
     if bool(args.manager) != bool(args.token_file):
         print("error: --manager and --token-file go together", file=sys.stderr)

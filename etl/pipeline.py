@@ -25,6 +25,8 @@ from .features import bundle_to_row, rows_to_table
 from .fhir import build_bundle, read_ndjson, validate_bundle, write_ndjson
 from .quality import build_report, quality_summary, render_html
 from .sources.common import SourceResult, file_info
+from .sources.generic import read_generic
+from .sources.iwgpm import find_files, read_iwgpm
 from .table import fingerprint, write_table
 
 OUTPUT_FILES = ("bundles.ndjson", "table.parquet", "table.csv", "quality.json", "quality.html",
@@ -42,7 +44,6 @@ class EtlResult:
 
 def detect_layout(paths: list[Path]) -> str:
     """'iwgpm', 'fhir' or 'csv' from the files given."""
-    from .sources.iwgpm import find_files
     if find_files(paths):
         return "iwgpm"
     files = [p for p in paths if p.is_file()] + [q for p in paths if p.is_dir() for q in sorted(p.iterdir())]
@@ -80,7 +81,6 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
     if layout == "auto":
         layout = "csv" if mapping else detect_layout(paths)
     if layout == "iwgpm":
-        from .sources.iwgpm import find_files, read_iwgpm
         files = find_files(paths)
         if not files:
             raise EtlError("not an IWG-PM layout: df_clinical.tsv not found", file=str(paths[0]))
@@ -89,7 +89,6 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
     elif layout == "fhir":
         src, bundles = _read_fhir(paths, cat)
     elif layout == "csv":
-        from .sources.generic import read_generic
         src = read_generic(paths, cat, mapping)
         bundles = None
     else:

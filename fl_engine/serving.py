@@ -18,7 +18,7 @@ class SurvivalPyfunc(mlflow.pyfunc.PythonModel):
     baseline hazard, `surv_<h>m`: survival probability at 12/24/60 months."""
 
     def load_context(self, context) -> None:
-        from fl_engine.federation.loop import load_model
+        from fl_engine.federation.loop import load_model  # torch: only when MLflow loads the model
 
         self.model, self.preprocessor, self.meta = load_model(context.artifacts["model_dir"])
 

@@ -22,6 +22,7 @@ GENERATORS = ("ctgan", "bayesian_network", "vae_bgm", "sd_sharing", "sdv_ctgan")
 
 def make_generator(kind: str, spec: TableSpec, **kwargs) -> BaseGenerator:
     """A generator by name: ctgan, bayesian_network, vae_bgm, sdv_ctgan."""
+    # Each backend loads torch, sdv or pgmpy: imported when chosen (so for the other branches below).
     if kind == "ctgan":
         from .backends.ctgan import CTGANGenerator
         return CTGANGenerator(spec, **kwargs)
@@ -57,6 +58,8 @@ def train_federated(kind: str, node_frames: list[pd.DataFrame], spec: TableSpec,
     """
     hyper = dict(hyper or {})
     if kind == "sd_sharing":
+        # sd_sharing builds on make_generator above: a cycle inside generative, kept until the
+        # generators register in one protocol (issue 14)
         from .sd_sharing import SyntheticPoolGenerator, manager_pool_synthetic, node_share_synthetic
 
         if holdouts is None:

@@ -16,7 +16,7 @@ def node_share_synthetic(spec: TableSpec, train: pd.DataFrame, holdout: pd.DataF
                          thresholds: GateThresholds | None = None, seed: int = 0) -> dict:
     """Node side: fit ``kind`` locally, sample n_rows, gate them against own patients.
     Returns {"n": patients, "passed", "gate", "rows": {column: array} or None}."""
-    from .federated import make_generator
+    from .federated import make_generator  # federated.py imports this module back (see there)
 
     g = make_generator(kind, spec, seed=seed, **(hyper or {})).fit(train)
     syn = g.sample(n_rows, seed=seed + 7)

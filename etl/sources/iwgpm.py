@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..catalogue import MAPPINGS_DIR, Catalogue, load_yaml
+from ..catalogue import MAPPINGS_DIR, Catalogue, gene_table, load_yaml
 from ..errors import EtlError, Issue, RowError
 from ..readers import read_table
 from ..records import (PatientRecord, Variant, check_record, is_missing, parse_binary, parse_code,
@@ -269,7 +269,6 @@ def _complete_variants(rec: PatientRecord) -> None:
     flags = getattr(rec, "_flags", None)
     if not flags:
         return
-    from ..catalogue import gene_table
     classes = gene_table().variant_classes
     for kind, name in flags:
         if kind == "gene":

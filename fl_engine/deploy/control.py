@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fl_engine.deploy.processes import VENV_BIN, flower_env
+from fl_engine.deploy.processes import VENV_BIN, flower_env, superlink_up
 from fl_engine.federation.config import parse_run_config
 
 CONNECTION = "fedhaem"
@@ -194,7 +194,6 @@ def list_nodes(superlink_control_address: str, *, root_certificates: str | Path 
 def health(superlink_control_address: str, *, root_certificates: str | Path | None = None,
            flwr_home: str | Path | None = None) -> dict:
     """{"superlink_up": bool, "nodes": list_nodes(...) or [], "online": [node ids], "error": str|None}."""
-    from fl_engine.deploy.processes import superlink_up
     out = {"superlink_up": superlink_up(superlink_control_address, root_certificates),
            "nodes": [], "online": [], "error": None}
     if not out["superlink_up"]:

@@ -69,7 +69,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     """Acquire ClientApp tasks forever and fork one child per task."""
     _warm_imports()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
-        from fl_engine.deploy import flower_tuning
+        from fl_engine.deploy import flower_tuning  # only when the tuning is switched on
         flower_tuning.apply()
 
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611

@@ -45,11 +45,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fl_engine.cohort import generate_mds_cohort, split_nodes
-from fl_engine.features import Preprocessor
-from fedhaem_kernel.metrics import (antolini_c, bootstrap_ci, harrell_c, integrated_brier_score, kaplan_meier,
-                              step_at, uno_c)
+from fedhaem_kernel.metrics import (antolini_c, bootstrap_ci, harrell_c, integrated_brier_score,
+                                    kaplan_meier, step_at, uno_c)
 from fedhaem_kernel.schema import get_schema
+from fl_engine.cohort import generate_mds_cohort, split_nodes
+from fl_engine.datasets.iwgpm import load_iwgpm
+from fl_engine.features import Preprocessor
+from fl_engine.scores.conventional import LABELS, conventional_groups, conventional_risks, group_layout
 
 NODE_SPLITS: dict[int, tuple[float, ...]] = {3: (0.6, 0.3, 0.1), 5: (0.45, 0.2, 0.15, 0.1, 0.1)}
 # Worst case: feature groups each node lacks (node index -> groups), per federation size.
@@ -101,7 +103,7 @@ def _federate(node_tables: dict[str, pd.DataFrame], cfg: GridConfig, seed: int) 
     hold-out splits (never the test set): run cfg.rounds rounds, take the round with the best
     global hold-out C (earliest on ties), and rerun up to it (runs are seeded, so the rerun is
     the prefix of the first one)."""
-    from fl_engine.federation import parse_run_config, run_in_process
+    from fl_engine.federation import parse_run_config, run_in_process  # torch: only when a grid cell trains
 
     def config(rounds: int):
         return parse_run_config({
@@ -155,7 +157,6 @@ def load_cohort(source: str, use_case: str = "MDS", n: int = 4000, seed: int = 0
         source = str(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mds_iwgpm")
     p = Path(source)
     if p.is_dir():
-        from fl_engine.datasets.iwgpm import load_iwgpm
         return load_iwgpm(p)
     if not p.is_file():
         raise FileNotFoundError(f"cohort {source!r}: no such file or folder")
@@ -205,8 +206,6 @@ def _scores(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
     AML, CPSS / CPSS-Mol for CMML, ISS / R-ISS for myeloma; a score whose inputs are absent, as
     in the worst case, is left out). For MDS, published columns (ipssm_score, ipssr_score, e.g.
     from the IWG-PM loader) are added as *_published, or stand in when the inputs are absent."""
-    from fl_engine.scores.conventional import conventional_risks
-
     out = conventional_risks(df, use_case)
     if use_case.upper() == "MDS":
         for name, col in (("ipss_m", "ipssm_score"), ("ipss_r", "ipssr_score")):
@@ -219,8 +218,6 @@ def _scores(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
 def score_groups(df: pd.DataFrame, use_case: str) -> dict[str, np.ndarray]:
     """{score label (e.g. "IPSS-M"): category per row as a string, "" where undecided} for the
     use case's conventional scores whose inputs are in `df`, categories in increasing risk."""
-    from fl_engine.scores.conventional import LABELS, conventional_groups, group_layout
-
     idx = conventional_groups(df, use_case)
     out = {}
     for name, cats in group_layout(use_case):
@@ -429,8 +426,6 @@ def km_panels(extras: dict, cfg: GridConfig, min_group: int = KM_MIN_GROUP) -> d
     scores (score_groups), in increasing risk; groups under `min_group` patients are left out.
     {"seed", "unit", "panels": [{"title", "groups": [{"label", "n", "events", "times",
     "survival"}]}]}: arrays, no patient rows."""
-    from fl_engine.scores.conventional import LABELS, group_layout
-
     km = (extras or {}).get("km")
     if not km:
         return {"seed": None, "unit": "months", "panels": []}
@@ -459,6 +454,7 @@ def km_panels(extras: dict, cfg: GridConfig, min_group: int = KM_MIN_GROUP) -> d
 def write_plots(out: Path, summary: pd.DataFrame, rounds: pd.DataFrame, extras: dict,
                 cfg: GridConfig) -> list[Path]:
     """Plotly figures as standalone HTML (PNG too when kaleido is importable)."""
+    # plotly loads only to draw (it comes with fedhaem[manager])
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

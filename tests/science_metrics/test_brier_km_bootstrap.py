@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedhaem_kernel.metrics import (bootstrap_ci, brier_score, harrell_c, integrated_brier_score,
-                               kaplan_meier, logrank_test)
+                                    kaplan_meier, logrank_test)
 
 from .conftest import make_cohort
 
