@@ -54,6 +54,9 @@ def replace_key(actor, node: WorkerNode, public_key: str) -> WorkerNode:
     node = WorkerNode.objects.select_for_update().get(pk=node.pk)
     if node.status == WorkerNode.Status.APPROVED:
         raise NodeStateError(f"node {node.name} is approved: revoke it before replacing its key")
+    if node.status == WorkerNode.Status.REVOKED and node.flower_node_id:
+        raise NodeStateError(f"node {node.name}'s old key is still registered with the SuperLink (its "
+                             "unregistration is pending and retried every 30 s); replace the key once it is done")
     digest = key_fingerprint(public_key)
     if WorkerNode.objects.filter(key_fingerprint=digest).exclude(pk=node.pk).exists() or (
             digest == node.key_fingerprint and node.key_retired):

@@ -47,7 +47,7 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 QUEUED_REDISPATCH_S = 20    # a queued run whose start task has not claimed it is queued again
 STARTING_STALE_S = 240      # the start task died between claiming and recording the Flower run
-CONCLUDING_REDISPATCH_S = 60
+CONCLUDING_REDISPATCH_S = 30
 CONCLUDING_LIMIT_S = 1800   # results that could not be stored in this long: failed, not retried forever
 MAX_EVENT_BYTES = 256 * 1024 * 1024
 
@@ -434,7 +434,9 @@ def reconcile(now=None) -> dict:
         else:
             tail = flower_adapter.run_logs(run.flower_run_id)[-1500:]
             if transition(run.pk, S.FAILED, from_=(S.STARTING, S.RUNNING),
-                          error=f"Flower reported {status}\n--- ServerApp log (tail) ---\n{tail}"):
+                          error=f"Flower reported {status} and the ServerApp reported no reason of its own: its "
+                                "process was stopped (the SuperLink restarting during the run does this)"
+                                f"\n--- ServerApp log (tail) ---\n{tail}"):
                 did["failed"] += 1
     return did
 

@@ -151,6 +151,10 @@ def test_a_revoked_nodes_retired_key_cannot_come_back_but_a_new_key_can(approved
     node, _ = approved_node
     admin = api(personas["administrator"])
     assert admin.post(f"/api/nodes/{node.pk}/revoke/").status_code == 200
+    # until the key sync has unregistered the old key at the SuperLink, no new key is taken
+    pending = api(personas["node_operator"]).post(f"/api/nodes/{node.pk}/replace-key/",
+                                                  {"public_key": fresh_p384_key()}, format="json")
+    assert pending.status_code == 409 and "still registered" in pending.json()["detail"]
     # the key sync unregistered it at the SuperLink: Flower retires the key for good
     WorkerNode.objects.filter(pk=node.pk).update(key_retired=True, flower_node_id="")
     again = admin.post(f"/api/nodes/{node.pk}/approve/")
