@@ -40,31 +40,50 @@ def _token(node_cfg: dict) -> str:
 
 def fetch_approvals(node_cfg: dict, timeout: float = 10.0) -> list[dict]:
     """This node's approvals from the manager, reused for approval-cache-s seconds (a file cache
-    under the temp folder: ClientApps may run in short-lived processes)."""
+    under the temp folder: ClientApps may run in short-lived processes).
+
+    A manager that cannot be reached (restarting) is asked again for up to approval-retry-s
+    (20 s); after that the last list it gave is used if it is younger than approval-stale-s
+    (600 s), so a portal restart does not stop running studies. A manager that answers always
+    wins: a withdrawn approval takes effect at the next fetch."""
     import requests
 
     manager = str(node_cfg["manager"]).rstrip("/")
     token = _token(node_cfg)
     ttl = float(node_cfg.get("approval-cache-s", 5.0))
+    retry_s = float(node_cfg.get("approval-retry-s", 20.0))
+    stale_s = float(node_cfg.get("approval-stale-s", 600.0))
     key = hashlib.sha256(f"{manager}|{token}".encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / f"fedhaem-approvals-{key}.json"
-    if ttl > 0 and cache.exists() and time.time() - cache.stat().st_mtime < ttl:
+    age = time.time() - cache.stat().st_mtime if cache.exists() else float("inf")
+    if age < ttl:
         try:
             return json.loads(cache.read_text())
         except (OSError, json.JSONDecodeError):
             pass
-    try:
-        r = requests.get(manager + APPROVALS_PATH, headers={"Authorization": f"Token {token}"}, timeout=timeout)
-    except requests.RequestException as err:
-        raise ParticipationRefused(f"the manager {manager} did not answer for approvals: {err}") from None
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            r = requests.get(manager + APPROVALS_PATH, headers={"Authorization": f"Token {token}"}, timeout=timeout)
+            break
+        except requests.RequestException as err:
+            if time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            if age < stale_s:
+                log.warning("the manager %s did not answer (%s); using its approvals of %.0f s ago", manager, err, age)
+                try:
+                    return json.loads(cache.read_text())
+                except (OSError, json.JSONDecodeError):
+                    pass
+            raise ParticipationRefused(f"the manager {manager} did not answer for approvals: {err}") from None
     if r.status_code != 200:
         raise ParticipationRefused(f"the manager refused the approvals request: HTTP {r.status_code} {r.text[:200]}")
     approvals = r.json().get("approvals", [])
-    if ttl > 0:
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(approvals))
-        tmp.chmod(0o600)
-        tmp.replace(cache)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(approvals))
+    tmp.chmod(0o600)
+    tmp.replace(cache)
     return approvals
 
 

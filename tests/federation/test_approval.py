@@ -111,3 +111,35 @@ def test_generator_parameters_are_bounded(params, words):
     with pytest.raises(ValueError, match=words):
         generator_hyper("vae_bgm", params)
     assert generator_hyper("vae_bgm", {"hidden": 64}) == {"hidden": 64}
+
+
+def test_a_restarting_manager_does_not_stop_the_node_but_a_long_absence_does(tmp_path):
+    """A real HTTP manager answers once, then goes away: within approval-stale-s the node keeps
+    the last list it was given; past it the node refuses, naming the manager."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from fl_engine.node.approvals import fetch_approvals
+
+    class Manager(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"approvals": [{"study": "7"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Manager)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    (tmp_path / "token").write_text(f"tok-{tmp_path.name}")
+    cfg = {"manager": f"http://127.0.0.1:{srv.server_port}", "token-file": str(tmp_path / "token"),
+           "approval-cache-s": "0", "approval-retry-s": "0"}
+    assert fetch_approvals(cfg) == [{"study": "7"}]
+    srv.shutdown()
+    srv.server_close()
+    assert fetch_approvals(cfg) == [{"study": "7"}]  # the manager is restarting: the last list
+    with pytest.raises(ParticipationRefused, match="did not answer"):
+        fetch_approvals({**cfg, "approval-stale-s": "0"})
