@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .catalogue import Catalogue, catalogue
-from .csvcells import safe_row
+from fedhaem_kernel.csvcells import safe_row
 from .errors import EtlError, Issue
 from .features import bundle_to_row, rows_to_table
 from .fhir import build_bundle, read_ndjson, validate_bundle, write_ndjson

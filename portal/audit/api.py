@@ -7,7 +7,7 @@ from rest_framework.decorators import action
 
 from portal.audit.models import AuditEvent
 from portal.core.api import perms_required
-from portal.core.csvcells import safe_row
+from fedhaem_kernel.csvcells import safe_row
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

