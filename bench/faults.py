@@ -5,7 +5,8 @@ demo study through the API and, at random points of a run (seeded), injects each
 `--repeat` times:
 
   node      SIGKILL one worker node's process tree (`fedhaem-node start` and its SuperNode)
-  worker    SIGKILL the Celery worker
+  worker    SIGKILL the Celery worker of the short tasks (start, reconciler)
+  concluder SIGKILL the Celery worker of the conclusions (model registration)
   redis     SIGKILL the embedded redis-server (the supervisor restarts it)
   superlink SIGKILL the SuperLink (the supervisor restarts it)
   portal    SIGKILL daphne (the supervisor restarts it)
@@ -39,12 +40,13 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FAULTS = ("node", "worker", "redis", "superlink", "portal", "load")
+FAULTS = ("node", "worker", "concluder", "redis", "superlink", "portal", "load")
 TERMINAL = {"finished", "failed", "cancelled"}
 # Words a failure reason may use to name each fault; any other failure is "unexplained".
 FAULT_WORDS = {
     "node": ("node", "hosp-", "unreachable", "supernode", "participant"),
     "worker": ("worker", "task", "celery", "lost"),
+    "concluder": ("worker", "task", "celery", "lost", "conclu", "stored"),
     "redis": ("redis", "broker"),
     "superlink": ("superlink", "flower", "serverapp", "not know", "unknown"),
     "portal": ("portal", "event"),
@@ -288,7 +290,8 @@ def inject(demo: Demo, fault: str, rng: random.Random) -> tuple[dict, callable]:
             new = demo.pid(f"--name {name}")
             return new is not None and new != agent and any("supernode" in cmdline(p) for p in tree(new))
         return {"node": name, "pids": victims}, back
-    needle, port = {"worker": ("celery -A portal worker", None), "redis": ("redis-server", demo.redis_port),
+    needle, port = {"worker": ("celery -A portal worker -Q celery", None),
+                    "concluder": ("celery -A portal worker -Q conclusions", None), "redis": ("redis-server", demo.redis_port),
                     "superlink": ("flower-superlink", demo.link),
                     "portal": ("portal.asgi:application", demo.port)}[fault]
     old = demo.pid(needle)
@@ -402,6 +405,10 @@ def one_fault(demo: Demo, fault: str, rng: random.Random, study: int, extra: lis
         delay = rng.uniform(0.1, 0.9) * window
         while time.monotonic() - started < delay:
             time.sleep(0.2)
+        if fault == "concluder":  # the conclusion is what this worker does: kill it in the middle of one
+            until = time.monotonic() + 3 * window
+            while demo.run(run).get("status") not in ("concluding", *TERMINAL) and time.monotonic() < until:
+                time.sleep(0.2)
         before = demo.run(run).get("status", "unknown")
         killed, back = inject(demo, fault, rng)
         killed_at = time.monotonic()

@@ -150,6 +150,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.integer("CELERY_VISIBILITY_TIMEOUT_S", 60, 5, 86400),
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Conclusions (model registration in MLflow, storing a cohort: tens of seconds each) have their own
+# queue and worker process, so they never wait behind, nor hold up, the short tasks of the default
+# queue (submitting runs, the reconciler, node keys). Every deployment runs a worker on each queue:
+# `celery -A portal worker -Q celery` and `celery -A portal worker -Q conclusions`.
+CONCLUSIONS_QUEUE = "conclusions"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"portal.studies.tasks.conclude_run": {"queue": CONCLUSIONS_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 

@@ -31,7 +31,7 @@ LOG_PREFIX = "FEDHAEM-EVENT "
 KEY_ENV = "FEDHAEM_RUN_EVENTS_KEY_FILE"
 # Artefacts larger than this are not repeated in the log (the POST still carries them).
 MAX_LOGGED_ARTEFACTS = 4 * 1024 * 1024
-TYPES = ("started", "round", "phase", "finished", "failed")
+TYPES = ("started", "round", "phase", "node_missed", "finished", "failed")
 
 
 def run_token(key: bytes, portal_run_id: str | int) -> str:

@@ -94,6 +94,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
     budget = time_budget(cfg, t_end)
     keys = wait_for_nodes(cfg, transport, budget("waiting for nodes"))
     replies = transport.request({k: NodeRequest("stats") for k in keys}, budget("preprocessing"))
+    report_missed(sink, replies, "preprocessing", {p["node_id"]: p["node"] for p in cfg.participants})
     ok = successful_replies(replies, "preprocessing", cfg.min_nodes)
     names = {k: r.name for k, r in ok.items()}
     check_identities(cfg, names)
@@ -109,6 +110,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
 
     def request(reqs: dict[str, NodeRequest], what: str) -> dict:
         replies = transport.request(reqs, budget(what))
+        report_missed(sink, replies, what, names)
         for k, v in replies.items():
             if isinstance(v, TimeoutError):  # missed the deadline, or NodeUnreachable
                 log.warning("%s: node %s did not answer (%s); leaving it out of the rest of the run",
@@ -244,6 +246,15 @@ def check_identities(cfg: RunConfig, names: dict[str, str]) -> None:
              for k, n in names.items() if k in expected and expected[k] != n]
     if wrong:
         raise FederationError("; ".join(wrong))
+
+
+def report_missed(sink: EventSink, replies: dict, phase: str, names: dict[str, str]) -> None:
+    """One "node_missed" event per node whose reply to `phase` is an error (the portal shows the
+    hospital, the phase and the reason on the run's page)."""
+    for k, v in replies.items():
+        if not isinstance(v, NodeReply):
+            sink.event("node_missed", phase=phase, node=str(names.get(k, k)),
+                       reason=f"{type(v).__name__}: {v}"[:1000])
 
 
 def successful_replies(replies: dict, phase: str, min_nodes: int) -> dict[str, NodeReply]:

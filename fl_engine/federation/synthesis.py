@@ -568,7 +568,7 @@ def run_synthesis(cfg: RunConfig, transport, sink=None) -> dict:
 def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
     from generative import GateThresholds, evaluate_gate, fit_tstr_model, manager_merge_summaries, manager_pool
     from generative import SafeConfig
-    from fl_engine.federation.loop import successful_replies, wait_for_nodes, time_budget
+    from fl_engine.federation.loop import report_missed, successful_replies, time_budget, wait_for_nodes
 
     if cfg.generator not in SYNTH_GENERATORS:
         raise FederationError(f"generator {cfg.generator!r} is not one of {', '.join(SYNTH_GENERATORS)}")
@@ -576,8 +576,9 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
     budget = time_budget(cfg, t_end)
 
     keys = wait_for_nodes(cfg, transport, budget("waiting for nodes"))
-    ok = successful_replies(transport.request({k: NodeRequest("synth_summary", [], {"round": 0}) for k in keys},
-                                       budget("summaries")), "summaries", cfg.min_nodes)
+    first = transport.request({k: NodeRequest("synth_summary", [], {"round": 0}) for k in keys}, budget("summaries"))
+    report_missed(sink, first, "summaries", {p["node_id"]: p["node"] for p in cfg.participants})
+    ok = successful_replies(first, "summaries", cfg.min_nodes)
     names = {k: r.name for k, r in ok.items()}
     if len(set(names.values())) != len(names):
         raise FederationError(f"two nodes report the same name: {sorted(names.values())}")
@@ -590,7 +591,9 @@ def _run(cfg: RunConfig, transport, sink, t_end: float) -> dict:
 
     def phase(kind: str, payload: dict, r: int, what: str, per_node: dict | None = None) -> dict[str, NodeReply]:
         reqs = {k: _request(kind, {**payload, **(per_node or {}).get(names[k], {})}, {"round": r}) for k in live}
-        replies = successful_replies(transport.request(reqs, budget(what)), what, cfg.min_nodes)
+        answered = transport.request(reqs, budget(what))
+        report_missed(sink, answered, what, names)
+        replies = successful_replies(answered, what, cfg.min_nodes)
         live[:] = [k for k in live if k in replies]
         return {names[k]: v for k, v in replies.items()}
 

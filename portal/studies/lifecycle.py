@@ -299,7 +299,20 @@ def _store_event(run_id: int, ev: dict, source: str) -> list[tuple[str, dict]] |
                             {"round": body["round"], "rounds": run.rounds, "metrics": metrics}))
         elif ev["type"] == "phase":
             publish.append(("phase", {"phase": str(body.get("phase", ""))[:60]}))
+        elif ev["type"] == "node_missed":
+            publish.append(("node_missed", missed_entry(body)))
     return publish
+
+
+def missed_entry(body: dict) -> dict:
+    """{phase, node, reason} of a "node_missed" event body, as text of bounded length."""
+    return {"phase": str(body.get("phase", ""))[:80], "node": str(body.get("node", ""))[:60],
+            "reason": str(body.get("reason", ""))[:1000]}
+
+
+def missed_phases(run: Run) -> list[dict]:
+    """The hospitals that did not answer a phase of run `run`, in the order the run reported them."""
+    return [missed_entry(e.body) for e in run.events.filter(type="node_missed").order_by("seq")]
 
 
 def queue_conclusion(run_id: int) -> None:
@@ -321,7 +334,10 @@ def artefacts(run: Run) -> dict[str, bytes]:
 
 def conclude(run_id: int) -> str:
     """Store what concluding run `run_id` produced (its kind's hook) and finish it."""
-    run = Run.objects.select_related("study").get(pk=run_id)
+    run = Run.objects.select_related("study").filter(pk=run_id).first()
+    if run is None:  # deleted with its study after the task was queued
+        log.warning("run %s: nothing to conclude, the run no longer exists", run_id)
+        return "missing"
     if run.status != S.CONCLUDING:
         return run.status
     try:

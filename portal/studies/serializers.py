@@ -130,12 +130,19 @@ class RunSerializer(serializers.ModelSerializer):
     metrics = RoundMetricSerializer(many=True, read_only=True)
     model_version = ModelVersionSerializer(read_only=True, allow_null=True)
     rounds_completed = serializers.SerializerMethodField()
+    missed = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
         fields = ["id", "study", "study_title", "status", "rounds", "rounds_completed", "config",
                   "created_at", "started_at", "finished_at", "flower_run_id", "error", "metrics",
-                  "model_version"]
+                  "model_version", "missed"]
+
+    def get_missed(self, run) -> list[dict]:
+        """Hospitals that did not answer a phase of the run: {phase, node, reason}."""
+        from portal.studies.lifecycle import missed_phases
+
+        return missed_phases(run)
 
     def get_rounds_completed(self, run) -> int:
         rounds = [m.round for m in run.metrics.all() if m.node == RoundMetric.GLOBAL and m.name == "c_index"]

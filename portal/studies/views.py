@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
-from portal.studies.lifecycle import queue_position
+from portal.studies.lifecycle import missed_phases, queue_position
 from portal.studies import services
 from portal.studies.forms import ApprovalForm, StartRunForm, StudyForm, dataset_groups, endpoints_by_use_case
 from portal.studies.models import Study
@@ -238,7 +238,7 @@ def run_detail(request, pk: int):
     return render(request, "studies/run_detail.html", {
         "run": run, "chart": run_chart_data(run), "final": final_metrics(run),
         "can_cancel": request.user.has_perm("studies.cancel_run") and run.active and run.status != "concluding",
-        "queued_behind": queue_position(run),
+        "queued_behind": queue_position(run), "missed": missed_phases(run),
     })
 
 

@@ -47,7 +47,9 @@ def _database_url(sd: dict) -> str:
     return f"postgres://{auth}@{host}{port}/{sd['NAME']}"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: the sync API keeps an event loop running in the main thread while
+# it is open, and the tests after the browser's (async_to_sync in the portal) must not inherit it.
+@pytest.fixture(scope="module")
 def chromium_browser():
     if not CHROMIUM.exists():
         pytest.skip(f"browser test: {CHROMIUM} is absent (install Debian's chromium; `.ci/run` does)")

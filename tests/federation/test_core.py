@@ -159,6 +159,17 @@ def test_a_failing_node_is_tolerated_above_min_nodes(node_tables):
         run_in_process({"dataset": "d", "num_rounds": 1, "min_nodes": 3}, tables)
 
 
+def test_a_node_that_misses_a_phase_is_reported_with_its_reason(node_tables, tmp_path):
+    tables = dict(node_tables)
+    tables["H3"] = tables["H3"].drop(columns=["os_months"])
+    run_in_process({"dataset": "d", "num_rounds": 1, "min_nodes": 2, "metrics_path": str(tmp_path / "m.jsonl")},
+                   tables)
+    events = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    missed = [e for e in events if e["type"] == "node_missed"]
+    assert missed and {e["node"] for e in missed} == {"H3"}
+    assert all("os_months" in e["reason"] and e["phase"] for e in missed), missed
+
+
 def test_run_time_limit_ends_a_run_with_a_readable_error(node_tables, tmp_path):
     with pytest.raises(FederationError, match="time limit of 0.3 s"):
         run_in_process({"dataset": "d", "num_rounds": 500, "min_nodes": 3, "run_timeout_s": 0.3,

@@ -79,11 +79,11 @@ def test_demo_restarts_what_dies_and_stops_cleanly(tmp_path):
         assert demo.poll() is None, out.read_text()[-3000:]
         seen |= set(_children(demo.pid))
 
-        worker = _one(demo.pid, "celery -A portal worker")
+        worker = _one(demo.pid, "celery -A portal worker -Q celery ")
         os.kill(worker, signal.SIGKILL)
         _wait(lambda: "restarting worker after exit -9 (attempt 1, back-off 1 s)" in out.read_text(), 15,
               "worker restart announced", out)
-        _wait(lambda: any("celery -A portal worker" in c for p, c in _children(demo.pid).items() if p != worker),
+        _wait(lambda: any("celery -A portal worker -Q celery " in c for p, c in _children(demo.pid).items() if p != worker),
               15, "new worker", out)
 
         redis = _one(demo.pid, "redis-server")

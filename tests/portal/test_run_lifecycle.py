@@ -276,3 +276,18 @@ def test_a_conclusion_that_keeps_failing_is_retried_then_failed_with_the_reason(
     lifecycle.reconcile()
     run.refresh_from_db()
     assert run.status == "failed" and "could not be stored" in run.error
+
+
+def test_a_hospital_that_missed_a_phase_is_named_on_the_run(study, personas, client):
+    from portal.studies import lifecycle, services
+
+    run = services.start_run(personas["coordinator"], study)
+    _running(run)
+    assert lifecycle.ingest_event(run.pk, {"seq": 1, "type": "node_missed", "phase": "round 1 training",
+                                           "node": "hosp-c", "reason": "TimeoutError: no reply within 120 s"})
+    client.force_login(personas["clinician"])
+    body = client.get(f"/api/runs/{run.pk}/").json()
+    assert body["missed"] == [{"phase": "round 1 training", "node": "hosp-c",
+                               "reason": "TimeoutError: no reply within 120 s"}]
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "Hospitals that missed a phase" in page and "no reply within 120 s" in page

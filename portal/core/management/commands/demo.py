@@ -60,9 +60,15 @@ class Command(BaseCommand):
                    "PORTAL_BASE_URL": base}
             sup.start(Service("portal", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                          "portal.asgi:application"], env=env, ready=lambda: port_open(port)))
-            sup.start(Service("worker", [sys.executable, "-m", "celery", "-A", "portal", "worker",
-                                         "--loglevel", "INFO", "--concurrency", "2", "--pool", "threads"],
-                              env=env))
+            sup.start(Service("worker", [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "celery",
+                                         "-n", "short@%h", "--loglevel", "INFO", "--concurrency", "2",
+                                         "--pool", "threads"], env=env))
+            # Conclusions (MLflow registration) in their own process: a slow one never delays the
+            # reconciler or the start of the next run.
+            sup.start(Service("worker-conclusions", [sys.executable, "-m", "celery", "-A", "portal", "worker",
+                                                     "-Q", settings.CONCLUSIONS_QUEUE, "-n", "conclusions@%h",
+                                                     "--loglevel", "INFO", "--concurrency", "2",
+                                                     "--pool", "threads"], env=env))
             # Periodic tasks (the run reconciler): its own service, so a crashed worker does not
             # take the schedule with it.
             sup.start(Service("beat", [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
