@@ -169,7 +169,7 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
                     raise RuntimeError("portal (daphne) did not start")
                 time.sleep(0.2)
             with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
-                              queues=["celery", settings.CONCLUSIONS_QUEUE], shutdown_timeout=30):
+                              queues=["celery", settings.CONCLUSIONS_QUEUE, settings.GRIDS_QUEUE], shutdown_timeout=30):
                 t0 = time.time()
                 run = services.start_run(coordinator, study, rounds)
                 while True:

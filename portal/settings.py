@@ -154,9 +154,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # queue and worker process, so they never wait behind, nor hold up, the short tasks of the default
 # queue (submitting runs, the reconciler, node keys). Every deployment runs a worker on each queue:
 # `celery -A portal worker -Q celery` and `celery -A portal worker -Q conclusions`.
+# Experiment grids (minutes to hours of computing on the manager) have a third queue and worker,
+# `-Q grids`, one grid at a time.
 CONCLUSIONS_QUEUE = "conclusions"
+GRIDS_QUEUE = "grids"
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_ROUTES = {"portal.studies.tasks.conclude_run": {"queue": CONCLUSIONS_QUEUE}}
+CELERY_TASK_ROUTES = {"portal.studies.tasks.conclude_run": {"queue": CONCLUSIONS_QUEUE},
+                      "portal.experiments.tasks.execute_grid": {"queue": GRIDS_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -279,8 +283,8 @@ CELERY_BEAT_SCHEDULE = {
                        "options": {"expires": float(RECONCILE_EVERY_S)}},
     "reconcile-node-keys": {"task": "portal.nodes.tasks.reconcile_node_keys", "schedule": 30.0,
                             "options": {"expires": 30.0}},
-    "reconcile-grids": {"task": "portal.experiments.tasks.reconcile_grids", "schedule": 30.0,
-                        "options": {"expires": 30.0}},
+    "reconcile-grids": {"task": "portal.experiments.tasks.reconcile_grids", "schedule": float(RECONCILE_EVERY_S),
+                        "options": {"expires": float(RECONCILE_EVERY_S)}},
 }
 
 # --- files, static, i18n ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ def _compose():
 
 def test_compose_services_and_networks():
     c = _compose()
-    assert {"postgres", "redis", "keycloak", "portal", "worker", "worker-conclusions", "beat", "superlink", "mlflow"} <= set(c["services"])
+    assert {"postgres", "redis", "keycloak", "portal", "worker", "worker-conclusions", "worker-grids", "beat", "superlink", "mlflow"} <= set(c["services"])
     assert c["networks"]["internal"]["internal"] is True
     for name, svc in c["services"].items():
         for net in svc.get("networks", []):

@@ -30,6 +30,10 @@ LIMITS = {"seeds": (1, 5, 3), "rounds": (2, 30, 10), "n_boot": (0, 1000, 200),
           "n": (300, 20_000, 2000), "seed": (0, 2**31 - 1, 0)}
 MIN_SYNTHETIC_ROWS = 300  # below this, a 5-node split leaves nodes with one or two test patients
 GRID_TIME_LIMIT_S = 6 * 3600
+GRID_HEARTBEAT_S = 10     # the worker computing a grid says it is alive this often
+GRID_STALE_S = 60         # silent this long: its worker is gone, another takes the grid over
+GRID_DEAD_S = 600         # silent this long: failed when the study starts its next grid
+GRID_MAX_ATTEMPTS = 3     # workers that may take a grid up before it is failed
 
 PER_SEED_COLUMNS = ["seed", "setting", "case", "eval", "trained_on", "rounds_used", "n", "n_events",
                     "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "ibs", "ibs_km"]
@@ -236,35 +240,65 @@ def start_grid(actor, study, *, source: str = "generated", synthetic_cohort=None
     return grid
 
 
+def _publish_status(g: GridRun) -> None:
+    publish_grid(g.pk, "status", {"status": g.status, "cancel_requested": g.cancel_requested, "error": g.error})
+
+
+def move(grid_id: int, to: str, *, error: str = "", from_: tuple[str, ...] | None = None, **fields) -> GridRun | None:
+    """The run lifecycle's one state machine (portal.studies.lifecycle.move) for a grid, then its
+    viewers are told. None when another writer moved it first or the move is not allowed."""
+    from portal.studies import lifecycle
+
+    g = lifecycle.move(GridRun, grid_id, to, error=error, from_=from_, **fields)
+    if g is not None:
+        _publish_status(g)
+    return g
+
+
+def _silent_for(g: GridRun, now) -> float:
+    """Seconds since the worker computing grid `g` last said it is alive (since it started
+    when it never did)."""
+    seen = g.heartbeat_at or g.status_changed_at or g.started_at or g.created_at
+    return (now - seen).total_seconds()
+
+
 def expire_stale(study) -> int:
-    """Grids still "running" past the task's hard time limit lost their worker (restart, kill):
-    marked failed, so that they neither block the study's next grid nor wait for a cancel
-    nobody will act on. Returns how many."""
+    """Grids of `study` whose worker stopped long ago (no heartbeat for GRID_DEAD_S, or past the
+    task's hard time limit) are failed with the reason, so that they do not block the study's
+    next grid. Returns how many."""
     from datetime import timedelta
 
-    cutoff = timezone.now() - timedelta(seconds=GRID_TIME_LIMIT_S + 600)
-    return GridRun.objects.filter(study=study, status=GridRun.Status.RUNNING, started_at__lt=cutoff).update(
-        status=GridRun.Status.FAILED, finished_at=timezone.now(),
-        error=f"the grid's task stopped without a result (no end recorded within {GRID_TIME_LIMIT_S} s)")
+    now = timezone.now()
+    n = 0
+    for g in GridRun.objects.filter(study=study, status__in=GridRun.ACTIVE).exclude(status=GridRun.Status.QUEUED):
+        if _silent_for(g, now) > GRID_DEAD_S or (g.started_at and g.started_at < now - timedelta(seconds=GRID_TIME_LIMIT_S + 600)):
+            n += move(g.pk, GridRun.Status.FAILED,
+                      error=f"the grid's task stopped without a result (no sign of its worker for "
+                            f"{_silent_for(g, now):.0f} s)") is not None
+    return n
 
 
 def cancel_grid(actor, grid: GridRun) -> GridRun:
-    """A queued grid is cancelled at once; a running one stops at the next setting boundary."""
+    """A queued grid is cancelled at once; a starting or running one stops at the next setting
+    boundary (at once when its worker is gone); a grid storing its results cannot be cancelled."""
     if not can_cancel_grid(actor):
         raise GridForbidden("your role does not allow cancelling an experiment grid")
     expire_stale(grid.study)
-    with transaction.atomic():
-        g = GridRun.objects.select_for_update().get(pk=grid.pk)
-        if g.status in GridRun.FINAL:
-            raise GridRefused(f"grid {g.pk} is already {g.status}")
-        if g.status == GridRun.Status.QUEUED:
-            g.status, g.finished_at, g.error = GridRun.Status.CANCELLED, timezone.now(), "cancelled before it started"
-        g.cancel_requested = True
-        g.save(update_fields=["status", "finished_at", "error", "cancel_requested"])
-        record(actor, "grid.cancel", g, {"status": g.status})
-        transaction.on_commit(lambda: publish_grid(g.pk, "status", {"status": g.status, "cancel_requested": True,
-                                                                    "error": g.error}))
-    return g
+    g = GridRun.objects.get(pk=grid.pk)
+    if g.status in GridRun.FINAL:
+        raise GridRefused(f"grid {g.pk} is already {g.status}")
+    if g.status == GridRun.Status.CONCLUDING:
+        raise GridRefused(f"grid {g.pk} has finished computing and its results are being stored; "
+                          "it can no longer be cancelled")
+    GridRun.objects.filter(pk=g.pk).update(cancel_requested=True)
+    record(actor, "grid.cancel", g, {"status": g.status})
+    moved = move(g.pk, GridRun.Status.CANCELLED, error="cancelled before it started",
+                 from_=(GridRun.Status.QUEUED,))
+    if moved is None:
+        g.refresh_from_db()
+        _publish_status(g)
+        return g
+    return moved
 
 
 # --- execution ------------------------------------------------------------------------------
@@ -299,90 +333,191 @@ def load_grid_cohort(grid: GridRun):
         return pd.read_csv(f)
 
 
-def _progress_logger(grid_id: int):
+class GridTakenOver(Exception):
+    """This worker no longer owns the grid (another took it over after it went silent)."""
+
+
+def _progress_logger(grid_id: int, owner: str):
     def log_line(message: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
-        g = GridRun.objects.only("progress", "cancel_requested").get(pk=grid_id)
-        g.progress = (g.progress + f"{stamp} {message}\n")[-20_000:]
-        g.save(update_fields=["progress"])
+        g = GridRun.objects.only("progress", "cancel_requested", "task_id").get(pk=grid_id)
+        if g.task_id != owner:
+            raise GridTakenOver
+        GridRun.objects.filter(pk=grid_id, task_id=owner).update(
+            progress=(g.progress + f"{stamp} {message}\n")[-20_000:], heartbeat_at=timezone.now())
         publish_grid(grid_id, "progress", {"status": GridRun.Status.RUNNING, "line": f"{stamp} {message}"})
         if g.cancel_requested:
             raise GridCancelled
     return log_line
 
 
-def _finish(grid_id: int, status: str, *, error: str = "", results: dict | None = None) -> None:
-    with transaction.atomic():
-        g = GridRun.objects.select_for_update().get(pk=grid_id)
-        if g.status in GridRun.FINAL:
-            return
-        g.status, g.finished_at = status, timezone.now()
-        g.error = error[:5000]
-        if results is not None:
-            g.results = results
-        g.save(update_fields=["status", "finished_at", "error", "results"])
-        transaction.on_commit(lambda: publish_grid(grid_id, "status", {"status": status, "error": g.error}))
+class _Heartbeat:
+    """Stamps heartbeat_at every GRID_HEARTBEAT_S while the grid is computed (a thread of its own,
+    with its own database connection): a worker that dies stops stamping, and the reconciler or
+    the next delivery of the task takes the grid over."""
+
+    def __init__(self, grid_id: int, owner: str):
+        import threading
+
+        self.grid_id, self.owner = grid_id, owner
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"grid-{grid_id}-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        from portal.core.db import retry_on_lock
+
+        try:
+            while not self.stop.wait(GRID_HEARTBEAT_S):
+                try:
+                    retry_on_lock(lambda: GridRun.objects.filter(pk=self.grid_id, task_id=self.owner).update(
+                        heartbeat_at=timezone.now()))
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next
+                    log.warning("grid %s: heartbeat not stored (%s)", self.grid_id, exc)
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(GRID_HEARTBEAT_S + 5)
+
+
+def _claim(grid_id: int, owner: str) -> tuple[GridRun | None, str]:
+    """Take grid `grid_id` for this task: a queued grid is claimed (queued -> starting); an
+    active grid whose worker went silent for GRID_STALE_S is taken over (at most
+    GRID_MAX_ATTEMPTS workers in all). Returns (grid, "") or (None, the status to report)."""
+    from django.db.models import F
+
+    g = GridRun.objects.filter(pk=grid_id).first()
+    if g is None:
+        log.warning("grid %s: nothing to run, the grid no longer exists", grid_id)
+        return None, "missing"
+    now = timezone.now()
+    if g.status == GridRun.Status.QUEUED:
+        if g.cancel_requested:
+            move(grid_id, GridRun.Status.CANCELLED, error="cancelled before it started")
+            return None, GridRun.Status.CANCELLED
+        claimed = move(grid_id, GridRun.Status.STARTING, from_=(GridRun.Status.QUEUED,), task_id=owner,
+                       heartbeat_at=now, attempts=F("attempts") + 1)
+        if claimed is None:
+            return None, GridRun.objects.get(pk=grid_id).status
+        return claimed, ""
+    if g.status in GridRun.FINAL:
+        return None, g.status
+    # Active: a redelivered message (the broker redelivers unacknowledged messages of long
+    # tasks, and those of a killed worker) finds it computed elsewhere, or its worker gone.
+    if _silent_for(g, now) < GRID_STALE_S:
+        return None, g.status
+    if g.status == GridRun.Status.CONCLUDING and g.results:  # stored; only the last move was lost
+        move(grid_id, GridRun.Status.FINISHED, from_=(GridRun.Status.CONCLUDING,))
+        return None, GridRun.objects.get(pk=grid_id).status
+    if g.cancel_requested and g.status != GridRun.Status.CONCLUDING:
+        move(grid_id, GridRun.Status.CANCELLED, error="cancelled (its worker had stopped)")
+        return None, GridRun.Status.CANCELLED
+    if g.attempts >= GRID_MAX_ATTEMPTS:
+        move(grid_id, GridRun.Status.FAILED, error=f"the worker computing this grid stopped {g.attempts} times "
+                                                  "(killed or restarted); start it again when the workers are stable")
+        return None, GridRun.Status.FAILED
+    took = GridRun.objects.filter(pk=grid_id, status=g.status, task_id=g.task_id, heartbeat_at=g.heartbeat_at).update(
+        task_id=owner, heartbeat_at=now, attempts=F("attempts") + 1,
+        progress=(g.progress + f"{now:%H:%M:%S} restarted from the beginning: the worker computing it "
+                               f"stopped ({_silent_for(g, now):.0f} s without a sign of life)\n")[-20_000:])
+    if not took:
+        return None, GridRun.objects.get(pk=grid_id).status
+    return GridRun.objects.get(pk=grid_id), ""
 
 
 def execute_grid(grid_id: int, task_id: str = "") -> str:
-    """Run a queued grid to its end and store the results; returns the final status. Failures
-    are stored as status failed with the error text; a cancel request stops it between settings."""
+    """Compute grid `grid_id` and store its results; returns the status it leaves the grid in.
+    queued -> starting -> running -> concluding (results stored) -> finished, or failed with the
+    error, or cancelled (a cancel request stops it between settings). Safe to deliver twice."""
+    import uuid
+
     from celery.exceptions import SoftTimeLimitExceeded
 
     from fl_engine.experiments.grid import run_grid
 
-    with transaction.atomic():
-        g = GridRun.objects.select_for_update().get(pk=grid_id)
-        # Only a queued grid starts: a redelivered message (the broker's visibility timeout
-        # also redelivers the message of a grid still running) finds it taken.
-        if g.status != GridRun.Status.QUEUED:
-            return g.status
-        g.status, g.started_at, g.task_id = GridRun.Status.RUNNING, timezone.now(), task_id[:64]
-        g.save(update_fields=["status", "started_at", "task_id"])
-        transaction.on_commit(lambda: publish_grid(grid_id, "status", {"status": GridRun.Status.RUNNING, "error": ""}))
+    owner = (task_id or "local")[:28] + ":" + uuid.uuid4().hex[:12]
+    g, status = _claim(grid_id, owner)
+    if g is None:
+        return status
+    S = GridRun.Status
+    if g.status == S.STARTING:
+        move(grid_id, S.RUNNING, from_=(S.STARTING,))
     grid = GridRun.objects.select_related("study", "synthetic_cohort", "synthetic_cohort__run").get(pk=grid_id)
     try:
-        cfg = grid_config(grid)
-        df = load_grid_cohort(grid)
-        progress = _progress_logger(grid.pk)
-        progress(f"cohort loaded: {len(df)} rows; settings follow (cancellation is checked between them)")
-        results, rounds, extras = run_grid(df, cfg, log=progress)
-        payload = build_results(df, results, rounds, extras, cfg)
+        with _Heartbeat(grid_id, owner):
+            cfg = grid_config(grid)
+            df = load_grid_cohort(grid)
+            progress = _progress_logger(grid.pk, owner)
+            progress(f"cohort loaded: {len(df)} rows; settings follow (cancellation is checked between them)")
+            results, rounds, extras = run_grid(df, cfg, log=progress)
+            payload = build_results(df, results, rounds, extras, cfg)
+    except GridTakenOver:
+        return GridRun.objects.get(pk=grid_id).status
     except GridCancelled:
-        _finish(grid_id, GridRun.Status.CANCELLED, error="cancelled while running")
-        return GridRun.Status.CANCELLED
+        move(grid_id, S.CANCELLED, error="cancelled while running", from_=(S.STARTING, S.RUNNING))
+        return GridRun.objects.get(pk=grid_id).status
     except SoftTimeLimitExceeded:
-        _finish(grid_id, GridRun.Status.FAILED, error=f"the grid exceeded its time limit of {GRID_TIME_LIMIT_S} s")
-        return GridRun.Status.FAILED
+        move(grid_id, S.FAILED, error=f"the grid exceeded its time limit of {GRID_TIME_LIMIT_S} s")
+        return GridRun.objects.get(pk=grid_id).status
     except Exception as exc:
         log.exception("grid %s failed", grid_id)
-        _finish(grid_id, GridRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return GridRun.Status.FAILED
-    _finish(grid_id, GridRun.Status.FINISHED, results=payload)
-    return GridRun.Status.FINISHED
+        move(grid_id, S.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return GridRun.objects.get(pk=grid_id).status
+    cur = GridRun.objects.only("status", "task_id").get(pk=grid_id)
+    if cur.task_id != owner:
+        return cur.status  # taken over meanwhile
+    if cur.status != S.CONCLUDING and move(grid_id, S.CONCLUDING, from_=(S.RUNNING,)) is None:
+        return GridRun.objects.get(pk=grid_id).status  # cancelled meanwhile
+    GridRun.objects.filter(pk=grid_id, status=S.CONCLUDING, task_id=owner).update(results=payload)
+    move(grid_id, S.FINISHED, from_=(S.CONCLUDING,))
+    return GridRun.objects.get(pk=grid_id).status
 
 
 def reconcile_grids(now=None) -> dict:
-    """Celery beat: a queued grid whose task message was lost is queued again; a running grid
-    past its time limit (its worker died and nothing redelivered it) is failed with the reason."""
+    """Celery beat, the grids' part of the reconciler: a queued grid whose task message was lost
+    is queued again (once); an active grid whose worker went silent is handed to a new worker
+    (queued again, at most once per GRID_STALE_S), cancelled when a cancel waits on it, failed
+    after GRID_MAX_ATTEMPTS workers or past its time limit, with the reason."""
     from datetime import timedelta
 
     from portal.experiments import tasks
 
     now = now or timezone.now()
-    did = {"requeued": 0, "failed": 0}
+    did = {"requeued": 0, "taken_over": 0, "failed": 0, "cancelled": 0}
     for g in GridRun.objects.filter(status=GridRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=120)):
         if not g.task_id:
             tasks.execute_grid.delay(g.pk)
             GridRun.objects.filter(pk=g.pk, task_id="").update(task_id="requeued")
             did["requeued"] += 1
-    stale = GridRun.objects.filter(status=GridRun.Status.RUNNING,
-                                   started_at__lt=now - timedelta(seconds=GRID_TIME_LIMIT_S + 600))
-    for g in stale:
-        _finish(g.pk, GridRun.Status.FAILED,
-                error=f"the worker running this grid stopped and it did not end within its time limit "
-                      f"of {GRID_TIME_LIMIT_S} s")
-        did["failed"] += 1
+    active = GridRun.objects.filter(status__in=GridRun.ACTIVE).exclude(status=GridRun.Status.QUEUED)
+    for g in active:
+        silent = _silent_for(g, now)
+        if g.started_at and g.started_at < now - timedelta(seconds=GRID_TIME_LIMIT_S + 600):
+            did["failed"] += move(g.pk, GridRun.Status.FAILED,
+                                  error=f"the worker running this grid stopped and it did not end within its "
+                                        f"time limit of {GRID_TIME_LIMIT_S} s") is not None
+        elif silent < GRID_STALE_S:
+            continue
+        elif g.cancel_requested and g.status != GridRun.Status.CONCLUDING:
+            did["cancelled"] += move(g.pk, GridRun.Status.CANCELLED,
+                                     error="cancelled (its worker had stopped)") is not None
+        elif g.attempts >= GRID_MAX_ATTEMPTS:
+            did["failed"] += move(g.pk, GridRun.Status.FAILED,
+                                  error=f"the worker computing this grid stopped {g.attempts} times (killed or "
+                                        "restarted); start it again when the workers are stable") is not None
+        elif not g.task_id.startswith("handover@") or silent >= 2 * GRID_STALE_S:
+            # The next delivery takes it over (execute_grid -> _claim); marked so that one silent
+            # grid is queued once per stale period, not at every pass.
+            GridRun.objects.filter(pk=g.pk, task_id=g.task_id).update(task_id=f"handover@{now:%H%M%S}")
+            tasks.execute_grid.delay(g.pk)
+            did["taken_over"] += 1
     return did
 
 

@@ -1,5 +1,8 @@
-"""The one run lifecycle of the portal: survival training and synthetic generation plug into it
-with a config builder and a conclusion hook.
+"""The one run lifecycle of the portal. Every kind of run moves through the same state machine
+(`move`, TRANSITIONS below): survival training and synthetic generation are Flower runs and plug
+in with a config builder and a conclusion hook (RunKind); experiment grids, computed on the
+manager, use the same states and moves with a worker heartbeat in place of the SuperLink
+(portal.experiments.services).
 
     queued -> starting -> running -> concluding -> finished
        \\          \\          \\            \\-> failed
@@ -45,6 +48,7 @@ TRANSITIONS: dict[str, set[str]] = {
     S.RUNNING: {S.CONCLUDING, S.FAILED, S.CANCELLED},
     S.CONCLUDING: {S.FINISHED, S.FAILED},
 }
+FINAL = tuple(Run.FINAL)
 QUEUED_REDISPATCH_S = 20    # a queued run whose start task has not claimed it is queued again
 STARTING_STALE_S = 240      # the start task died between claiming and recording the Flower run
 CONCLUDING_REDISPATCH_S = 30
@@ -85,10 +89,12 @@ def kind_of(run: Run) -> RunKind:
 # --- moves ---------------------------------------------------------------------------------
 
 @retrying_on_lock()
-def transition(run_id: int, to: str, *, error: str = "", from_: tuple[str, ...] | None = None,
-               **fields) -> Run | None:
-    """Move run `run_id` to `to` if its current status allows it (and is in `from_` when
-    given); returns the updated run, or None when another writer moved it first."""
+def move(model, pk: int, to: str, *, error: str = "", from_: tuple[str, ...] | None = None, **fields):
+    """The one state machine, for every kind of run (a Run of either kind, an experiment grid):
+    move row `pk` of `model` to `to` if TRANSITIONS allow it from its current status (and it is
+    in `from_` when given), in one conditional UPDATE. Returns the updated row, or None when
+    another writer moved it first. Stamps status_changed_at, started_at (first time running)
+    and finished_at (final states)."""
     allowed = [s for s, nexts in TRANSITIONS.items() if to in nexts and (from_ is None or s in from_)]
     now = timezone.now()
     values = {"status": to, "status_changed_at": now, **fields}
@@ -96,17 +102,23 @@ def transition(run_id: int, to: str, *, error: str = "", from_: tuple[str, ...] 
         values["error"] = error[:5000]
     if to == S.RUNNING:
         values.setdefault("started_at", now)
-    if to in Run.FINAL:
+    if to in FINAL:
         values["finished_at"] = now
     with transaction.atomic():
-        if to == S.RUNNING and Run.objects.filter(pk=run_id, started_at__isnull=False).exists():
+        if to == S.RUNNING and model.objects.filter(pk=pk, started_at__isnull=False).exists():
             values.pop("started_at")
-        moved = Run.objects.filter(pk=run_id, status__in=allowed).update(**values)
-    if not moved:
+        moved = model.objects.filter(pk=pk, status__in=allowed).update(**values)
+    return model.objects.get(pk=pk) if moved else None
+
+
+def transition(run_id: int, to: str, *, error: str = "", from_: tuple[str, ...] | None = None,
+               **fields) -> Run | None:
+    """`move` for a Run: then tells the run's viewers, and a final state frees a slot."""
+    run = move(Run, run_id, to, error=error, from_=from_, **fields)
+    if run is None:
         return None
-    run = Run.objects.get(pk=run_id)
     publish_run(run_id, "status", {"status": run.status, "error": run.error})
-    if to in Run.FINAL:
+    if to in FINAL:
         dispatch_next()
     return run
 

@@ -87,6 +87,6 @@ def portal_federation(tmp_path, settings, live_server, personas, django_db_block
                 services.decide_approval(personas["node_operator"], st, ds, "approved")
         celery_app.control.purge()  # tasks an earlier test queued for rows that no longer exist
         with django_db_blocker.unblock(), start_worker(celery_app, pool="threads", concurrency=concurrency,
-                                                       queues=["celery", settings.CONCLUSIONS_QUEUE],
+                                                       queues=["celery", settings.CONCLUSIONS_QUEUE, settings.GRIDS_QUEUE],
                                                        perform_ping_check=False, shutdown_timeout=30):
             yield {"fed": fed, "study": st, "nodes": portal_nodes}

@@ -160,7 +160,7 @@ def test_start_is_audited_queued_after_commit_and_one_at_a_time(world, personas,
     assert csv.status_code == 409 and "queued" in csv.json()["detail"]
 
 
-def test_cancel_a_queued_grid_and_a_running_one_between_settings(world, personas, api):
+def test_cancel_a_queued_grid_and_a_running_one_between_settings(world, personas, api, monkeypatch):
     from portal.experiments import services
     from portal.experiments.models import GridRun
 
@@ -173,7 +173,14 @@ def test_cancel_a_queued_grid_and_a_running_one_between_settings(world, personas
 
     # running: the request arrives while the task works; the next log line stops it
     grid = services.start_grid(personas["coordinator"], world["study"], **TINY)
-    GridRun.objects.filter(pk=grid.pk).update(cancel_requested=True)
+    load = services.load_grid_cohort
+
+    def load_then_cancel(g):
+        assert GridRun.objects.get(pk=g.pk).status == "running"
+        assert api(personas["coordinator"]).post(f"/api/grid-runs/{g.pk}/cancel/").json()["status"] == "running"
+        return load(g)
+
+    monkeypatch.setattr(services, "load_grid_cohort", load_then_cancel)
     assert services.execute_grid(grid.pk) == "cancelled"
     grid.refresh_from_db()
     assert grid.status == "cancelled" and grid.results == {} and "cohort loaded" in grid.progress
@@ -194,6 +201,64 @@ def test_a_grid_whose_worker_vanished_does_not_block_the_study(world, personas):
     grid.refresh_from_db()
     assert grid.status == "failed" and "stopped without a result" in grid.error
     assert second.status == "queued"
+
+
+def test_a_grid_whose_worker_died_is_taken_over_and_finishes(world, personas, monkeypatch):
+    """The one lifecycle for grids: a worker that stops beating is replaced (the reconciler queues
+    the grid again; the next delivery takes it over and computes it from the beginning); a
+    delivery while the worker is alive does nothing; after GRID_MAX_ATTEMPTS workers it fails."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.experiments import services, tasks
+    from portal.experiments.models import GridRun
+
+    sent = []
+    monkeypatch.setattr(tasks.execute_grid, "delay", lambda pk: sent.append(pk))
+    grid = services.start_grid(personas["coordinator"], world["study"], **TINY)
+    # a worker claimed it and is computing: a second delivery of the message leaves it alone
+    GridRun.objects.filter(pk=grid.pk).update(status="running", task_id="w1", attempts=1,
+                                               started_at=timezone.now(), heartbeat_at=timezone.now())
+    assert services.execute_grid(grid.pk, "dup") == "running"
+    assert services.reconcile_grids()["taken_over"] == 0 and sent == []
+    # the worker died: no heartbeat for longer than GRID_STALE_S
+    silent = timezone.now() - timedelta(seconds=services.GRID_STALE_S + 5)
+    GridRun.objects.filter(pk=grid.pk).update(heartbeat_at=silent)
+    assert services.reconcile_grids()["taken_over"] == 1 and sent == [grid.pk]
+    assert services.reconcile_grids()["taken_over"] == 0  # queued once per stale period
+    assert services.execute_grid(grid.pk, "w2") == "finished"
+    grid.refresh_from_db()
+    assert grid.attempts == 2 and "restarted from the beginning" in grid.progress
+    assert grid.results["summary"] and grid.finished_at and grid.status_changed_at
+
+    # a grid whose workers keep dying is failed with the reason, not retried for ever
+    other = services.start_grid(personas["coordinator"], world["study"], **TINY)
+    GridRun.objects.filter(pk=other.pk).update(status="running", task_id="w3", attempts=services.GRID_MAX_ATTEMPTS,
+                                                started_at=silent, heartbeat_at=silent)
+    assert services.reconcile_grids()["failed"] == 1
+    other.refresh_from_db()
+    assert other.status == "failed" and "stopped 3 times" in other.error
+    # and a cancel waiting on a grid whose worker is gone takes effect
+    third = services.start_grid(personas["coordinator"], world["study"], **TINY)
+    GridRun.objects.filter(pk=third.pk).update(status="running", task_id="w4", attempts=1, cancel_requested=True,
+                                                started_at=silent, heartbeat_at=silent)
+    assert services.reconcile_grids()["cancelled"] == 1
+    assert GridRun.objects.get(pk=third.pk).status == "cancelled"
+
+
+def test_a_grid_storing_its_results_cannot_be_cancelled_and_a_final_grid_never_moves(world, personas, api):
+    from portal.experiments import services
+    from portal.experiments.models import GridRun
+
+    grid = services.start_grid(personas["coordinator"], world["study"], **TINY)
+    GridRun.objects.filter(pk=grid.pk).update(status="concluding")
+    r = api(personas["coordinator"]).post(f"/api/grid-runs/{grid.pk}/cancel/")
+    assert r.status_code == 409 and "being stored" in r.json()["detail"]
+    GridRun.objects.filter(pk=grid.pk).update(status="finished")
+    for to in ("running", "failed", "cancelled", "queued"):
+        assert services.move(grid.pk, to) is None
+    assert GridRun.objects.get(pk=grid.pk).status == "finished"
 
 
 def test_a_failure_is_stored_with_its_error(world, personas):
@@ -374,7 +439,8 @@ def test_grid_status_and_progress_are_pushed_to_authorised_viewers(world, person
             if msg["event"] == "progress":
                 assert msg["data"]["line"].split(" ", 1)[1]  # "HH:MM:SS message"
         await ws.disconnect()
-        assert events[0] == ("status", "running"), events
+        assert events[:2] == [("status", "starting"), ("status", "running")], events
+        assert events[-2:] == [("status", "concluding"), ("status", "finished")], events
         progress = [e for e in events if e[0] == "progress"]
         assert len(progress) >= 2 and all(s == "running" for _, s in progress), events
         denied = WebsocketCommunicator(application, f"/ws/grid-runs/{grid.pk}/", headers=origin)

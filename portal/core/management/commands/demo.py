@@ -69,6 +69,10 @@ class Command(BaseCommand):
                                                      "-Q", settings.CONCLUSIONS_QUEUE, "-n", "conclusions@%h",
                                                      "--loglevel", "INFO", "--concurrency", "2",
                                                      "--pool", "threads"], env=env))
+            # Experiment grids (computed here, minutes long): one at a time, in a third process.
+            sup.start(Service("worker-grids", [sys.executable, "-m", "celery", "-A", "portal", "worker",
+                                               "-Q", settings.GRIDS_QUEUE, "-n", "grids@%h", "--loglevel", "INFO",
+                                               "--concurrency", "1", "--pool", "threads"], env=env))
             # Periodic tasks (the run reconciler): its own service, so a crashed worker does not
             # take the schedule with it.
             sup.start(Service("beat", [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
