@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fl_engine.deploy.processes import VENV_BIN, flower_env, superlink_up
-from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.config import as_run_config
+from fl_engine.federation.contract import to_flower
 
 CONNECTION = "fedhaem"
 
@@ -97,12 +98,14 @@ def _last_json(text: str) -> dict | None:
 def start_run(app_dir: str | Path, run_config: dict, superlink_control_address: str, *,
               root_certificates: str | Path | None = None, flwr_home: str | Path | None = None,
               timeout: float = 180) -> str:
-    """Submit a run of the Flower app in `app_dir` with `run_config` overrides; returns its id."""
-    parse_run_config(run_config)  # fail here, with our message, before Flower sees it
+    """Submit a run of the Flower app in `app_dir`; `run_config` is the run's nested contract
+    (flat settings or a RunConfig also do). It is validated here, with our message, before
+    Flower sees it, and crosses Flower as its one `contract` value. Returns Flower's run id."""
+    flower_config = to_flower(as_run_config(run_config).to_contract())
     conn = connection(superlink_control_address, root_certificates, flwr_home)
     import tomli_w
     with tempfile.NamedTemporaryFile("wb", suffix=".toml", delete=False) as f:
-        tomli_w.dump({k: v for k, v in run_config.items()}, f)
+        tomli_w.dump(flower_config, f)
         cfg_path = f.name
     try:
         data = _flwr(conn, ["run", str(Path(app_dir).resolve()), CONNECTION,

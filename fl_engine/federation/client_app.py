@@ -14,6 +14,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.contract import from_flower
 from fl_engine.federation.core import check_reply_privacy, handle_request
 from fl_engine.federation.flower_io import reply_content, request_from_message
 from fl_engine.node.approvals import ensure_approved
@@ -23,7 +24,7 @@ app = ClientApp()
 
 
 def _answer(msg: Message, context: Context) -> Message:
-    cfg = parse_run_config(dict(context.run_config), strict=False)
+    cfg = parse_run_config(from_flower(dict(context.run_config), strict=False), strict=False)
     node_cfg = dict(context.node_config)
     if "data-dir" not in node_cfg:
         raise ValueError("node config has no 'data-dir' (start the node with fedhaem-node start)")

@@ -1,57 +1,9 @@
-"""Run configuration of a federated study: flat key/value pairs (what Flower's run config holds).
+"""The parsed run configuration (RunConfig) of a federated run, and the contract's builder.
 
-The defaults below are mirrored in ``fl_engine/federation/app/pyproject.toml``
-(``[tool.flwr.app.config]``): Flower only accepts overrides of keys declared there
-(a test checks the two agree).
-
-Keys (times in seconds):
-  dataset, dataset_version   name (and version, "" = latest) in each node's local registry
-  use_case, endpoint         schema use case (MDS, AML, CMML, MM) and survival endpoint (os, ...)
-  model, model_params        "deepsurv" | "savae", and a JSON object of model parameters
-  features, feature_groups   comma-separated feature names / schema groups ("" = all)
-  num_rounds, local_epochs   federated rounds; local passes over the training split per round
-  fraction_train, min_nodes  share of available nodes trained per round; fewest nodes to go on
-  holdout_fraction, seed     seeded held-out split on each node; seed of everything
-  round_timeout_s            longest wait for the replies of one phase (and for nodes to join)
-  run_timeout_s              wall-clock limit of the whole run
-  poll_interval_s            how often the ServerApp polls the SuperLink for replies
-  metrics_path               JSON-lines file, one line per event as it happens ("" = none)
-  events_url                 the portal's run-events endpoint: every event (numbered) is POSTed
-                             there with "Authorization: Token <HMAC of the run id>" (the key is
-                             the ServerApp's FEDHAEM_RUN_EVENTS_KEY_FILE, never in the config,
-                             which reaches the nodes) and printed in the ServerApp log for replay
-  portal_run_id              the portal's run id, echoed as "run" in every metrics record
-  study_id                   the portal's study id ("" = a run outside the portal)
-  study_settings             JSON object: the study's approved settings (approval_hash)
-  participants               JSON list of {"node", "node_id", "fingerprint", "version"}: the only nodes
-                             the run may reach ("[]" = every connected node; engine tests only)
-  join_grace_s               how long the run waits for every participant before it starts
-                             with min_nodes of them
-  model_dir                  folder for the final model.npz + model.json ("" = none); for
-                             synthesis runs synthetic.csv + synthesis.json
-  task                       "survival" (default: a survival model) | "synthesis" (a synthetic
-                             cohort, fl_engine.federation.synthesis)
-  generator                  synthesis: "vae_bgm" | "bayesian_network" | "ctgan" | "sd_sharing"
-  generator_params           synthesis: JSON object of generator hyper-parameters
-  synth_rows                 synthesis: rows of the final cohort (0 = the federation's
-                             training patients)
-  fuse_evaluation            evaluate the incoming global model inside the next train phase
-                             (one message phase per round instead of two, plus one final
-                             evaluate phase); round r's record is then written when round r+1's
-                             training ends, and only the nodes trained in r+1 evaluate it
-  comparison                 after the last round each node also trains the model on its own
-                             patients only and scores the conventional prognostic scores, on
-                             its held-out split (scalars: isolated_c_index, <score>_c_index),
-                             added to the last round's record for the comparison page
-  min_patients_per_node      a node whose training split has fewer patients refuses to take
-                             part (stats, train, baseline); 0 = no minimum
-  min_cell_count             a node whose held-out split has fewer than this many patients or
-                             events does not report its C-index; 0 = always report
-  dp_enabled, dp_clip_norm,  DP-FedAvg (fl_engine.federation.privacy): nodes clip their update
-  dp_noise_multiplier        to L2 norm dp_clip_norm, the manager averages with equal weights
-                             and adds N(0, (dp_noise_multiplier * dp_clip_norm / m)^2)
-The privacy defaults here are "off" (plain engine runs and tests); the portal always sends its
-study's values, whose defaults are strict (portal.studies.config.PrivacyOptions).
+Every setting, with its section, default, bounds and meaning, is written once in
+`fl_engine.federation.contract.SETTINGS`; this module turns values into a validated RunConfig
+(`parse_run_config`, flat values; `parse_contract`, the nested contract) and back
+(`RunConfig.to_contract`). The engine reads RunConfig's attributes (the setting names).
 """
 from __future__ import annotations
 
@@ -59,45 +11,10 @@ import json
 from dataclasses import dataclass, fields
 
 from fedhaem_kernel.schema import get_schema
+from fl_engine.federation.contract import BY_NAME, DEFAULT_RUN_CONFIG, SECTIONS, flatten, nest
 
-DEFAULT_RUN_CONFIG: dict[str, object] = {
-    "dataset": "",
-    "dataset_version": "",
-    "use_case": "MDS",
-    "endpoint": "os",
-    "model": "deepsurv",
-    "model_params": "{}",
-    "features": "",
-    "feature_groups": "",
-    "num_rounds": 3,
-    "local_epochs": 1,
-    "fraction_train": 1.0,
-    "min_nodes": 2,
-    "holdout_fraction": 0.2,
-    "seed": 0,
-    "round_timeout_s": 600.0,
-    "run_timeout_s": 3600.0,
-    "poll_interval_s": 0.1,
-    "metrics_path": "",
-    "events_url": "",
-    "portal_run_id": "",
-    "study_id": "",
-    "study_settings": "{}",
-    "participants": "[]",
-    "join_grace_s": 30.0,
-    "model_dir": "",
-    "task": "survival",
-    "generator": "vae_bgm",
-    "generator_params": "{}",
-    "synth_rows": 0,
-    "fuse_evaluation": False,
-    "comparison": False,
-    "min_patients_per_node": 0,
-    "min_cell_count": 0,
-    "dp_enabled": False,
-    "dp_clip_norm": 1.0,
-    "dp_noise_multiplier": 1.0,
-}
+__all__ = ["DEFAULT_RUN_CONFIG", "RunConfig", "as_run_config", "build_contract", "parse_contract",
+           "parse_run_config"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +58,10 @@ class RunConfig:
     dp_clip_norm: float
     dp_noise_multiplier: float
 
+    def to_contract(self) -> dict:
+        """The nested contract {section: {setting: value}} (JSON-ready; parse_contract reads it)."""
+        return nest(self.to_flat())
+
     def to_flat(self) -> dict:
         """Back to flat Flower-compatible values."""
         out = {}
@@ -154,6 +75,35 @@ class RunConfig:
                 v = ",".join(v)
             out[f.name] = v
         return out
+
+
+def as_run_config(config) -> RunConfig:
+    """A RunConfig, a nested contract or flat settings -> RunConfig (validated)."""
+    if isinstance(config, RunConfig):
+        return config
+    if config and all(k in SECTIONS and isinstance(v, dict) for k, v in config.items()):
+        return parse_contract(config)
+    return parse_run_config(config)
+
+
+def parse_contract(contract: dict, strict: bool = True) -> RunConfig:
+    """The nested contract -> RunConfig (ValueError naming the bad setting)."""
+    return parse_run_config(flatten(contract, strict=strict), strict=strict)
+
+
+def build_contract(**sections: dict) -> dict:
+    """The portal's builder: the nested contract from its sections (data=..., model=...,
+    federation=..., privacy=..., synthesis=..., analysis=..., reporting=...), validated and with
+    every default filled in. Values may be Python objects (dicts, lists, tuples) where the flat
+    form holds JSON or comma-separated text. Raises ValueError naming the bad setting."""
+    flat = flatten(sections)
+    for key in ("model_params", "generator_params", "study_settings", "participants"):
+        if key in flat and not isinstance(flat[key], str):
+            flat[key] = json.dumps(flat[key], sort_keys=True)
+    for key in ("features", "feature_groups"):
+        if key in flat and isinstance(flat[key], (list, tuple)):
+            flat[key] = ",".join(flat[key])
+    return parse_run_config(flat).to_contract()
 
 
 def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
@@ -242,10 +192,6 @@ def _check(c: dict) -> None:
         schema.endpoint(c["endpoint"])
     except KeyError as err:
         raise ValueError(f"run config: endpoint: {err.args[0]}") from None
-    if c["model"] not in ("deepsurv", "savae"):
-        bad("model", "must be deepsurv or savae")
-    if c["task"] not in ("survival", "synthesis"):
-        bad("task", "must be survival or synthesis")
     if c["task"] == "synthesis":
         from fl_engine.federation.synthesis import generator_hyper  # lazy: generative is heavy
 
@@ -255,28 +201,10 @@ def _check(c: dict) -> None:
             from fl_engine.federation.synthesis import SYNTH_GENERATORS
             key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
-    if c["synth_rows"] < 0:
-        bad("synth_rows", "must be >= 0 (0 = as many rows as training patients)")
-    if c["num_rounds"] < 1:
-        bad("num_rounds", "must be >= 1")
-    if c["local_epochs"] < 1:
-        bad("local_epochs", "must be >= 1")
-    if not 0 < c["fraction_train"] <= 1:
-        bad("fraction_train", "must be in (0, 1]")
-    if c["min_nodes"] < 1:
-        bad("min_nodes", "must be >= 1")
-    if not 0 < c["holdout_fraction"] < 1:
-        bad("holdout_fraction", "must be in (0, 1)")
-    for key in ("round_timeout_s", "run_timeout_s", "poll_interval_s", "join_grace_s"):
-        if not c[key] > 0:
-            bad(key, "must be > 0")
-    for key in ("min_patients_per_node", "min_cell_count"):
-        if c[key] < 0:
-            bad(key, "must be >= 0 (0 = off)")
-    if not 0 < c["dp_clip_norm"] < float("inf"):
-        bad("dp_clip_norm", "must be a finite number > 0 (L2 norm of a node's update)")
-    if not 0 <= c["dp_noise_multiplier"] < float("inf"):
-        bad("dp_noise_multiplier", "must be a finite number >= 0")
+    for key, setting in BY_NAME.items():
+        why = setting.check(c[key])
+        if why:
+            bad(key, why)
     unknown_groups = [g for g in c["feature_groups"] if g not in schema.groups]
     if unknown_groups:
         bad("feature_groups", f"unknown group(s) {unknown_groups}; known: {schema.groups}")

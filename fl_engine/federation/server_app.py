@@ -15,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl_engine.deploy import flower_tuning
 from fl_engine.deploy.processes import exit_when_superlink_gone
 from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.contract import from_flower
 from fl_engine.federation.core import NodeReply, NodeRequest, NodeUnreachable
 from fl_engine.federation.flower_io import MESSAGE_TYPES, reply_from_message, request_content
 from fl_engine.federation.loop import run_federation
@@ -90,7 +91,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     exit_when_superlink_gone(grid)  # a ServerApp whose SuperLink died exits within ~10 s
-    cfg = parse_run_config(dict(context.run_config))
+    cfg = parse_run_config(from_flower(dict(context.run_config)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if flower_tuning.enabled():

@@ -12,12 +12,13 @@ from portal.core.api import id_query_param, perms_required
 from portal.datasets.models import Dataset
 from portal.studies import services
 from portal.studies.models import ModelVersion, Run, Study, StudyApproval
+from portal.studies.config import ROUNDS
 from portal.studies.selectors import models_visible_to, runs_visible_to, studies_visible_to
 from portal.studies.serializers import RunSerializer, StudySerializer
 
 
 class StartRunSerializer(serializers.Serializer):
-    rounds = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    rounds = serializers.IntegerField(min_value=ROUNDS.lo, max_value=ROUNDS.hi, required=False)
 
 
 class ApprovalSerializer(serializers.ModelSerializer):

@@ -6,13 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fl_engine.federation.contract import bounds as contract_setting
 from fl_engine.models.params import (MODEL_KINDS, PARAMS_BY_KIND, DeepSurvParams, SAVAEParams,
                                      error_messages, validate_params)
 
 __all__ = ["MODEL_KINDS", "PARAMS_BY_KIND", "DeepSurvParams", "SAVAEParams", "error_messages",
            "validate_hyperparameters", "validate_features", "FEATURES_MAX", "FEATURE_NAME_MAX",
            "DATASETS_MAX", "DESCRIPTION_MAX",
-           "PrivacyOptions", "validate_privacy", "default_privacy", "privacy_rows", "flower_privacy"]
+           "PrivacyOptions", "validate_privacy", "default_privacy", "privacy_rows", "flower_privacy",
+           "ROUNDS", "FRACTION_NODES", "MIN_NODES"]
+
+# The bounds of the run settings a study sets, from the engine's one spec (no bound written twice).
+ROUNDS = contract_setting("num_rounds")
+FRACTION_NODES = contract_setting("fraction_train")
+MIN_NODES = contract_setting("min_nodes")
 
 
 def validate_hyperparameters(kind: str, params: dict | None) -> dict:
@@ -102,7 +109,7 @@ def privacy_rows(options: dict | None) -> list[tuple[str, str]]:
 
 
 def flower_privacy(options: dict | None) -> dict:
-    """Flat Flower run-config values of the privacy options (keys of fl_engine.federation.config)."""
+    """The privacy section of a run contract (fl_engine.federation.contract) from the options."""
     p = validate_privacy(options)
     return {"min_patients_per_node": int(p["min_patients_per_node"]), "min_cell_count": int(p["min_cell_count"]),
             "dp_enabled": bool(p["dp_enabled"]), "dp_clip_norm": float(p["dp_clip_norm"]),

@@ -10,7 +10,7 @@ from fl_engine.models.params import field_bounds
 from fedhaem_kernel.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import (DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
+from portal.studies.config import (MIN_NODES, ROUNDS, DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
                                    validate_hyperparameters)
 from portal.studies.models import Study
 from portal.studies.selectors import dataset_compatibility_errors
@@ -138,10 +138,10 @@ class StudyForm(forms.Form):
     hp_batch_size = forms.IntegerField(label="Batch size (patients)", initial=64, required=False)
     hp_local_epochs = forms.IntegerField(label="Local epochs per round", initial=2, required=False,
                                          help_text="Passes over each hospital's data per round.")
-    rounds = forms.IntegerField(label="Federated rounds", initial=5, min_value=1, max_value=500)
+    rounds = forms.IntegerField(label="Federated rounds", initial=5, min_value=ROUNDS.lo, max_value=ROUNDS.hi)
     fraction_nodes = forms.FloatField(label="Fraction of nodes per round (0–1]", initial=1.0,
                                       help_text="1.0 = every hospital trains in every round.")
-    min_nodes = forms.IntegerField(label="Minimum hospitals per round", initial=2, min_value=1)
+    min_nodes = forms.IntegerField(label="Minimum hospitals per round", initial=2, min_value=MIN_NODES.lo)
     strategy = forms.ChoiceField(label="Aggregation strategy", choices=Study.Strategy.choices)
     priv_min_patients = forms.IntegerField(
         label="Minimum patients per hospital (patients)", initial=_PRIVACY_DEFAULTS["min_patients_per_node"],
@@ -276,7 +276,7 @@ def endpoints_by_use_case() -> dict[str, list[str]]:
 
 
 class StartRunForm(forms.Form):
-    rounds = forms.IntegerField(label="Rounds for this run", min_value=1, max_value=500)
+    rounds = forms.IntegerField(label="Rounds for this run", min_value=ROUNDS.lo, max_value=ROUNDS.hi)
 
 
 class ApprovalForm(forms.Form):

@@ -5,7 +5,8 @@ from django.db import models
 from portal.accounts.models import Organisation
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import default_privacy, validate_features, validate_hyperparameters, validate_privacy
+from portal.studies.config import (FRACTION_NODES, MIN_NODES, ROUNDS, default_privacy, validate_features,
+                                   validate_hyperparameters, validate_privacy)
 
 
 class Study(models.Model):
@@ -67,12 +68,10 @@ class Study(models.Model):
             self.features = validate_features(self.features)
         except ValueError as exc:
             errors["features"] = str(exc)
-        if not 0 < self.fraction_nodes <= 1:
-            errors["fraction_nodes"] = "must be in (0, 1]"
-        if self.rounds < 1 or self.rounds > 500:
-            errors["rounds"] = "must be between 1 and 500"
-        if self.min_nodes < 1:
-            errors["min_nodes"] = "must be at least 1"
+        for field, setting in (("fraction_nodes", FRACTION_NODES), ("rounds", ROUNDS), ("min_nodes", MIN_NODES)):
+            why = setting.check(getattr(self, field))
+            if why:
+                errors[field] = why
         if errors:
             raise ValidationError(errors)
 

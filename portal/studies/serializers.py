@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import (DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
+from portal.studies.config import (ROUNDS, DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
                                    PrivacyOptions, validate_hyperparameters, validate_privacy)
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
 
@@ -65,8 +65,9 @@ class StudySerializer(serializers.ModelSerializer):
         return super().to_internal_value(data)
 
     def validate_rounds(self, v):
-        if not 1 <= v <= 500:
-            raise serializers.ValidationError("must be between 1 and 500")
+        why = ROUNDS.check(v)
+        if why:
+            raise serializers.ValidationError(why)
         return v
 
     def validate_min_nodes(self, v):

@@ -194,10 +194,9 @@ def verify_run_token(run: Run, token: str) -> bool:
     return bool(token) and secrets.compare_digest(run_token(run), token)
 
 
-def flower_run_config(run: Run) -> dict:
-    """The Flower run config of a portal run (flat values, as `fl_engine.federation.config`)."""
-    import json
-
+def run_contract_sections(run: Run) -> dict:
+    """The sections of run `run`'s contract (fl_engine.federation.contract), from the settings
+    pinned in Run.config when it was started; generation runs override some of them."""
     from portal.studies.config import flower_privacy
 
     c = run.config
@@ -205,23 +204,31 @@ def flower_run_config(run: Run) -> dict:
     hp = dict(c["hyperparameters"])
     local_epochs = hp.pop("local_epochs", 1)
     return {
-        "dataset": c["datasets"][0]["name"],
-        "dataset_version": str(versions.pop()) if len(versions) == 1 else "",
-        "use_case": c["use_case"], "endpoint": c["endpoint"], "model": c["model"],
-        "model_params": json.dumps(hp, sort_keys=True),
-        "features": ",".join(c["features"]), "feature_groups": ",".join(c["feature_groups"]),
-        "num_rounds": run.rounds, "local_epochs": local_epochs,
-        "fraction_train": float(c["fraction_nodes"]), "min_nodes": int(c["min_nodes"]),
-        "round_timeout_s": float(settings.ROUND_TIMEOUT_S), "run_timeout_s": float(settings.RUN_TIME_LIMIT_S),
-        "fuse_evaluation": bool(c.get("fuse_evaluation", settings.FLOWER_FUSED_EVALUATION)),
-        "comparison": True,  # isolated models and conventional scores for the comparison page
-        **flower_privacy(c.get("privacy")),  # runs queued before privacy options: the strict defaults
-        "events_url": f"{settings.RUN_EVENTS_BASE_URL or settings.PORTAL_BASE_URL}/api/runs/{run.pk}/events/",
-        "portal_run_id": str(run.pk),
-        "study_id": str(run.study_id),
-        "study_settings": json.dumps(c.get("study_settings") or {}, sort_keys=True),
-        "participants": json.dumps(c.get("participants") or [], sort_keys=True),
+        "data": {"dataset": c["datasets"][0]["name"],
+                 "dataset_version": str(versions.pop()) if len(versions) == 1 else "",
+                 "use_case": c["use_case"], "endpoint": c["endpoint"],
+                 "features": c["features"], "feature_groups": c["feature_groups"]},
+        "model": {"model": c["model"], "model_params": hp, "local_epochs": local_epochs},
+        "federation": {"num_rounds": run.rounds, "fraction_train": float(c["fraction_nodes"]),
+                       "min_nodes": int(c["min_nodes"]), "round_timeout_s": float(settings.ROUND_TIMEOUT_S),
+                       "run_timeout_s": float(settings.RUN_TIME_LIMIT_S),
+                       "fuse_evaluation": bool(c.get("fuse_evaluation", settings.FLOWER_FUSED_EVALUATION)),
+                       "study_id": str(run.study_id), "study_settings": c.get("study_settings") or {},
+                       "participants": c.get("participants") or []},
+        # runs queued before privacy options: the strict defaults
+        "privacy": flower_privacy(c.get("privacy")),
+        "analysis": {"comparison": True},  # isolated models and conventional scores for the comparison page
+        "reporting": {"events_url": f"{settings.RUN_EVENTS_BASE_URL or settings.PORTAL_BASE_URL}"
+                                    f"/api/runs/{run.pk}/events/",
+                      "portal_run_id": str(run.pk)},
     }
+
+
+def flower_run_config(run: Run) -> dict:
+    """The nested run contract of survival run `run`, built and validated by the engine."""
+    from fl_engine.federation.config import build_contract
+
+    return build_contract(**run_contract_sections(run))
 
 
 def conclude_survival(run: Run, files: dict[str, bytes]) -> str:

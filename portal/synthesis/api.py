@@ -86,11 +86,12 @@ def _parquet_response(cohort, data: bytes) -> HttpResponse:
 
 class GenerationRunSerializer(serializers.Serializer):
     generator = serializers.ChoiceField(choices=services.GENERATORS)
-    rounds = serializers.IntegerField(min_value=1, max_value=200, default=5,
+    rounds = serializers.IntegerField(min_value=services.ROUNDS.lo, max_value=services.ROUNDS.hi, default=5,
                                       help_text="Federated rounds (the Bayesian network and sd_sharing run one)")
-    local_epochs = serializers.IntegerField(min_value=1, max_value=1000, default=20,
+    local_epochs = serializers.IntegerField(min_value=services.LOCAL_EPOCHS.lo, max_value=services.LOCAL_EPOCHS.hi,
+                                            default=20,
                                             help_text="Local epochs per round on each node")
-    rows = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0,
+    rows = serializers.IntegerField(min_value=services.ROWS.lo, max_value=services.ROWS.hi, default=0,
                                     help_text="Rows of the final cohort; 0 = as many as training patients")
     generator_params = serializers.DictField(required=False, default=dict,
                                              help_text="Generator hyper-parameters (constructor keywords); "

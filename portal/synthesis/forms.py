@@ -5,7 +5,7 @@ import json
 
 from django import forms
 
-from portal.synthesis.services import GENERATORS
+from portal.synthesis.services import GENERATORS, LOCAL_EPOCHS, ROUNDS, ROWS
 
 GENERATOR_LABELS = {"vae_bgm": "VAE-BGM (variational autoencoder + latent mixture)",
                     "bayesian_network": "Bayesian network (one round: structure votes + summed counts)",
@@ -16,10 +16,10 @@ GENERATOR_LABELS = {"vae_bgm": "VAE-BGM (variational autoencoder + latent mixtur
 
 class GenerationForm(forms.Form):
     generator = forms.ChoiceField(choices=[(g, GENERATOR_LABELS[g]) for g in GENERATORS], initial="vae_bgm")
-    rounds = forms.IntegerField(min_value=1, max_value=200, initial=5, help_text="Federated rounds.")
-    local_epochs = forms.IntegerField(min_value=1, max_value=1000, initial=20,
+    rounds = forms.IntegerField(min_value=ROUNDS.lo, max_value=ROUNDS.hi, initial=5, help_text="Federated rounds.")
+    local_epochs = forms.IntegerField(min_value=LOCAL_EPOCHS.lo, max_value=LOCAL_EPOCHS.hi, initial=20,
                                       help_text="Local epochs per round on each hospital's node.")
-    rows = forms.IntegerField(min_value=0, max_value=1_000_000, initial=0, label="Rows of the cohort",
+    rows = forms.IntegerField(min_value=ROWS.lo, max_value=ROWS.hi, initial=0, label="Rows of the cohort",
                               help_text="0 = as many synthetic patients as the hospitals' training patients.")
     generator_params = forms.CharField(required=False, label="Generator settings (JSON, optional)",
                                        widget=forms.TextInput(attrs={"placeholder": '{"beta": 0.5}'}),

@@ -1,12 +1,22 @@
 """Writes on synthetic cohorts: release through the privacy gate, downloads (both audited)."""
 from __future__ import annotations
 
+import dataclasses
+
 from django.db import transaction
 from django.utils import timezone
 
+from fl_engine.federation.contract import bounds as contract_setting
 from portal.audit.services import record
 from portal.synthesis.models import SyntheticCohort
 
+
+
+# Bounds of a generation run's settings: the engine's spec (fl_engine.federation.contract), with
+# fewer rounds than a survival study may have.
+LOCAL_EPOCHS = contract_setting("local_epochs")
+ROWS = contract_setting("synth_rows")
+ROUNDS = dataclasses.replace(contract_setting("num_rounds"), hi=200)
 
 class CohortRefused(Exception):
     """The cohort cannot be released or downloaded; the message says why."""
@@ -111,14 +121,14 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
         raise GenerationRefused("your role does not allow starting a generation run (study coordinators only)")
     if generator not in GENERATORS:
         raise GenerationRefused(f"generator {generator!r} is not one of {', '.join(GENERATORS)}", "generator")
-    if not 1 <= int(rounds) <= 200:
-        raise GenerationRefused("rounds must be between 1 and 200", "rounds")
+    for field, setting, value in (("rounds", ROUNDS, rounds), ("local_epochs", LOCAL_EPOCHS, local_epochs),
+                                  ("rows", ROWS, rows)):
+        why = setting.check(int(value))
+        if why:
+            raise GenerationRefused(f"{field} {why}" + (" (0 = as many as training patients)" if field == "rows" else ""),
+                                    field)
     if generator in ONE_ROUND:
         rounds = 1  # the run page counts rounds against this: "1 of 1", not "1 of 5" forever
-    if not 1 <= int(local_epochs) <= 1000:
-        raise GenerationRefused("local_epochs must be between 1 and 1000", "local_epochs")
-    if not 0 <= int(rows) <= 1_000_000:
-        raise GenerationRefused("rows must be between 0 (as many as training patients) and 1000000", "rows")
     try:
         params = generator_hyper(generator, dict(generator_params or {}))
     except ValueError as exc:
@@ -169,23 +179,20 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
 
 
 def flower_generation_config(run) -> dict:
-    """The Flower run config of a generation run: a survival run's (dataset, timeouts, metrics
-    endpoint, node privacy options) with the synthesis task and generator on top."""
-    import json
-
+    """The nested run contract of a generation run: a survival run's sections (dataset, timeouts,
+    events endpoint, node privacy options) with the synthesis task and generator on top."""
+    from fl_engine.federation.config import build_contract
     from portal.studies import services as study_services
 
     g = run.config["generation"]
-    base = study_services.flower_run_config(run)
-    base.update({
-        "task": "synthesis", "generator": g["generator"],
-        "generator_params": json.dumps(g["generator_params"], sort_keys=True),
-        "local_epochs": int(g["local_epochs"]), "synth_rows": int(g["rows"]),
-        "features": ",".join(g["features"]), "feature_groups": "", "fraction_train": 1.0,
-        "model": "deepsurv", "model_params": "{}", "fuse_evaluation": False,
-    })
-    base.pop("comparison", None)  # survival-only phase
-    return base
+    sections = study_services.run_contract_sections(run)
+    sections["data"].update(features=g["features"], feature_groups=[])
+    sections["model"] = {"local_epochs": int(g["local_epochs"])}
+    sections["federation"].update(fraction_train=1.0, fuse_evaluation=False)
+    sections["synthesis"] = {"task": "synthesis", "generator": g["generator"],
+                             "generator_params": g["generator_params"], "synth_rows": int(g["rows"])}
+    sections.pop("analysis")  # the comparison is a survival-only phase
+    return build_contract(**sections)
 
 
 def conclude_generation_files(run, files: dict[str, bytes]) -> str:

@@ -1,7 +1,5 @@
 """Pure parts of the federation: FedAvg, node selection, privacy of replies, config, executor."""
 import json
-import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fl_engine.federation import FederationError, load_model, parse_run_config, run_in_process
-from fl_engine.federation.config import DEFAULT_RUN_CONFIG
 from fl_engine.federation.core import (
     NodeReply, NodeRequest, build_preprocessor, check_reply_privacy, fedavg, handle_request,
     initial_weights, select_nodes,
 )
 
-APP_TOML = Path(__file__).resolve().parents[2] / "fl_engine" / "federation" / "app" / "pyproject.toml"
 
 shapes = st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=3)
 
@@ -52,11 +48,6 @@ def test_select_nodes(names, fraction, min_nodes, round_):
     assert set(chosen) <= set(names) and len(set(chosen)) == len(chosen)
     assert len(chosen) >= min(min_nodes, len(names))
     assert chosen == select_nodes(list(reversed(names)), fraction, min_nodes, seed=1, round_=round_)
-
-
-def test_app_config_defaults_match_run_config():
-    declared = tomllib.loads(APP_TOML.read_text())["tool"]["flwr"]["app"]["config"]
-    assert declared == DEFAULT_RUN_CONFIG
 
 
 def test_parse_run_config_names_the_bad_key():

@@ -78,14 +78,14 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(study, personas,
 
 
 def test_flower_config_is_a_valid_synthesis_run_config(study, personas, client):
-    from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.config import parse_contract
     from portal.synthesis import services
 
     _approve(study, personas)
     run = services.start_generation_run(personas["coordinator"], study, generator="bayesian_network", rounds=1,
                                         local_epochs=1, rows=50, features=FEATURES,
                                         generator_params={"max_indegree": 2})
-    cfg = parse_run_config(services.flower_generation_config(run))
+    cfg = parse_contract(services.flower_generation_config(run))
     assert (cfg.task, cfg.generator, cfg.synth_rows) == ("synthesis", "bayesian_network", 50)
     assert cfg.generator_params == {"max_indegree": 2} and list(cfg.features) == FEATURES
     assert cfg.events_url.endswith(f"/api/runs/{run.pk}/events/")
@@ -97,7 +97,7 @@ def test_flower_config_is_a_valid_synthesis_run_config(study, personas, client):
 
 
 def test_sd_sharing_is_accepted_as_a_one_round_run(study, personas, api, client):
-    from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.config import parse_contract
     from portal.synthesis import services
 
     _approve(study, personas)
@@ -111,7 +111,7 @@ def test_sd_sharing_is_accepted_as_a_one_round_run(study, personas, api, client)
     assert out["rounds"] == 1  # the engine runs one round; the run page counts against it
     assert out["config"]["generation"]["generator_params"] == {"kind": "vae_bgm", "hidden": 32}
     from portal.studies.models import Run
-    cfg = parse_run_config(services.flower_generation_config(Run.objects.get(pk=out["id"])))
+    cfg = parse_contract(services.flower_generation_config(Run.objects.get(pk=out["id"])))
     assert (cfg.generator, cfg.generator_params["kind"]) == ("sd_sharing", "vae_bgm")
     client.force_login(personas["coordinator"])
     page = client.get(f"/generation-runs/{out['id']}/")
@@ -132,6 +132,7 @@ def _finished_generation(study, personas, tmp_path):
     import numpy as np
 
     from fl_engine.cohort import generate_mds_cohort
+    from fl_engine.federation.config import parse_contract
     from fl_engine.federation.synthesis import run_synthesis_in_process
     from portal.studies import lifecycle
     from portal.studies import services as study_services
@@ -142,10 +143,11 @@ def _finished_generation(study, personas, tmp_path):
                                         local_epochs=1, features=FEATURES, generator_params={"max_indegree": 2})
     df = generate_mds_cohort(300, seed=2)
     idx = np.random.default_rng(0).permutation(len(df))
-    cfg = services.flower_generation_config(run)
+    contract = services.flower_generation_config(run)
     events = tmp_path / "events.jsonl"
-    cfg.update({"events_url": "", "min_nodes": 2, "metrics_path": str(events)})
-    run_synthesis_in_process(cfg, {"A": df.iloc[idx[:170]], "B": df.iloc[idx[170:]]})
+    contract["reporting"].update(events_url="", metrics_path=str(events))
+    contract["federation"]["min_nodes"] = 2
+    run_synthesis_in_process(parse_contract(contract), {"A": df.iloc[idx[:170]], "B": df.iloc[idx[170:]]})
     lifecycle.transition(run.pk, "starting")
     lifecycle.transition(run.pk, "running", flower_run_id="1")
     for line in events.read_text().splitlines():

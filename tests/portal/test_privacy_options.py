@@ -106,7 +106,7 @@ def test_the_api_reads_and_writes_privacy_and_names_the_bad_field(world, persona
 
 
 def test_the_flower_run_receives_the_options_as_flat_values(world, personas):
-    from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.config import parse_contract
     from portal.studies import services
     from portal.studies.models import Run
 
@@ -120,12 +120,13 @@ def test_the_flower_run_receives_the_options_as_flat_values(world, personas):
         services.decide_approval(personas["node_operator"], study, ds, "approved")
     run = services.start_run(personas["coordinator"], study, 2)
     assert run.config["privacy"]["dp_clip_norm"] == 0.3  # pinned in the run's snapshot
-    flat = services.flower_run_config(run)
-    assert all(isinstance(v, (str, int, float, bool)) for v in flat.values())
-    cfg = parse_run_config(flat)  # strict: every key is one the engine knows
+    contract = services.flower_run_config(run)
+    assert contract["privacy"] == {"min_patients_per_node": 20, "min_cell_count": 10, "dp_enabled": True,
+                                   "dp_clip_norm": 0.3, "dp_noise_multiplier": 1.0}
+    cfg = parse_contract(contract)  # strict: every section and setting is one the engine knows
     assert (cfg.min_patients_per_node, cfg.min_cell_count, cfg.dp_enabled, cfg.dp_clip_norm,
             cfg.dp_noise_multiplier) == (20, 10, True, 0.3, 1.0)
     # a run queued before privacy options existed gets the strict defaults
     old = Run.objects.create(study=study, rounds=1, created_by=personas["coordinator"],
                              config={k: v for k, v in run.config.items() if k != "privacy"})
-    assert parse_run_config(services.flower_run_config(old)).min_patients_per_node == 20
+    assert parse_contract(services.flower_run_config(old)).min_patients_per_node == 20

@@ -31,15 +31,16 @@ def _engine_log(run, capsys) -> str:
     """Run `run`'s own Flower config in process (two hospitals' generated tables) and return what
     the ServerApp would have printed: its numbered events, artefacts included."""
     from fl_engine.cohort import generate_mds_cohort
-    from fl_engine.federation.config import parse_run_config
+    from fl_engine.federation.config import parse_contract
     from fl_engine.federation.events import EventSink
     from fl_engine.federation.executor import LocalTransport
     from fl_engine.federation.loop import run_federation
     from portal.studies import services
 
-    flat = services.flower_run_config(run)
-    flat.update({"events_url": "", "comparison": False})
-    cfg = parse_run_config(flat)
+    contract = services.flower_run_config(run)
+    contract["reporting"]["events_url"] = ""
+    contract["analysis"]["comparison"] = False
+    cfg = parse_contract(contract)
     df = generate_mds_cohort(300, seed=3)
     idx = np.random.default_rng(0).permutation(len(df))
     tables = {"hosp-a-node": df.iloc[idx[:150]], "hosp-b": df.iloc[idx[150:]]}
