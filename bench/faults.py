@@ -233,7 +233,8 @@ class Demo:
         code = (
             "from django.contrib.auth import get_user_model\n"
             "from portal.studies.models import Study\n"
-            "from portal.studies import services, federation_demo as fd\n"
+            "from portal.studies import services\n"
+            "from portal.ops import federation_demo as fd\n"
             "src = Study.objects.get(title=fd.STUDY_TITLE)\n"
             "coord = get_user_model().objects.get(username='coordinator')\n"
             "op = get_user_model().objects.get(username='nodeoperator')\n"

@@ -133,7 +133,7 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
         from etl.registry import DatasetRegistry
         from portal.accounts.models import Organisation
         from portal.celery import app as celery_app
-        from portal.core.embedded import ensure_redis, stop_redis
+        from portal.ops.embedded import ensure_redis, stop_redis
         from portal.datasets.services import announce
         from portal.nodes.models import WorkerNode
         from portal.studies import services

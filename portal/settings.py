@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "portal.studies",
     "portal.synthesis",
     "portal.experiments",
+    "portal.ops",
 ]
 
 MIDDLEWARE = [

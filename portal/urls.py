@@ -6,10 +6,10 @@ from rest_framework.routers import DefaultRouter
 
 from portal.accounts.api import MeView, OrganisationViewSet
 from portal.audit.api import AuditEventViewSet
-from portal.core import views as core_views
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.experiments.api import GridResultsCsvView, GridRunCancelView, GridRunView, StudyGridRunsView
 from portal.nodes.api import HeartbeatView, NodeApprovalsView, NodeRefusalView, WorkerNodeViewSet
+from portal.ops import views as ops_views
 from portal.studies.api import ModelVersionViewSet, RunEventsView, RunViewSet, StudyViewSet
 from portal.synthesis.api import GenerationRunsView, SyntheticCohortViewSet
 from portal.studies import views as study_views
@@ -34,7 +34,7 @@ admin.site.login = _admin_login
 admin.site.site_header = "FedHaem administration"
 
 api_patterns = [
-    path("health/", core_views.HealthView.as_view(), name="health"),
+    path("health/", ops_views.HealthView.as_view(), name="health"),
     path("me/", MeView.as_view(), name="me"),
     path("nodes/heartbeat/", HeartbeatView.as_view(), name="node-heartbeat"),
     path("nodes/datasets/", AnnounceView.as_view(), name="node-datasets"),
@@ -52,8 +52,8 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
-    path("no-access/", core_views.no_access, name="no-access"),
+    path("", ops_views.home, name="home"),
+    path("no-access/", ops_views.no_access, name="no-access"),
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("admin/", admin.site.urls),
     path("studies/<int:pk>/", study_views.study_detail, name="study-detail"),

@@ -31,7 +31,7 @@ def _embedded_redis():
         return
 
     if getattr(settings, "EMBEDDED_REDIS", False):
-        from portal.core.embedded import ensure_redis, stop_redis
+        from portal.ops.embedded import ensure_redis, stop_redis
 
         started = ensure_redis(settings.EMBEDDED_REDIS_PORT, settings.VAR_DIR)
         yield

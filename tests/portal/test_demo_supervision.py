@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.core.supervisor import port_open
+from portal.ops.supervisor import port_open
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.core.supervisor import Service, Supervisor, _start_time
+from portal.ops.supervisor import Service, Supervisor, _start_time
 
 PY = sys.executable
 

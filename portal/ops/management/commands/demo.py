@@ -1,5 +1,5 @@
 """`manage.py demo` (what `make demo` runs): migrate, seed, start every part on loopback, restart a
-part that dies (portal.core.supervisor), and stop them all on Ctrl-C or SIGTERM. Embedded
+part that dies (portal.ops.supervisor), and stop them all on Ctrl-C or SIGTERM. Embedded
 defaults: SQLite, embedded Redis (persistent), the development identity provider."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from portal.core.supervisor import Service, Supervisor, port_open
+from portal.ops.supervisor import Service, Supervisor, port_open
 
 
 class Command(BaseCommand):
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         sup = Supervisor(var / "logs", echo=self.stdout.write)
         try:
             if settings.EMBEDDED_REDIS:
-                from portal.core.embedded import redis_command
+                from portal.ops.embedded import redis_command
 
                 redis_port = settings.EMBEDDED_REDIS_PORT
                 if port_open(redis_port):  # one already runs (another demo, a test session): reuse it
@@ -79,7 +79,7 @@ class Command(BaseCommand):
                                        "--schedule", str(var / "celerybeat-schedule")], env=env))
             if not no_federation:
                 try:
-                    from portal.studies import federation_demo
+                    from portal.ops import federation_demo
                 except ImportError:
                     self.stdout.write("  (federation not available in this build)")
                 else:

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from portal.accounts import roles as R
 from portal.accounts.roles import user_roles
-from portal.core import health
+from portal.ops import health
 
 
 class HealthView(APIView):
@@ -26,20 +26,20 @@ class HealthView(APIView):
 
 def home(request):
     if not request.user.is_authenticated:
-        return render(request, "core/welcome.html")
+        return render(request, "ops/welcome.html")
     roles = user_roles(request.user)
     if not roles:
-        return render(request, "core/no_access.html", status=403)
-    from portal.core.selectors import approvals_awaited_by, dashboard_for, studies_waiting_for_approval
+        return render(request, "ops/no_access.html", status=403)
+    from portal.ops.selectors import approvals_awaited_by, dashboard_for, studies_waiting_for_approval
 
     dashboard = dashboard_for(request.user, roles)
     if R.NODE_OPERATOR in roles:
         dashboard["approvals_awaited"] = approvals_awaited_by(request.user)
     if R.COORDINATOR in roles:
         dashboard["my_studies_waiting"] = studies_waiting_for_approval(request.user)
-    return render(request, "core/home.html", {"dashboard": dashboard, "roles": roles})
+    return render(request, "ops/home.html", {"dashboard": dashboard, "roles": roles})
 
 
 @login_required
 def no_access(request):
-    return render(request, "core/no_access.html", status=403)
+    return render(request, "ops/no_access.html", status=403)

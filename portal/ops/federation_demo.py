@@ -9,7 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from portal.core.supervisor import Service
+from portal.ops.supervisor import Service
 
 NODES = [("hosp-a", 0.6), ("hosp-b", 0.3), ("hosp-c", 0.1)]
 DATASET = "mds-demo"
