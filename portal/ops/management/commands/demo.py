@@ -3,6 +3,8 @@ part that dies (portal.ops.supervisor), and stop them all on Ctrl-C or SIGTERM. 
 defaults: SQLite, embedded Redis (persistent), the development identity provider."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +12,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from portal.devidp.people import PEOPLE
+from portal.devidp.runner import DevIdentityProvider
+from portal.ops import federation_demo
+from portal.ops.embedded import redis_command
 from portal.ops.supervisor import Service, Supervisor, port_open
 
 
@@ -22,8 +28,6 @@ class Command(BaseCommand):
                             help="Do not start the SuperLink and the demo worker nodes")
 
     def handle(self, *args, port: int, no_federation: bool, **opts):
-        import signal
-
         def _terminate(signum, frame):
             raise KeyboardInterrupt
 
@@ -33,8 +37,6 @@ class Command(BaseCommand):
         sup = Supervisor(var / "logs", echo=self.stdout.write)
         try:
             if settings.EMBEDDED_REDIS:
-                from portal.ops.embedded import redis_command
-
                 redis_port = settings.EMBEDDED_REDIS_PORT
                 if port_open(redis_port):  # one already runs (another demo, a test session): reuse it
                     self.stdout.write(f"  embedded Redis on 127.0.0.1:{redis_port} (already running)")
@@ -47,8 +49,6 @@ class Command(BaseCommand):
             base = f"http://127.0.0.1:{port}"
             idp = None
             if settings.OIDC_ISSUER == f"http://127.0.0.1:{settings.DEV_IDP_PORT}/o":
-                from portal.devidp.runner import DevIdentityProvider
-
                 idp = DevIdentityProvider(var, settings.DEV_IDP_PORT)
                 idp.setup(var / "secrets" / "oidc_client_secret",
                           [f"{base}/oidc/callback/", f"http://localhost:{port}/oidc/callback/"], [f"{base}/"])
@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 sup.adopt(Service("identity-provider", [], proc=idp.proc, log_path=idp.log_path))
                 self.stdout.write(f"  development identity provider on {idp.issuer}")
             call_command("seed_demo", verbosity=0, federation=not no_federation)
-            env = {"PATH": f"{bin_dir}:" + __import__("os").environ.get("PATH", ""),
+            env = {"PATH": f"{bin_dir}:" + os.environ.get("PATH", ""),
                    "PORTAL_BASE_URL": base}
             sup.start(Service("portal", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                          "portal.asgi:application"], env=env, ready=lambda: port_open(port)))
@@ -78,12 +78,7 @@ class Command(BaseCommand):
             sup.start(Service("beat", [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
                                        "--schedule", str(var / "celerybeat-schedule")], env=env))
             if not no_federation:
-                try:
-                    from portal.ops import federation_demo
-                except ImportError:
-                    self.stdout.write("  (federation not available in this build)")
-                else:
-                    federation_demo.start(sup, env, base, self.stdout.write)
+                federation_demo.start(sup, env, base, self.stdout.write)
             self._banner(base, idp)
             sup.watch()
         except KeyboardInterrupt:
@@ -95,8 +90,6 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nFedHaem is running: {base}/"))
         self.stdout.write(f"  API docs {base}/api/docs/   health {base}/api/health/")
         if idp is not None:
-            from portal.devidp.people import PEOPLE
-
             self.stdout.write("  sign in as: " + ", ".join(p[0] for p in PEOPLE)
                               + f"  (password in {idp.password_file}: {idp.password})")
         self.stdout.write("  API token for scripts: .venv/bin/python manage.py api_token coordinator")
