@@ -65,6 +65,7 @@ class FieldSpec:
     units: dict[str, float] = field(default_factory=dict)  # source unit -> factor to schema unit
     typical: tuple[float, float] | None = None
     codes: dict[str, list[str]] = field(default_factory=dict)  # canonical -> tokens
+    detect: list[str] = field(default_factory=list)  # units told apart per row by the value
 
     def code_lookup(self) -> dict[str, str]:
         key = repr(self.codes)  # cached; recomputed when a hospital mapping adds codes
@@ -169,6 +170,7 @@ def catalogue(use_case: str) -> Catalogue:
             units=_floats(spec.get("units", {})),
             typical=(float(typical[0]), float(typical[1])) if typical else None,
             codes={k: list(v) for k, v in spec.get("codes", {}).items()},
+            detect=list(spec.get("detect", [])),
         )
     for name, syns in base.get("cytogenetic_synonyms", {}).items():
         fields[name] = FieldSpec(name=name, fhir="karyotype.component", code=f"local|{name}",

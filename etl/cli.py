@@ -47,6 +47,10 @@ def cmd_etl(args) -> int:
         return 2
     print(render_text(res.report))
     n = len(res.table)
+    n_rej = res.report["summary"]["rejected_patients"]
+    print(f"\nrejected {n_rej} of {n + n_rej} patients ({n_rej / max(n + n_rej, 1):.1%}; the run fails "
+          f"above {args.max_rejected:.0%}); {res.report['summary'].get('quarantined_values', 0)} values "
+          f"set missing, patients kept (quarantine.csv)")
     print(f"\nwrote {res.out_dir}/: bundles.ndjson, table.parquet, table.csv, quality.json, "
           f"quality.html, quarantine.csv, manifest.json ({n} patients, {res.seconds:.1f} s, "
           f"{n / max(res.seconds, 1e-9):.0f} rows/s)")
@@ -136,6 +140,16 @@ def cmd_register(args) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (0.05 = 5%)")
+    return v
+
+
 def add_subcommands(subparsers) -> None:
     """Register ``etl``, ``report`` and ``register`` on an argparse subparsers object."""
     p = subparsers.add_parser("etl", help="convert local files to FHIR, the ML-ready table and a quality report")
@@ -144,8 +158,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mapping", help="hospital column-mapping file (YAML or JSON)")
     p.add_argument("--layout", default="auto", choices=["auto", "iwgpm", "csv", "fhir"])
-    p.add_argument("--max-rejected", type=float, default=0.5, metavar="FRACTION",
-                   help="fail when more than this fraction of patients is rejected (default 0.5)")
+    p.add_argument("--max-rejected", type=_fraction, default=0.05, metavar="FRACTION",
+                   help="fail (exit 2, nothing written) when more than this fraction of patients "
+                        "is rejected (default 0.05)")
     p.set_defaults(func=cmd_etl)
 
     p = subparsers.add_parser("report", help="show the quality report of an ETL output folder")

@@ -12,7 +12,10 @@ class Issue:
     column: str | None
     reason: str
     patient_id: str | None = None
-    severity: str = "error"  # error: the row is rejected; warning: kept, value corrected/blanked
+    # error: the patient is rejected; warning: kept, nothing lost; quarantined: kept, this one
+    # value set missing (its source cell is in ``value``); converted: kept, value converted
+    severity: str = "error"
+    value: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -197,6 +197,12 @@ def build_bundle(rec: PatientRecord, cat: Catalogue) -> dict:
             obs["component"] = [{"code": _local("event-observed", "Event observed (1) or censored (0)"),
                                  "valueBoolean": bool(e)}]
         add(obs, f"endpoint:{name}")
+    for name, value in sorted(rec.extra.items()):
+        # A field outside the schema (mapping 'extra'): carried as text under a local code; the
+        # table never reads it back (its columns are the schema's), extra.csv holds it too.
+        add({"resourceType": "Observation", "status": "final",
+             "code": _local(f"extra-{name}", f"{name} (outside the {cat.use_case} schema)"),
+             "subject": subject, "valueString": str(value)}, f"extra:{name}")
     for prefix, vec in rec.embeddings.items():
         add({"resourceType": "Observation", "status": "final", "category": _category("imaging"),
              "code": _local(f"embedding-{prefix}", f"Feature vector ({prefix})"), "subject": subject,

@@ -2,7 +2,9 @@
 
 Outputs in ``out_dir`` (written only when the run succeeds; a failed run writes nothing):
 ``bundles.ndjson``, ``table.parquet``, ``table.csv``, ``quality.json``, ``quality.html``,
-``quarantine.csv`` (rejected rows with file, row, column, reason) and ``manifest.json``.
+``quarantine.csv`` (every rejected patient row and every value set missing, with file, row,
+column, reason and the source cell), ``manifest.json``, and ``extra.csv`` when the mapping
+carries fields outside the schema.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from .table import fingerprint, write_table
 
 OUTPUT_FILES = ("bundles.ndjson", "table.parquet", "table.csv", "quality.json", "quality.html",
                 "quarantine.csv", "manifest.json")
+# More than this share of patients rejected fails the run unless the caller raises it.
+DEFAULT_MAX_REJECTED = 0.05
 
 
 @dataclass
@@ -69,7 +73,7 @@ def _read_fhir(paths: list[Path], cat: Catalogue) -> tuple[SourceResult, list[di
 
 def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
             mapping: str | Path | None = None, layout: str = "auto",
-            max_rejected_fraction: float = 0.5, validate: bool = True) -> EtlResult:
+            max_rejected_fraction: float = DEFAULT_MAX_REJECTED, validate: bool = True) -> EtlResult:
     """Run the ETL of one use case; raises EtlError (nothing written) on a fatal input error."""
     t0 = time.perf_counter()
     _check_out_dir(Path(out_dir))  # before the work: a bad --out fails in a second, not after the run
@@ -155,11 +159,18 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
         first = (src.rejected + extra_rejected)[:3]
         raise EtlError("no valid patient rows" + (": " + "; ".join(map(str, first)) if first else ""),
                        file=str(paths[0]))
-    frac = report["summary"]["rejected_patients"] / max(n_in, 1)
+    n_rej = report["summary"]["rejected_patients"]
+    frac = n_rej / max(n_in, 1)
     if frac > max_rejected_fraction:
-        raise EtlError(f"{frac:.0%} of patients rejected (limit {max_rejected_fraction:.0%}); "
-                       f"first: {report['rejected'][0]['reason']} at {report['rejected'][0]['file']} "
-                       f"row {report['rejected'][0]['row']}", file=str(paths[0]))
+        reasons: dict[str, int] = {}
+        for r in report["rejected"]:
+            key = f"{r['column'] or '-'}: {r['reason']}"
+            reasons[key] = reasons.get(key, 0) + 1
+        top = "; ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+        first = report["rejected"][0]
+        raise EtlError(f"{n_rej} of {n_in} patients rejected ({frac:.1%}), above the limit of "
+                       f"{max_rejected_fraction:.0%} (raise it with --max-rejected); most frequent: "
+                       f"{top}; first at {first['file']} row {first['row']}", file=str(paths[0]))
     fp = fingerprint(table, cat.schema.id_column)
     manifest = {
         "use_case": cat.use_case, "schema_version": cat.schema.version,
@@ -204,12 +215,30 @@ def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejec
         (tmp / "quality.html").write_text(render_html(report), encoding="utf-8")
         with open(tmp / "quarantine.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["file", "row", "patient_id", "column", "reason", "source_row"])
+            w.writerow(["file", "row", "patient_id", "column", "reason", "source_row", "action", "value"])
             for i in list(src.rejected) + list(extra_rejected):
                 raw = src_raw(src, i)
                 w.writerow(safe_row([i.file, i.row if i.row is not None else "", i.patient_id or "",
-                                     i.column or "", i.reason, json.dumps(raw, ensure_ascii=False) if raw else ""]))
+                                     i.column or "", i.reason, json.dumps(raw, ensure_ascii=False) if raw else "",
+                                     "patient rejected", ""]))
+            for i in src.quarantined:
+                w.writerow(safe_row([i.file, i.row if i.row is not None else "", i.patient_id or "",
+                                     i.column or "", i.reason, "", "value set missing",
+                                     i.value if i.value is not None else ""]))
+        extras = sorted({k for r in src.records for k in r.extra})
+        if extras:
+            kept = set(table["patient_id"]) if len(table) else set()
+            with open(tmp / "extra.csv", "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["patient_id", *extras])
+                for r in src.records:
+                    if r.patient_id in kept:
+                        w.writerow(safe_row([r.patient_id, *(r.extra.get(k, "") for k in extras)]))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        if (tmp / "extra.csv").exists():
+            os.replace(tmp / "extra.csv", out / "extra.csv")
+        elif (out / "extra.csv").exists():
+            (out / "extra.csv").unlink()  # from an earlier run with another mapping
         for name in OUTPUT_FILES:  # manifest last: its presence marks a complete output
             os.replace(tmp / name, out / name)
     finally:

@@ -19,6 +19,9 @@ def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_st
     schema = cat.schema
     rejected = list(src.rejected) + list(extra_rejected or [])
     out_of_range = Counter(i.column for i in rejected if "impossible" in i.reason)
+    quarantined = Counter(i.column for i in src.quarantined)
+    q_out_of_range = sum(1 for i in src.quarantined if "impossible" in i.reason)
+    per_row = Counter(i.column for i in src.value_conversions)
     cols = {}
     n = len(table)
     for c in table.columns:
@@ -39,6 +42,9 @@ def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_st
         elif s.dtype == object and miss < n:
             entry["counts"] = {str(k): int(v) for k, v in s.value_counts().items()}
         entry["out_of_range_rejected"] = int(out_of_range.get(c, 0))
+        entry["quarantined"] = int(quarantined.get(c, 0))
+        if c in src.declared:
+            entry["declared"] = src.declared[c]
         cols[c] = entry
     dups = [i for i in src.dropped if i.reason.startswith("duplicate")]
     dups += [i for i in rejected if i.reason.startswith("duplicate")]
@@ -51,10 +57,18 @@ def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_st
         "duplicates": len(dups),
         "completeness_mean": round(sum(c["completeness"] for c in cols.values()) / len(cols), 4)
         if cols else 0.0,
-        "columns_below_50pct": sorted(k for k, v in cols.items() if v["completeness"] < 0.5),
+        "columns_below_50pct": sorted(k for k, v in cols.items() if v["completeness"] < 0.5
+                                      and k not in src.declared),
         "unit_conversions": len(src.conversions),
-        "out_of_range": int(sum(out_of_range.values())),
+        "out_of_range": int(sum(out_of_range.values())) + q_out_of_range,
         "fhir_valid": fhir_stats.get("invalid", 0) == 0,
+        # not announced (quality_summary keeps the keys the manager knows)
+        "quarantined_values": len(src.quarantined),
+        "values_converted_per_row": len(src.value_conversions),
+        "not_tested": sorted(k for k, v in src.declared.items() if v == "not tested"),
+        "declared_constants": {k: v for k, v in sorted(src.declared.items()) if v != "not tested"},
+        "source_columns_ignored": sum(1 for c in src.column_status if c["status"] == "ignored"),
+        "source_columns_unknown": sum(1 for c in src.column_status if c["status"] == "unknown"),
     }
     return {
         "use_case": schema.use_case,
@@ -67,17 +81,27 @@ def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_st
         "column_mapping": src.column_mapping,
         "unmapped_source_columns": src.unmapped_columns,
         "unit_conversions": src.conversions,
+        "value_conversions": [i.as_dict() for i in src.value_conversions],
+        "value_conversions_by_column": dict(per_row),
+        "source_columns": src.column_status,
         "columns": cols,
         "rejected": [i.as_dict() for i in rejected],
+        "quarantined_values": [i.as_dict() for i in src.quarantined],
         "dropped_rows": [i.as_dict() for i in src.dropped],
         "warnings": [i.as_dict() for i in src.warnings],
         "fhir": fhir_stats,
     }
 
 
+ANNOUNCED_SUMMARY = ("patients", "rejected_patients", "rejected_rows", "dropped_rows", "duplicates",
+                     "completeness_mean", "columns_below_50pct", "unit_conversions", "out_of_range",
+                     "fhir_valid")
+
+
 def quality_summary(report: dict) -> dict:
-    """The compact summary announced to the manager (no patient-level content)."""
-    return dict(report["summary"])
+    """The compact summary announced to the manager (no patient-level content; the keys the
+    manager's metadata schema knows)."""
+    return {k: report["summary"][k] for k in ANNOUNCED_SUMMARY if k in report["summary"]}
 
 
 def _fmt(v) -> str:
@@ -126,9 +150,11 @@ def render_html(report: dict) -> str:
                      f"<td>{_fmt(c.get('max'))}</td><td>{_fmt(c.get('mean'))}</td>"
                      f"<td>{c['out_of_range_rejected']}</td></tr>")
     parts.append("</table>")
-    for title, key in (("Rejected rows", "rejected"), ("Dropped rows", "dropped_rows"),
-                       ("Warnings", "warnings")):
-        items = report[key]
+    for title, key in (("Rejected rows", "rejected"),
+                       ("Values set missing (patient kept)", "quarantined_values"),
+                       ("Values converted per row", "value_conversions"),
+                       ("Dropped rows", "dropped_rows"), ("Warnings", "warnings")):
+        items = report.get(key, [])
         parts.append(f"<h2>{title} ({len(items)})</h2>")
         if items:
             parts.append("<table><tr><th>file</th><th>row</th><th>patient</th><th>column</th><th>reason</th></tr>")
@@ -136,6 +162,12 @@ def render_html(report: dict) -> str:
                 parts.append(f"<tr><td>{e(i['file'])}</td><td>{_fmt(i['row'])}</td><td>{_fmt(i['patient_id'])}</td>"
                              f"<td>{_fmt(i['column'])}</td><td>{e(i['reason'])}</td></tr>")
             parts.append("</table>")
+    declared = {k: v.get("declared") for k, v in report["columns"].items() if v.get("declared")}
+    if declared:
+        parts.append("<h2>Declared in the mapping</h2><table><tr><th>column</th><th>declared</th></tr>")
+        for k, v in declared.items():
+            parts.append(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>")
+        parts.append("</table>")
     if report["unmapped_source_columns"]:
         parts.append("<h2>Source columns not used</h2><p>" +
                      e(", ".join(report["unmapped_source_columns"])) + "</p>")
@@ -150,12 +182,22 @@ def render_text(report: dict) -> str:
              f"generated {report['generated_at']}",
              f"  patients in table : {s['patients']}",
              f"  rejected patients : {s['rejected_patients']} ({s['rejected_rows']} rows)",
+             f"  values set missing: {s.get('quarantined_values', 0)} (patients kept; quarantine.csv)",
+             f"  values converted per row: {s.get('values_converted_per_row', 0)}",
              f"  dropped rows      : {s['dropped_rows']} (duplicates {s['duplicates']})",
              f"  mean completeness : {s['completeness_mean']:.1%}",
              f"  unit conversions  : {s['unit_conversions']}",
              f"  FHIR valid        : {s['fhir_valid']}"]
     if s["columns_below_50pct"]:
         lines.append(f"  columns < 50% complete: {', '.join(s['columns_below_50pct'])}")
+    if s.get("not_tested"):
+        lines.append(f"  not tested (declared): {', '.join(s['not_tested'])}")
+    if s.get("declared_constants"):
+        lines.append("  declared constants: " + ", ".join(f"{k} = {v.removeprefix('constant ')}"
+                                                          for k, v in s["declared_constants"].items()))
+    by_col = Counter(i["column"] for i in report.get("quarantined_values", []))
+    if by_col:
+        lines.append("  values set missing by column: " + ", ".join(f"{k} {v}" for k, v in by_col.most_common(12)))
     for c in report["unit_conversions"]:
         lines.append(f"  converted {c['column']} from {c['from']} to {c['to']} (x{c['factor']:g}, {c.get('how', '')})")
     if report["rejected"]:

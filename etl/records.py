@@ -40,6 +40,7 @@ class PatientRecord:
     genes_studied: list[str] | None = None
     endpoints: dict[str, tuple[float, int | None]] = field(default_factory=dict)
     embeddings: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # fields outside the schema (mapping 'extra')
     source_file: str = ""
     source_row: int | None = None
 
@@ -142,9 +143,13 @@ def months_between(start: date, end: date) -> float:
     return (end - start).days / 30.4375
 
 
-def check_record(rec: PatientRecord, cat: Catalogue) -> None:
-    """Raise RowError for a missing required value or a value outside the schema's range."""
+def check_record(rec: PatientRecord, cat: Catalogue) -> list[tuple[str, str, object]]:
+    """Values outside the schema's range become missing: returns them as (column, reason, value).
+
+    Raises RowError only for what makes the patient unusable: a required value missing or
+    impossible, an impossible survival time or event."""
     schema = cat.schema
+    quarantined: list[tuple[str, str, object]] = []
     for f in schema.features:
         if f.group == "genomic" and f.name not in ("tp53_loh",):
             continue
@@ -153,16 +158,22 @@ def check_record(rec: PatientRecord, cat: Catalogue) -> None:
             if f.required:
                 raise RowError(f.name, f"missing required value {f.name}")
             continue
+        reason = None
         if f.kind in ("numeric", "binary"):
             x = float(v)
             if math.isnan(x) or math.isinf(x):
-                raise RowError(f.name, f"impossible value {v!r}")
-            if (f.minimum is not None and x < f.minimum) or (f.maximum is not None and x > f.maximum):
+                reason = f"impossible value {v!r}"
+            elif (f.minimum is not None and x < f.minimum) or (f.maximum is not None and x > f.maximum):
                 unit = f" {f.unit}" if f.unit else ""
-                raise RowError(f.name, f"impossible value {x:g}{unit}: outside "
-                                       f"[{f.minimum:g}, {f.maximum:g}]{unit}")
+                reason = (f"impossible value {x:g}{unit}: outside "
+                          f"[{f.minimum:g}, {f.maximum:g}]{unit}")
         elif f.kind == "categorical" and f.categories and v not in f.categories:
-            raise RowError(f.name, f"unknown category {v!r}; expected one of {', '.join(f.categories)}")
+            reason = f"unknown category {v!r}; expected one of {', '.join(f.categories)}"
+        if reason:
+            if f.required:
+                raise RowError(f.name, reason)
+            rec.values[f.name] = None
+            quarantined.append((f.name, reason, v))
     for name, (t, e) in rec.endpoints.items():
         if t is None or math.isnan(t) or t < 0:
             raise RowError(f"{name}_months", f"impossible time {t!r} months (negative or missing)")
@@ -172,4 +183,7 @@ def check_record(rec: PatientRecord, cat: Catalogue) -> None:
             raise RowError(f"{name}_event", f"impossible event value {e!r} (expected 0 or 1)")
     for v in rec.variants:
         if v.vaf is not None and not (0.0 <= v.vaf <= 1.0):
-            raise RowError("vaf", f"impossible VAF {v.vaf:g} for {v.gene} (expected a fraction 0..1)")
+            quarantined.append(("vaf", f"impossible VAF {v.vaf:g} for {v.gene} (expected a "
+                                       f"fraction 0..1)", v.vaf))
+            v.vaf = None
+    return quarantined

@@ -16,6 +16,12 @@ class SourceResult:
     rejected: list[Issue] = field(default_factory=list)   # patient rows rejected (errors)
     dropped: list[Issue] = field(default_factory=list)    # non-patient rows and exact duplicates
     warnings: list[Issue] = field(default_factory=list)
+    quarantined: list[Issue] = field(default_factory=list)  # values set missing, patient kept
+    value_conversions: list[Issue] = field(default_factory=list)  # per-row unit detections
+    refusals: list[str] = field(default_factory=list)  # fatal problems collected by a dry run
+    column_status: list[dict] = field(default_factory=list)  # per source column: what happens
+    declared: dict[str, str] = field(default_factory=dict)  # field -> constant declared in mapping
+    values_seen: dict[str, dict] = field(default_factory=dict)  # field -> {source token: count}
     files: list[dict] = field(default_factory=list)
     conversions: list[dict] = field(default_factory=list)
     column_mapping: dict[str, str] = field(default_factory=dict)

@@ -8,14 +8,22 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import Catalogue, norm
+from ..catalogue import Catalogue, norm, norm_token
+from ..compute import evaluate, parse_expression
 from ..errors import EtlError, Issue, RowError
-from ..hospital import HospitalMapping, load_mapping
+from ..hospital import FieldRule, HospitalMapping, check_mapping, load_mapping
 from ..readers import TextTable, read_table
 from ..records import (MISSING_TOKENS, PatientRecord, Variant, check_record, is_missing,
                        months_between, parse_binary, parse_code, parse_date, parse_number,
                        unit_factor)
 from .common import SourceResult, dedupe_rows, file_info
+
+# A column whose values fall outside its built-in codes in more than this share of its filled
+# cells (and in more than one cell) is coded differently from what the ETL knows: the run stops
+# and asks for the codes rather than blanking the column value by value.
+UNMAPPED_SHARE_LIMIT = 0.05
+# Kinds of column whose value, when unusable, makes the patient unusable (survival data).
+CRITICAL_KINDS = ("id", "time", "event", "end_date", "dx_date")
 
 VARIANT_COLUMNS = {
     "gene": ["gene", "gene_symbol", "hugo_symbol", "symbol", "hgnc_symbol"],
@@ -29,13 +37,15 @@ VARIANT_COLUMNS = {
 @dataclass
 class Col:
     """A source column bound to a field: kind is feature, time, event, end_date, dx_date,
-    id, who, karyotype, gene, gene_vaf, vclass or embedding."""
+    id, who, karyotype, gene, gene_vaf, vclass, embedding, part (one of a mapping's any_of /
+    all_of columns) or extra (a field outside the schema)."""
     index: int
     header: str
     kind: str
     field: str
     unit: str | None = None
     unit_how: str = ""
+    codes: dict | None = None  # the mapping's closed codes: normalised token -> value or None
 
 
 def _synonym_index(cat: Catalogue, m: HospitalMapping) -> dict[str, tuple[str, str]]:
@@ -102,30 +112,63 @@ def _split_unit(header: str) -> tuple[str, str | None]:
     return h, None
 
 
-def _bind_headers(t: TextTable, cat: Catalogue, m: HospitalMapping, syn) -> tuple[list[Col], list[str]]:
+def _explicit_kind(cat: Catalogue, field: str) -> tuple[str, str]:
+    """(kind, field stem) of a field named in a mapping."""
+    kind = _kind_of(cat, field)
+    f = field
+    if kind == "time":
+        f = field[:-7]
+    elif kind == "event":
+        f = field[:-6]
+    elif field.endswith("_end_date") and field[:-9] in cat.endpoints:
+        kind, f = "end_date", field[:-9]
+    elif field in cat.fields and cat.fields[field].fhir == "variant.gene":
+        kind = "gene"
+    elif field in cat.fields and cat.fields[field].fhir == "variant.class":
+        kind = "vclass"
+    return kind, f
+
+
+def _bind_headers(t: TextTable, cat: Catalogue, m: HospitalMapping, syn, res: SourceResult,
+                  strict: bool = True) -> tuple[list[Col], list[str]]:
     cols: list[Col] = []
     unmapped: list[str] = []
-    explicit = {v: k for k, v in m.columns.items()}
+    rules = m.rules()
+    explicit = {r.column: f for f, r in rules.items() if r.kind == "column"}
+    parts = {c: f for f, r in rules.items() if r.kind in ("any_of", "all_of") for c in r.source_columns()}
+    extras = {e["column"]: name for name, e in m.extra.items()}
+    computed = {c: f for f, r in rules.items() if r.kind == "compute" for c in parse_expression(r.compute)[1]}
+    ruled = set(rules)  # fields the mapping reads itself: no synonym binds a column to them
+    ignored = set(m.ignore)
     genes = cat.genes
+    fname = Path(t.path).name
+
+    def status(h, what, field=None, detail=""):
+        res.column_status.append({"file": fname, "column": h, "status": what, "field": field,
+                                  "detail": detail})
+
     for i, h in enumerate(t.header):
         if not h:
             continue
+        if h in ignored:
+            status(h, "ignored")
+            continue
         if h in explicit:
             field = explicit[h]
-            kind = _kind_of(cat, field)
-            f = field
-            if kind == "time":
-                f = field[:-7]
-            elif kind == "event":
-                f = field[:-6]
-            elif field.endswith("_end_date"):
-                kind, f = "end_date", field[:-9]
-            elif field in cat.fields and cat.fields[field].fhir == "variant.gene":
-                kind = "gene"
-            elif field in cat.fields and cat.fields[field].fhir == "variant.class":
-                kind = "vclass"
+            kind, f = _explicit_kind(cat, field)
             _, hunit = _split_unit(h)
-            cols.append(Col(i, h, kind, f, hunit, "header" if hunit else ""))
+            rule = rules[field]
+            cols.append(Col(i, h, kind, f, hunit, "header" if hunit else "", rule.code_lookup()))
+            status(h, "bound", field, "mapping")
+            continue
+        if h in parts:
+            field = parts[h]
+            cols.append(Col(i, h, "part", field, None, "", rules[field].code_lookup()))
+            status(h, "bound", field, f"mapping {rules[field].kind}")
+            continue
+        if h in extras:
+            cols.append(Col(i, h, "extra", extras[h]))
+            status(h, "extra", extras[h], "carried outside the schema")
             continue
         base, hunit = _split_unit(h)
         hn = norm(base)
@@ -136,6 +179,7 @@ def _bind_headers(t: TextTable, cat: Catalogue, m: HospitalMapping, syn) -> tupl
                 else:  # "del(5q)": the parentheses were part of the name, not a unit
                     hn, hunit = cand_hn, None
                 break
+        hit = None
         if hn in syn:
             kind, f = syn[hn]
             unit, how = hunit, "header" if hunit else ""
@@ -144,23 +188,29 @@ def _bind_headers(t: TextTable, cat: Catalogue, m: HospitalMapping, syn) -> tupl
                     if hn.endswith("_" + norm(u)):
                         unit, how = u, "header"
                         break
-            cols.append(Col(i, h, kind, f, unit, how))
-            continue
-        # name + unit suffix: hb_g_l, plt_10_9_l, os_days
-        hit = None
-        for key, (kind, f) in syn.items():
-            if hn.startswith(key + "_"):
-                rest = hn[len(key) + 1:]
-                for u in _units_for(cat, kind, f):
-                    if norm(u) == rest:
-                        hit = Col(i, h, kind, f, u, "header")
-                        break
-            if hit:
-                break
+            hit = Col(i, h, kind, f, unit, how)
+        else:
+            # name + unit suffix: hb_g_l, plt_10_9_l, os_days
+            for key, (kind, f) in syn.items():
+                if hn.startswith(key + "_"):
+                    rest = hn[len(key) + 1:]
+                    for u in _units_for(cat, kind, f):
+                        if norm(u) == rest:
+                            hit = Col(i, h, kind, f, u, "header")
+                            break
+                if hit:
+                    break
         if hit:
-            cols.append(hit)
+            target = _field_target(hit.kind, hit.field)
+            if target in ruled:
+                status(h, "unknown", None, f"not read: the mapping reads {target} another way")
+                unmapped.append(h)
+            else:
+                cols.append(hit)
+                status(h, "bound", target, "name" + (f", unit from {hit.unit_how}" if hit.unit_how else ""))
             continue
-        # genes: TP53, mut_TP53, TP53_mut, TP53_vaf
+        # genes: TP53, mut_TP53, TP53_mut, TP53_vaf; GENE_status only when the stem is written
+        # like a gene symbol (performance_status, mrd_status are not genes)
         up = base.strip()
         cand, kind = up, "gene"
         low = up.lower()
@@ -170,33 +220,52 @@ def _bind_headers(t: TextTable, cat: Catalogue, m: HospitalMapping, syn) -> tupl
                 cand, explicit_gene = up[len(pre):], True
         for suf, k in (("_vaf", "gene_vaf"), ("_mut", "gene"), ("_mutation", "gene"), ("_status", "gene")):
             if low.endswith(suf):
-                cand, kind, explicit_gene = up[: -len(suf)], k, True
+                stem = up[: -len(suf)]
+                if suf == "_status" and stem != stem.upper():
+                    break
+                cand, kind, explicit_gene = stem, k, True
         if cand in genes.derived_columns:
             unmapped.append(h)
+            status(h, "unknown", None, "derived summary column, read as nothing")
             continue
         sym = genes.resolve(cand)
         if sym is not None and (explicit_gene or cand.isupper()):
+            target = sym if kind == "gene" else f"{sym}_vaf"
+            if kind == "gene" and sym in ruled:
+                status(h, "unknown", None, f"not read: the mapping reads {sym} another way")
+                unmapped.append(h)
+                continue
             cols.append(Col(i, h, kind, sym, hunit if kind == "gene_vaf" else None,
                             "header" if hunit else ""))
+            status(h, "bound", target, "gene symbol")
             continue
         if explicit_gene:
-            raise EtlError(f"unknown gene symbol {cand!r}", file=t.path, row=1, column=h)
+            reason = (f"unknown gene symbol {cand!r}; if {h!r} is not a gene, list it under "
+                      f"'ignore:' in a mapping file (or bind it under 'fields:' / 'extra:')")
+            if strict:
+                raise EtlError(reason, file=t.path, row=1, column=h)
+            res.refusals.append(f"{fname}, column {h!r}: {reason}")
+            status(h, "unknown", None, "looks like a gene but is not a known symbol")
+            unmapped.append(h)
+            continue
         emb = [g for g in cat.schema.embeddings if g.matches(hn)]
         if emb:
             cols.append(Col(i, h, "embedding", hn))
+            status(h, "bound", hn, "embedding")
+            continue
+        if h in computed:
+            status(h, "bound", computed[h], "used by compute")
             continue
         unmapped.append(h)
-    for field, header in m.columns.items():
-        if header not in t.header:
-            raise EtlError(f"the mapping names column {header!r} for {field}, but the file has no "
-                           f"such column", file=t.path, row=1, column=header)
+        status(h, "unknown", None, "no field by this name; bind it, ignore it or carry it as extra")
     seen: dict[tuple[str, str], str] = {}
     for c in cols:
         key = (c.kind, c.field)
-        if c.kind != "embedding" and key in seen:
+        if c.kind not in ("embedding", "part", "extra") and key in seen:
             raise EtlError(f"columns {seen[key]!r} and {c.header!r} both map to "
-                           f"{_field_target(c.kind, c.field)}; name one under 'columns' in a "
-                           f"mapping file", file=t.path, row=1, column=c.header)
+                           f"{_field_target(c.kind, c.field)}; name one under 'fields:' in a "
+                           f"mapping file (and the other under 'ignore:')", file=t.path, row=1,
+                           column=c.header)
         seen[key] = c.header
     return cols, unmapped
 
@@ -206,11 +275,14 @@ def _is_variant_file(t: TextTable) -> bool:
     return bool(hn & set(VARIANT_COLUMNS["gene"]))
 
 
-def read_generic(paths: list[Path], cat: Catalogue, mapping: str | Path | None) -> SourceResult:
-    """Read hospital CSV export(s) into PatientRecords (schema units, times in months)."""
+def read_generic(paths: list[Path], cat: Catalogue, mapping: str | Path | None,
+                 strict: bool = True) -> SourceResult:
+    """Read hospital CSV export(s) into PatientRecords (schema units, times in months).
+
+    strict=False (map-check's dry run) collects what would stop the run in ``refusals``
+    instead of raising, and reads on."""
     m = load_mapping(mapping)
-    if m.use_case and m.use_case.upper() != cat.use_case:
-        raise EtlError(f"the mapping is for use case {m.use_case}, not {cat.use_case}", file=str(mapping))
+    check_mapping(m, cat)
     res = SourceResult(layout="csv")
     files: list[Path] = []
     for p in paths:
@@ -225,16 +297,17 @@ def read_generic(paths: list[Path], cat: Catalogue, mapping: str | Path | None) 
     added = {x.strip().lower() for x in m.missing_values} - MISSING_TOKENS
     MISSING_TOKENS.update(added)
     try:
-        return _read_generic(files, cat, m, mapping, res)
+        return _read_generic(files, cat, m, mapping, res, strict)
     finally:
         MISSING_TOKENS.difference_update(added)
 
 
-def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: SourceResult) -> SourceResult:
+def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: SourceResult,
+                  strict: bool = True) -> SourceResult:
     for field, codes in m.codes.items():
         spec = cat.fields.get(field)
         if spec is None:
-            raise EtlError(f"mapping 'codes' names unknown field {field!r}", file=str(mapping))
+            raise m.error(["codes", field], f"no codes for {field!r}: it is not a coded field")
         for canon, toks in codes.items():
             spec.codes.setdefault(canon, [])
             spec.codes[canon] = list(spec.codes[canon]) + list(toks)
@@ -249,33 +322,67 @@ def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: Sourc
         res.files.append(file_info(t.path, t))
         for line, reason in t.dropped:
             res.dropped.append(Issue(t.path, line, None, reason, None, "warning"))
+    rules = m.rules()
+    headers = {h for t in wide for h in t.header}
+    for field, rule in rules.items():
+        cols_used = rule.source_columns() + (parse_expression(rule.compute)[1] if rule.kind == "compute" else [])
+        for col in cols_used:
+            if col not in headers:
+                path = ["fields", field] if field in m.fields else ["columns", field]
+                raise m.error(path, f"the mapping reads column {col!r} for {field}, but "
+                                    f"{', '.join(Path(t.path).name for t in wide)} has no such column")
+    for name, e in m.extra.items():
+        if e["column"] not in headers:
+            raise m.error(["extra", name], f"no column {e['column']!r} in the source")
+    for col in m.ignore:
+        if col not in headers:
+            res.warnings.append(Issue(m.source or "", None, col, "the mapping ignores this column, "
+                                      "but no source file has it", None, "warning"))
+    for field, rule in rules.items():
+        if rule.kind == "constant":
+            res.declared[field] = "not tested" if rule.not_tested else f"constant {rule.constant}"
 
     main = wide[0]
     bound = []
     for t in wide:
-        cols, unmapped = _bind_headers(t, cat, m, syn)
+        cols, unmapped = _bind_headers(t, cat, m, syn, res, strict)
         ids = [c for c in cols if c.kind == "id"]
         if not ids:
             raise EtlError("missing required column patient_id (accepted names: "
-                           f"{', '.join(cat.fields['patient_id'].synonyms[:8])}, ...)", file=t.path, row=1)
-        bound.append((t, cols, ids[0]))
+                           f"{', '.join(cat.fields['patient_id'].synonyms[:8])}, ...; or bind it: "
+                           "fields: {patient_id: <column>})", file=t.path, row=1)
+        computes = {}
+        for field, rule in rules.items():
+            if rule.kind == "compute":
+                tree, used = parse_expression(rule.compute)
+                if all(u in t.header for u in used):
+                    computes[field] = (tree, {u: t.header.index(u) for u in used})
+        bound.append((t, cols, ids[0], computes))
         res.unmapped_columns += [f"{Path(t.path).name}:{h}" for h in unmapped]
         for c in cols:
-            if c.kind not in ("id", "embedding"):
+            if c.kind not in ("id", "embedding", "part", "extra"):
                 res.column_mapping[_field_target(c.kind, c.field)] = f"{Path(t.path).name}:{c.header}"
-    present = {(c.kind, c.field) for _, cols, _ in bound for c in cols}
+        for field, rule in rules.items():
+            if rule.kind in ("any_of", "all_of"):
+                res.column_mapping[field] = (f"{rule.kind.replace('_', ' ')}: " +
+                                             ", ".join(f"{Path(t.path).name}:{c}" for c in rule.source_columns()))
+            elif rule.kind == "compute" and field in computes:
+                res.column_mapping[field] = f"compute: {rule.compute}"
+    present = {(c.kind, c.field) for _, cols, _, _ in bound for c in cols}
+    present |= {("feature", f) for f in rules}
     for name in cat.required_columns:
         f = cat.schema.feature(name)
-        if ("feature", f.name) not in present:
+        if ("feature", f.name) not in present and ("who", f.name) not in present:
             spec = cat.fields[f.name]
             raise EtlError(f"missing required column {f.name} (accepted names: "
-                           f"{', '.join([f.name] + spec.synonyms[:6])})", file=main.path, row=1,
-                           column=f.name)
+                           f"{', '.join([f.name] + spec.synonyms[:6])}; or bind it: fields: "
+                           f"{{{f.name}: <column>}})", file=main.path, row=1, column=f.name)
 
     records: dict[str, PatientRecord] = {}
     raw_of: dict[tuple[str, int], dict] = {}
     rejected_ids: set[str] = set()
-    for n, (t, cols, idc) in enumerate(bound):
+    for n, (t, cols, idc, computes) in enumerate(bound):
+        _check_codes(t, cols, cat, rules, res, strict)
         factors = _column_factors(t, cols, cat, m, res)
         keyed = []
         for raw, line in zip(t.rows, t.lines):
@@ -304,31 +411,47 @@ def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: Sourc
             res.input_patient_ids = sorted({k[0] for k in keyed} | rejected_ids)
         skip, conflicting = dedupe_rows(keyed, t.path, res)
         rejected_ids |= conflicting
+        detected: list[tuple[Col, str, float]] = []
         for pid, line, raw in keyed:
             if line in skip or pid in rejected_ids:
                 continue
             rec = records.get(pid)
             if rec is None:
                 rec = PatientRecord(patient_id=pid, source_file=t.path, source_row=line)
+            quarantined: list[tuple[str, str, str]] = []
+            conv: list[tuple[Col, str, float, float, float]] = []
             try:
-                _fill(rec, raw, t, cols, factors, cat, m)
+                _fill(rec, raw, t, cols, factors, cat, m, rules, computes, quarantined, conv)
             except RowError as err:
                 res.rejected.append(Issue(t.path, line, err.column, err.reason, pid))
                 res.raw_rows[(t.path, line)] = dict(zip(t.header, raw))
                 rejected_ids.add(pid)
                 records.pop(pid, None)
                 continue
+            for col, reason, tok in quarantined:
+                res.quarantined.append(Issue(t.path, line, col, reason, pid, "quarantined", tok))
+            for c, unit, raw_v, fac, value in conv:
+                target = _field_target(c.kind, c.field)
+                res.value_conversions.append(Issue(
+                    t.path, line, c.header, f"{raw_v:g} read as {unit} (detected per row), "
+                    f"converted to {value:g} {_target_unit(cat, c)}", pid, "converted", f"{raw_v:g}"))
+                detected.append((c, unit, fac))
+                del target
             records[pid] = rec
             if n == 0:
                 raw_of[(t.path, line)] = dict(zip(t.header, raw))
+        _summarise_detected(t, detected, cat, res)
     for t in long:
         _read_variants(t, records, rejected_ids, cat, m, res)
     for pid, rec in records.items():
         if pid in rejected_ids:
             continue
         try:
+            _apply_constants(rec, rules, cat)
             _finish(rec, cat)
-            check_record(rec, cat)
+            for col, reason, value in check_record(rec, cat):
+                res.quarantined.append(Issue(rec.source_file, rec.source_row, col, reason, pid,
+                                             "quarantined", f"{value:g}" if isinstance(value, float) else str(value)))
         except RowError as err:
             res.rejected.append(Issue(rec.source_file, rec.source_row, err.column, err.reason, pid))
             if (rec.source_file, rec.source_row) in raw_of:
@@ -338,26 +461,160 @@ def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: Sourc
     return res
 
 
-def _column_factors(t: TextTable, cols: list[Col], cat: Catalogue, m: HospitalMapping,
-                    res: SourceResult) -> dict[int, float]:
-    """Per numeric column, the factor to the schema unit: mapping > header > inferred > schema."""
-    factors: dict[int, float] = {}
+def _target_unit(cat: Catalogue, c: Col) -> str:
+    if c.kind == "time":
+        return "mo"
+    try:
+        return cat.schema.feature(c.field).unit
+    except KeyError:
+        return ""
+
+
+def _summarise_detected(t: TextTable, detected, cat: Catalogue, res: SourceResult) -> None:
+    """One unit_conversions entry per column and detected unit (with its number of values)."""
+    counts: dict[tuple[str, str, str, float], int] = {}
+    for c, unit, fac in detected:
+        key = (_field_target(c.kind, c.field), c.header, unit, fac)
+        counts[key] = counts.get(key, 0) + 1
+    for (target, header, unit, fac), k in counts.items():
+        res.conversions.append({"column": target, "source_column": header, "file": t.path,
+                                "from": unit, "to": cat.schema.feature(target).unit if target in
+                                cat.schema.feature_names else "", "factor": fac,
+                                "how": f"detected per row ({k} value{'s' if k != 1 else ''})",
+                                "rows": k})
+
+
+def _parse_coded(tok, c: Col, cat: Catalogue, value_kind: str):
+    """A yes/no, event or categorical cell: the mapping's closed codes, else the built-in ones."""
+    if c.codes is not None:
+        key = norm_token(tok) if tok is not None else ""
+        if key in c.codes:
+            v = c.codes[key]
+            return None if v is None else (int(v) if value_kind in ("binary", "event") else v)
+        if is_missing(tok):
+            return None
+        raise RowError(c.header, f"value {str(tok)!r} is not in the mapping's codes "
+                                 f"({', '.join(repr(k) for k in c.codes)})")
+    if value_kind == "event":
+        return parse_binary(tok, c.header, cat.event_codes)
+    if value_kind == "binary":
+        return parse_binary(tok, c.header, cat.binary_codes)
+    spec = cat.fields.get(c.field)
+    if spec is None or not spec.codes:
+        return None if is_missing(tok) else str(tok).strip()
+    return parse_code(tok, c.header, spec)
+
+
+def _value_kind(c: Col, cat: Catalogue) -> str | None:
+    """binary, event, categorical (coded columns) or None."""
+    if c.kind in ("gene", "vclass", "part"):
+        return "binary"
+    if c.kind == "event":
+        return "event"
+    if c.kind == "who":
+        spec = cat.fields.get(c.field)
+        return "categorical" if (spec and spec.codes) or c.codes is not None else None
+    if c.kind == "feature":
+        k = cat.schema.feature(c.field).kind
+        return k if k in ("binary", "categorical") else None
+    return None
+
+
+def _check_codes(t: TextTable, cols: list[Col], cat: Catalogue, rules: dict[str, FieldRule],
+                 res: SourceResult, strict: bool) -> None:
+    """Refuse a coded column whose values the codes do not cover (names the values and counts).
+
+    With the mapping's closed codes any value not listed is refused; with the built-in codes,
+    a column with more than UNMAPPED_SHARE_LIMIT of its filled cells unknown is refused (a
+    stray typo is quarantined row by row instead)."""
     for c in cols:
+        vk = _value_kind(c, cat)
+        if vk is None:
+            continue
+        seen: dict[str, int] = {}
+        bad: dict[str, int] = {}
+        filled = 0
+        for raw in t.rows:
+            if len(raw) != len(t.header):
+                continue
+            tok = raw[c.index]
+            key = tok.strip()
+            seen[key] = seen.get(key, 0) + 1
+            if is_missing(tok) and (c.codes is None or norm_token(tok) not in c.codes):
+                continue
+            filled += 1
+            try:
+                _parse_coded(tok, c, cat, vk)
+            except RowError:
+                bad[key] = bad.get(key, 0) + 1
+        target = c.field if c.kind == "part" else _field_target(c.kind, c.field)
+        res.values_seen[f"{target}:{c.header}" if c.kind == "part" else target] = dict(
+            sorted(seen.items(), key=lambda kv: -kv[1])[:20])
+        numeric_sex = (c.field == "sex" and c.codes is None and
+                       {k for k in seen if not is_missing(k)} & {"1", "2"})
+        if numeric_sex and not bad:
+            res.warnings.append(Issue(t.path, None, c.header, "sex read from numeric codes as ISO "
+                                      "5218 (1 = M, 2 = F); if the export means otherwise, declare "
+                                      "codes for sex in a mapping", None, "warning"))
+        if not bad:
+            continue
+        n_bad = sum(bad.values())
+        share = n_bad / max(filled, 1)
+        if c.codes is None and (share <= UNMAPPED_SHARE_LIMIT or n_bad == 1):
+            continue  # a stray value: quarantined in its row
+        shown = ", ".join(f"{k!r} ({v} of {filled} filled cells)" for k, v in
+                          sorted(bad.items(), key=lambda kv: -kv[1])[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        known = sorted(k for k in seen if k not in bad and not is_missing(k))[:10]
+        field = target if c.kind != "part" else c.field
+        how = ("the mapping's codes do not list them" if c.codes is not None else
+               f"{share:.0%} of the filled cells are not in the built-in codes")
+        iso = (" The built-in codes read 1 as M and 2 as F (ISO 5218); an export coding "
+               "0/1 must say which is which." if c.field == "sex" and c.codes is None else "")
+        example = ", ".join(f"{k!r}: ..." for k in list(bad)[:3] + known[:3])
+        msg = (f"column {c.header!r} ({field}): {len(bad)} value(s) not mapped: {shown}{more}; "
+               f"{how}.{iso} Declare them in the mapping: fields: {{{field}: {{column: "
+               f"{c.header!r}, codes: {{{example}}}}}}} (null reads a value as missing)")
+        if strict:
+            raise EtlError(msg, file=t.path, column=c.header)
+        res.refusals.append(f"{Path(t.path).name}: {msg}")
+
+
+def _column_factors(t: TextTable, cols: list[Col], cat: Catalogue, m: HospitalMapping,
+                    res: SourceResult) -> dict[int, float | tuple]:
+    """Per numeric column, the factor to the schema unit: mapping > header > per-row detection
+    (the mapping's ``unit: detect`` or a field with ``detect`` units) > inferred > schema.
+    A per-row column gets ("detect", units, factors, range, typical) instead of a factor."""
+    factors: dict[int, float | tuple] = {}
+    rules = m.rules()
+    for c in cols:
+        detect = None
         if c.kind == "time":
             units, target, typical = cat.time_units, "mo", cat.time_typical
-            declared = m.units.get(f"{c.field}_months")
+            rule = rules.get(f"{c.field}_months")
+            declared = m.units.get(f"{c.field}_months") or (rule.unit if rule else None)
         elif c.kind in ("feature", "gene_vaf"):
             if c.kind == "gene_vaf":
                 units, target = cat.fields["tp53_maxvaf"].units, "1"
                 typical = None
                 declared = m.units.get(f"{c.field}_vaf")
+                rule = None
             else:
                 f = cat.schema.feature(c.field)
                 if f.kind != "numeric":
                     continue
                 spec = cat.fields[c.field]
                 units, target, typical = spec.units, f.unit, spec.typical
-                declared = m.units.get(c.field)
+                rule = rules.get(c.field)
+                declared = m.units.get(c.field) or (rule.unit if rule else None)
+                if rule is not None and rule.detect:
+                    detect = rule.detect
+                elif not declared and not c.unit and spec.detect:
+                    detect = spec.detect
+                if detect:
+                    facs = [unit_factor(units, u) for u in detect]
+                    factors[c.index] = ("detect", list(detect), facs, (f.minimum, f.maximum), typical)
+                    continue
         else:
             continue
         unit, how = (declared, "declared in mapping") if declared else (c.unit, c.unit_how)
@@ -402,9 +659,30 @@ def _column_factors(t: TextTable, cols: list[Col], cat: Catalogue, m: HospitalMa
     return factors
 
 
-def _convert(v: float, cell_unit: str | None, col: Col, cat: Catalogue, factor: float,
-             res_units: dict[str, float]) -> float:
+def _detect_unit(v: float, c: Col, spec: tuple) -> tuple[str, float]:
+    """(unit, factor) for one value of a per-row column; RowError when no unit or several fit."""
+    _, units, facs, (lo, hi), typical = spec
+    fits = [(u, f) for u, f in zip(units, facs)
+            if (lo is None or v * f >= lo) and (hi is None or v * f <= hi)]
+    if len(fits) > 1 and typical:
+        typ = [(u, f) for u, f in fits if typical[0] <= v * f <= typical[1]]
+        fits = typ if len(typ) == 1 else fits
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise RowError(c.header, f"impossible value {v:g}: outside [{lo:g}, {hi:g}] read as any "
+                                 f"of {', '.join(units)}")
+    raise RowError(c.header, f"ambiguous unit for {v:g}: plausible as {' or '.join(u for u, _ in fits)}")
+
+
+def _convert(v: float, cell_unit: str | None, col: Col, cat: Catalogue, factor,
+             res_units: dict[str, float], conv: list | None = None) -> float:
     if cell_unit is None:
+        if isinstance(factor, tuple):
+            unit, f = _detect_unit(v, col, factor)
+            if f != 1.0 and conv is not None:
+                conv.append((col, unit, v, f, v * f))
+            return v * f
         return v * factor
     f = unit_factor(res_units, cell_unit)
     if f is None:
@@ -412,77 +690,149 @@ def _convert(v: float, cell_unit: str | None, col: Col, cat: Catalogue, factor: 
     return v * f
 
 
+def _set_value(rec: PatientRecord, cat: Catalogue, field: str, value, genes_seen: dict) -> None:
+    """Store a value read by a mapping rule (any_of, all_of, compute, constant) on its field."""
+    spec = cat.fields.get(field)
+    if spec is not None and spec.fhir in ("variant.gene", "variant.class"):
+        genes_seen[field] = value
+    elif field == cat.who_class_column:
+        rec.who_class = value
+    else:
+        rec.values[field] = value
+
+
 def _fill(rec: PatientRecord, raw: tuple, t: TextTable, cols: list[Col], factors, cat: Catalogue,
-          m: HospitalMapping) -> None:
+          m: HospitalMapping, rules: dict | None = None, computes: dict | None = None,
+          quarantined: list | None = None, conv: list | None = None) -> None:
+    """Read one row into `rec`. A cell that cannot be read becomes missing and is listed in
+    `quarantined` (column, reason, cell), unless it carries survival data or a required field:
+    then RowError rejects the patient."""
+    rules = rules or {}
+    quarantined = [] if quarantined is None else quarantined
     genes_seen = getattr(rec, "_genes", {})
     vafs = getattr(rec, "_vafs", {})
     emb: dict[str, dict[int, float | None]] = {}
+    parts: dict[str, list] = {}
     for c in cols:
         tok = raw[c.index]
         if c.kind == "id":
             continue
-        if c.kind == "who":
-            if cat.who_class_column and c.field == cat.who_class_column:
-                spec = cat.fields.get(c.field)
-                val = parse_code(tok, c.header, spec) if spec and spec.codes else (None if is_missing(tok) else tok)
-                rec.who_class = val
-            else:
-                rec.who_class = None if is_missing(tok) else tok
-        elif c.kind == "karyotype":
-            rec.karyotype = None if is_missing(tok) else tok
-        elif c.kind == "feature":
-            f = cat.schema.feature(c.field)
-            spec = cat.fields[c.field]
-            if f.kind == "numeric":
-                v, cu, _ = parse_number(tok, c.header)
-                if v is not None:
-                    rec.values[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0), spec.units)
-                elif c.field not in rec.values:
-                    rec.values[c.field] = None
-            elif f.kind == "binary":
-                v = parse_binary(tok, c.header, cat.binary_codes)
-                if v is not None or c.field not in rec.values:
-                    rec.values[c.field] = v
-            else:
-                v = parse_code(tok, c.header, spec)
-                if v is not None or c.field not in rec.values:
-                    rec.values[c.field] = v
-        elif c.kind == "gene":
-            genes_seen[c.field] = parse_binary(tok, c.header, cat.binary_codes)
-        elif c.kind == "vclass":
-            genes_seen[c.field] = parse_binary(tok, c.header, cat.binary_codes)
-        elif c.kind == "gene_vaf":
-            v, cu, _ = parse_number(tok, c.header)
-            if v is not None:
-                vafs[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0),
-                                         cat.fields["tp53_maxvaf"].units)
-        elif c.kind == "time":
-            v, cu, _ = parse_number(tok, c.header)
-            if v is not None:
-                rec._times = getattr(rec, "_times", {})
-                rec._times[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0), cat.time_units)
-        elif c.kind == "event":
-            rec._events = getattr(rec, "_events", {})
-            rec._events[c.field] = parse_binary(tok, c.header, cat.event_codes)
-        elif c.kind == "end_date":
-            rec._ends = getattr(rec, "_ends", {})
-            rec._ends[c.field] = parse_date(tok, c.header, m.date_format)
-        elif c.kind == "dx_date":
-            rec._dx = parse_date(tok, c.header, m.date_format)
-        elif c.kind == "embedding":
-            prefix, _, k = c.field.rpartition("_")
-            v, _, _ = parse_number(tok, c.header)
-            emb.setdefault(prefix, {})[int(k)] = v
+        try:
+            _fill_cell(rec, c, tok, factors, cat, m, genes_seen, vafs, emb, parts, conv)
+        except RowError as err:
+            required = c.kind in CRITICAL_KINDS or (
+                c.kind == "feature" and cat.schema.feature(c.field).required)
+            if required:
+                raise
+            quarantined.append((err.column or c.header, err.reason, tok))
+            if c.kind == "part":
+                parts.setdefault(c.field, []).append(None)
+            elif c.kind in ("gene", "vclass"):
+                genes_seen.setdefault(c.field, None)
+            elif c.kind == "feature":
+                rec.values.setdefault(c.field, None)
+    for field, vals in parts.items():
+        kind = rules[field].kind
+        if kind == "any_of":
+            v = 1 if 1 in vals else (0 if all(x == 0 for x in vals) else None)
+        else:
+            v = 0 if 0 in vals else (1 if all(x == 1 for x in vals) else None)
+        _set_value(rec, cat, field, v, genes_seen)
+    for field, (tree, idx) in (computes or {}).items():
+        values = {}
+        for col, i in idx.items():
+            try:
+                values[col] = parse_number(raw[i], col)[0]
+            except RowError as err:
+                quarantined.append((col, err.reason + f" (used by compute for {field})", raw[i]))
+                values[col] = None
+        _set_value(rec, cat, field, evaluate(tree, values), genes_seen)
     for prefix, vals in emb.items():
         known = [v for v in vals.values() if v is not None]
         if not known:
             continue
         if len(known) != len(vals):
             missing = [f"{prefix}_{k}" for k, v in vals.items() if v is None][0]
-            raise RowError(missing, f"incomplete {prefix} feature vector (missing cells)")
+            quarantined.append((missing, f"incomplete {prefix} feature vector (missing cells): "
+                                         f"the whole vector is left out", ""))
+            continue
         rec.embeddings[prefix] = [vals[k] for k in sorted(vals)]
     rec._genes = genes_seen
     rec._vafs = vafs
+
+
+def _fill_cell(rec, c: Col, tok, factors, cat: Catalogue, m: HospitalMapping, genes_seen, vafs,
+               emb, parts, conv) -> None:
+    if c.kind == "who":
+        vk = _value_kind(c, cat)
+        rec.who_class = _parse_coded(tok, c, cat, vk) if vk else (None if is_missing(tok) else tok)
+    elif c.kind == "karyotype":
+        rec.karyotype = None if is_missing(tok) else tok
+    elif c.kind == "feature":
+        f = cat.schema.feature(c.field)
+        spec = cat.fields[c.field]
+        if f.kind == "numeric":
+            v, cu, _ = parse_number(tok, c.header)
+            if v is not None:
+                rec.values[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0), spec.units, conv)
+            elif c.field not in rec.values:
+                rec.values[c.field] = None
+        else:
+            v = _parse_coded(tok, c, cat, f.kind)
+            if v is not None or c.field not in rec.values:
+                rec.values[c.field] = v
+    elif c.kind in ("gene", "vclass"):
+        genes_seen[c.field] = _parse_coded(tok, c, cat, "binary")
+    elif c.kind == "part":
+        parts.setdefault(c.field, []).append(_parse_coded(tok, c, cat, "binary"))
+    elif c.kind == "extra":
+        if not is_missing(tok):
+            rec.extra[c.field] = str(tok).strip()
+    elif c.kind == "gene_vaf":
+        v, cu, _ = parse_number(tok, c.header)
+        if v is not None:
+            vafs[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0),
+                                     cat.fields["tp53_maxvaf"].units)
+    elif c.kind == "time":
+        v, cu, _ = parse_number(tok, c.header)
+        if v is not None:
+            rec._times = getattr(rec, "_times", {})
+            rec._times[c.field] = _convert(v, cu, c, cat, factors.get(c.index, 1.0), cat.time_units)
+    elif c.kind == "event":
+        rec._events = getattr(rec, "_events", {})
+        rec._events[c.field] = _parse_coded(tok, c, cat, "event")
+    elif c.kind == "end_date":
+        rec._ends = getattr(rec, "_ends", {})
+        rec._ends[c.field] = parse_date(tok, c.header, m.date_format)
+    elif c.kind == "dx_date":
+        rec._dx = parse_date(tok, c.header, m.date_format)
+    elif c.kind == "embedding":
+        prefix, _, k = c.field.rpartition("_")
+        try:
+            v, _, _ = parse_number(tok, c.header)
+        except RowError:
+            emb.setdefault(prefix, {})[int(k)] = None
+            raise
+        emb.setdefault(prefix, {})[int(k)] = v
+
+
+def _apply_constants(rec: PatientRecord, rules: dict[str, FieldRule], cat: Catalogue) -> None:
+    """The mapping's declared constants: not_tested leaves the field missing (a gene not
+    tested is not studied, so it reads missing, never 0); a value is set for every patient."""
+    genes = getattr(rec, "_genes", {})
+    for field, rule in rules.items():
+        if rule.kind != "constant":
+            continue
+        if rule.not_tested or rule.constant is None:
+            genes.pop(field, None)
+            if field in rec.values:
+                rec.values[field] = None
+            continue
+        f = cat.schema.feature(field)
+        v = float(rule.constant) if f.kind == "numeric" else (int(rule.constant) if f.kind == "binary"
+                                                               else rule.constant)
+        _set_value(rec, cat, field, v, genes)
+    rec._genes = genes
 
 
 def _finish(rec: PatientRecord, cat: Catalogue) -> None:

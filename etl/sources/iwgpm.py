@@ -163,7 +163,9 @@ def read_iwgpm(files: dict[str, Path], cat: Catalogue) -> SourceResult:
             continue
         _complete_variants(rec)
         try:
-            check_record(rec, cat)
+            for col, reason, value in check_record(rec, cat):
+                res.quarantined.append(Issue(rec.source_file, rec.source_row, col, reason, pid,
+                                             "quarantined", str(value)))
         except RowError as err:
             res.rejected.append(Issue(rec.source_file, rec.source_row, err.column, err.reason, pid))
             continue

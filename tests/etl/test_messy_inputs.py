@@ -113,7 +113,11 @@ def test_conflicting_duplicates_are_rejected_both(tmp_path):
     dup = df.iloc[[2]].copy()
     dup["hb"] = dup["hb"] + 1
     pd.concat([df, dup]).to_csv(tmp_path / "h.csv", index=False)
-    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
+    # 1 patient of 10 rejected is above the default limit of 5%: the run says so, writes nothing
+    with pytest.raises(EtlError, match=r"1 of 10 patients rejected \(10.0%\), above the limit of 5%"):
+        run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out", max_rejected_fraction=0.2)
     assert df.patient_id[2] not in set(res.table.patient_id)
     rej = [r for r in res.report["rejected"] if r["patient_id"] == df.patient_id[2]]
     assert len(rej) == 2 and all("conflicting" in r["reason"] for r in rej)
@@ -126,20 +130,26 @@ def test_conflicting_duplicates_are_rejected_both(tmp_path):
     ("-3", "hb", "impossible value"),
     ("maybe", "sex", "unknown value"),
 ])
-def test_bad_cells_reject_the_row_naming_file_row_column(tmp_path, cell, column, reason):
+def test_a_bad_cell_becomes_missing_and_is_quarantined_the_patient_stays(tmp_path, cell, column, reason):
     df = canonical_cohort(n=12, seed=8).astype({column: object})
     df.loc[5, column] = cell
     df.to_csv(tmp_path / "h.csv", index=False)
     res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
-    rej = res.report["rejected"]
-    assert len(rej) == 1
-    r = rej[0]
+    assert res.report["rejected"] == [] and len(res.table) == 12
+    t = res.table.set_index("patient_id")
+    assert pd.isna(t.loc[df.patient_id[5], column])
+    others = t.drop(index=df.patient_id[5])[column]
+    assert others.notna().all()
+    q = res.report["quarantined_values"]
+    assert len(q) == 1
+    r = q[0]
     assert r["file"].endswith("h.csv") and r["row"] == 7 and r["column"] == column
-    assert reason in r["reason"] and r["patient_id"] == df.patient_id[5]
-    assert len(res.table) == 11
-    q = pd.read_csv(res.out_dir / "quarantine.csv")
-    assert list(q.patient_id) == [df.patient_id[5]] and q.row[0] == 7
-    assert json.loads(q.source_row[0])[column if column != "hb" else "hb"] == cell
+    assert reason in r["reason"] and r["patient_id"] == df.patient_id[5] and r["value"] == cell
+    assert res.report["columns"][column]["quarantined"] == 1
+    assert res.report["summary"]["quarantined_values"] == 1
+    quar = pd.read_csv(res.out_dir / "quarantine.csv", dtype=str)
+    assert list(quar.patient_id) == [df.patient_id[5]] and quar.row[0] == "7"
+    assert quar.action[0] == "value set missing" and quar.value[0].lstrip("'") == cell
 
 
 def test_unparseable_date_rejects_row(tmp_path):
@@ -147,7 +157,8 @@ def test_unparseable_date_rejects_row(tmp_path):
     df["diagnosis_date"] = "2020-01-15"
     df["last_followup_date"] = ["2021-01-15"] * 7 + ["31/02/2021"]
     df.to_csv(tmp_path / "h.csv", index=False)
-    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
+    # survival data: an unusable date rejects the patient (1 of 8, above the default 5%)
+    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out", max_rejected_fraction=0.2)
     assert res.report["rejected"][0]["column"] == "last_followup_date"
     assert "unparseable date" in res.report["rejected"][0]["reason"]
     t = res.table.set_index("patient_id")
@@ -161,7 +172,8 @@ def test_unknown_gene_symbol_in_variant_file_rejects_that_patient(tmp_path):
                   "gene": ["TP53", "TP35", "MLL", "TP53"],
                   "protein_change": ["p.R248Q", "p.X1", "p.Q1", "p.R1"],
                   "vaf": [35.0, 10.0, 20.0, 5.0]}).to_csv(tmp_path / "variants.csv", index=False)
-    res = run_etl("mds", [tmp_path / "patients.csv", tmp_path / "variants.csv"], tmp_path / "out")
+    res = run_etl("mds", [tmp_path / "patients.csv", tmp_path / "variants.csv"], tmp_path / "out",
+                  max_rejected_fraction=0.2)
     rej = res.report["rejected"]
     assert [(r["patient_id"], r["column"]) for r in rej] == [("P0001", "gene")]
     assert "unknown gene symbol 'TP35'" in rej[0]["reason"] and rej[0]["row"] == 3
@@ -227,7 +239,7 @@ def test_row_with_extra_fields_is_rejected(tmp_path):
     lines = df.to_csv(index=False).splitlines()
     lines[3] = lines[3] + ",surplus"
     (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
-    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
+    res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out", max_rejected_fraction=0.2)
     assert [r["row"] for r in res.report["rejected"]] == [4]
     assert "fields" in res.report["rejected"][0]["reason"]
 
@@ -260,12 +272,14 @@ def test_json_mapping_with_codes_and_missing_tokens_stays_in_its_run(tmp_path):
     res = run_etl("mds", [tmp_path / "h.csv"], tmp_path / "o1", mapping=tmp_path / "m.json")
     assert list(res.table.set_index("patient_id").loc[df.patient_id, "sex"]) == list(df.sex)
     assert np.isnan(res.table.set_index("patient_id").loc[df.patient_id[0], "hb"])
-    # without the mapping the same file is refused row by row: nothing leaked from the last run
-    with pytest.raises(EtlError, match=r"no valid patient rows.*column 'Geschlecht'.*unknown value"):
+    # without the mapping the same file is refused, naming the values: nothing leaked from the
+    # last run
+    with pytest.raises(EtlError, match=r"column 'Geschlecht' \(sex\): 2 value\(s\) not mapped: "
+                                       r"'(mannl|weibl)\.' \(\d+ of 10 filled cells\)"):
         run_etl("mds", [tmp_path / "h.csv"], tmp_path / "o2", max_rejected_fraction=1.0)
     assert not (tmp_path / "o2").exists()
     (tmp_path / "bad.json").write_text(json.dumps({"colums": {}}))
-    with pytest.raises(EtlError, match="invalid mapping: colums"):
+    with pytest.raises(EtlError, match="invalid mapping: line 1, colums: unknown key 'colums'"):
         run_etl("mds", [tmp_path / "h.csv"], tmp_path / "o3", mapping=tmp_path / "bad.json")
 
 
