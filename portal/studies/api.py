@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from portal.core.api import id_query_param, perms_required
 from portal.datasets.models import Dataset
-from portal.studies import services
+from portal.studies import lifecycle, services
 from portal.studies.models import ModelVersion, Run, Study, StudyApproval
 from portal.studies.config import ROUNDS
 from portal.studies.selectors import models_visible_to, runs_visible_to, studies_visible_to
@@ -186,8 +186,6 @@ class RunEventsView(APIView):
 
     @extend_schema(request=dict, responses={201: dict, 200: dict})
     def post(self, request, pk: int):
-        from portal.studies import lifecycle
-
         run = get_object_or_404(Run, pk=pk)
         header = request.headers.get("Authorization", "")
         token = header[6:] if header.startswith("Token ") else ""

@@ -1,6 +1,7 @@
 """Websocket for live run progress (rounds, status)."""
 from portal.core.consumers import LiveConsumer
 from portal.core.live import run_group
+from portal.studies.selectors import runs_visible_to
 
 
 class RunConsumer(LiveConsumer):
@@ -10,6 +11,4 @@ class RunConsumer(LiveConsumer):
         return run_group(object_id)
 
     def allowed(self, user, object_id: int) -> bool:
-        from portal.studies.selectors import runs_visible_to
-
         return user.has_perm("studies.view_run") and runs_visible_to(user).filter(pk=object_id).exists()

@@ -8,6 +8,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from fl_engine.deploy import control
+from fl_engine.deploy.processes import superlink_up
+from portal.audit.services import record
+from portal.nodes.models import WorkerNode
+
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parents[2] / "fl_engine" / "federation" / "app"
@@ -27,9 +32,6 @@ def _conn() -> dict:
 
 
 def superlink_health() -> dict:
-    from fl_engine.deploy import control
-    from fl_engine.deploy.processes import superlink_up
-
     address = settings.FLOWER_CONTROL_ADDRESS
     if not superlink_up(address, _ca()):
         return {"status": "down", "address": address}
@@ -46,10 +48,6 @@ def sync_node_key(node_id: int) -> None:
     keep the Flower node id the SuperLink returns (the node's identity from then on). Revoked:
     unregister exactly that id; Flower then retires the key for good (a re-approved node comes
     back with a new key). Failures are logged: the health page shows them."""
-    from fl_engine.deploy import control
-    from portal.audit.services import record
-    from portal.nodes.models import WorkerNode
-
     node = WorkerNode.objects.get(pk=node_id)
     address = settings.FLOWER_CONTROL_ADDRESS
     try:
@@ -92,8 +90,6 @@ def openssh_public_key(text: str) -> str:
 
 def _control(fn_name: str, *args):
     """Call one `fl_engine.deploy.control` function against the SuperLink; FlowerUnavailable on failure."""
-    from fl_engine.deploy import control
-
     try:
         return getattr(control, fn_name)(*args, settings.FLOWER_CONTROL_ADDRESS, **_conn())
     except control.ControlError as exc:

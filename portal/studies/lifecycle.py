@@ -34,8 +34,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from fl_engine.federation import events as run_events
+from portal.audit.services import record
 from portal.core.db import retrying_on_lock
 from portal.core.live import publish_run
+from portal.studies import flower_adapter
 from portal.studies.models import RoundMetric, Run, RunEvent
 
 log = logging.getLogger(__name__)
@@ -72,10 +74,9 @@ class RunKind:
 
 
 def _kinds() -> dict[str, RunKind]:
-    # The kinds live in their apps (studies, synthesis); imported here, at first use, because
-    # those apps' services import this module.
-    from portal.studies import services as study_services
-    from portal.synthesis import services as synthesis_services
+    # The kinds live in their apps (studies, synthesis).
+    from portal.studies import services as study_services  # cycle: it imports this module
+    from portal.synthesis import services as synthesis_services  # cycle: it imports this module
 
     return {Run.Kind.SURVIVAL: RunKind(study_services.flower_run_config, study_services.conclude_survival),
             Run.Kind.SYNTHESIS: RunKind(synthesis_services.flower_generation_config,
@@ -147,7 +148,7 @@ def queue_position(run: Run) -> list[int]:
 
 def dispatch(run_id: int) -> None:
     """Queue the start task of run `run_id` (after the current transaction commits)."""
-    from portal.studies import tasks
+    from portal.studies import tasks  # cycle: portal.studies.tasks imports this module
 
     def send():
         Run.objects.filter(pk=run_id).update(dispatched_at=timezone.now())
@@ -162,8 +163,6 @@ def dispatch(run_id: int) -> None:
 def submit(run_id: int, task_id: str = "") -> str:
     """Claim queued run `run_id` and submit it to the SuperLink; returns the resulting status.
     Leaves it queued when MAX_ACTIVE_RUNS runs hold the SuperLink (the reconciler retries)."""
-    from portal.studies import flower_adapter
-
     run = Run.objects.get(pk=run_id)
     if run.status != S.QUEUED:
         return run.status
@@ -202,9 +201,6 @@ def submit(run_id: int, task_id: str = "") -> str:
 
 def cancel(actor, run: Run) -> Run:
     """Stop an active run (not one already concluding: its results are being stored)."""
-    from portal.audit.services import record
-    from portal.studies import flower_adapter
-
     run.refresh_from_db()
     if run.status == S.CONCLUDING:
         raise RunRefused(f"run {run.pk} finished on the federation and its results are being stored; "
@@ -328,7 +324,7 @@ def missed_phases(run: Run) -> list[dict]:
 
 
 def queue_conclusion(run_id: int) -> None:
-    from portal.studies import tasks
+    from portal.studies import tasks  # cycle: portal.studies.tasks imports this module
 
     try:
         tasks.conclude_run.delay(run_id)
@@ -369,8 +365,6 @@ def conclude(run_id: int) -> str:
 
 def replay_log(run: Run) -> int:
     """Ingest the events of `run` found in its ServerApp log on the SuperLink; how many were new."""
-    from portal.studies import flower_adapter
-
     if not run.flower_run_id:
         return 0
     try:
@@ -389,8 +383,6 @@ def replay_log(run: Run) -> int:
 
 def reconcile(now=None) -> dict:
     """One pass over every active run (see the module docstring); returns what it did."""
-    from portal.studies import flower_adapter
-
     now = now or timezone.now()
     did = {"redispatched": 0, "concluded": 0, "failed": 0, "cancelled": 0, "replayed": 0, "stopped": 0}
     active = list(Run.objects.filter(status__in=Run.ACTIVE).order_by("created_at"))
@@ -475,8 +467,6 @@ def _finished_event_at(run: Run):
 
 
 def _stop_quietly(flower_id: str) -> None:
-    from portal.studies import flower_adapter
-
     try:
         flower_adapter.stop_run(flower_id)
     except flower_adapter.FlowerUnavailable:

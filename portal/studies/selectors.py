@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from fedhaem_kernel.schema import SCHEMAS
+from fl_engine.scores.conventional import LABELS
+from portal.studies.models import ModelVersion, Run, Study
 
 
 def required_columns(use_case: str, endpoint: str, features: list[str], groups: list[str]) -> list[str]:
@@ -44,8 +46,6 @@ def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups)
 
 
 def runs_visible_to(user):
-    from portal.studies.models import Run
-
     qs = Run.objects.select_related("study", "model_version").prefetch_related("metrics")
     if user.has_perm("studies.view_modelversion") or user.has_perm("nodes.approve_workernode"):
         return qs
@@ -54,8 +54,6 @@ def runs_visible_to(user):
 
 
 def studies_visible_to(user):
-    from portal.studies.models import Study
-
     qs = Study.objects.select_related("owner").prefetch_related("datasets")
     if user.has_perm("studies.view_modelversion") or user.has_perm("nodes.approve_workernode"):
         return qs
@@ -111,8 +109,6 @@ def study_comparison(study, runs) -> list[dict]:
     overall values are patient-weighted over hospitals. Centralised needs pooled patients, which
     a federation never has: shown only when the registered model carries `centralised_c_index`
     (e.g. from the experiment grid run where pooling is allowed)."""
-    from fl_engine.scores.conventional import LABELS
-
     rows = []
     for run in runs:
         if run.status != "finished":
@@ -177,6 +173,4 @@ def comparison_chart(row: dict) -> dict:
 
 def models_visible_to(user):
     """Registered models of the runs `user` may see (the caller checks studies.view_modelversion)."""
-    from portal.studies.models import ModelVersion
-
     return ModelVersion.objects.filter(run__in=runs_visible_to(user).values("pk")).select_related("run", "run__study")

@@ -1,11 +1,14 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from fedhaem_kernel.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (ROUNDS, DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
                                    PrivacyOptions, validate_hyperparameters, validate_privacy)
+from portal.studies.lifecycle import missed_phases
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
+from portal.studies.selectors import dataset_compatibility_errors
 
 FEATURE_GROUPS = ("clinical", "cytogenetic", "genomic", "embedding", "therapy")
 
@@ -96,16 +99,12 @@ class StudySerializer(serializers.ModelSerializer):
         except ValueError as exc:
             raise serializers.ValidationError({"privacy": str(exc)})
         use_case = attrs.get("use_case", inst.use_case if inst else None)
-        from fedhaem_kernel.schema import SCHEMAS
-
         endpoint = attrs.get("endpoint", inst.endpoint if inst else "os")
         if use_case in SCHEMAS and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:
             raise serializers.ValidationError(
                 {"endpoint": f"{endpoint!r} is not an endpoint of {use_case}: "
                              f"{', '.join(e.name for e in SCHEMAS[use_case].endpoints)}"})
         datasets = attrs.get("datasets", list(inst.datasets.all()) if inst else [])
-        from portal.studies.selectors import dataset_compatibility_errors
-
         problems = dataset_compatibility_errors(
             datasets, use_case, endpoint, attrs.get("features", inst.features if inst else []),
             attrs.get("feature_groups", inst.feature_groups if inst else []))
@@ -141,8 +140,6 @@ class RunSerializer(serializers.ModelSerializer):
 
     def get_missed(self, run) -> list[dict]:
         """Hospitals that did not answer a phase of the run: {phase, node, reason}."""
-        from portal.studies.lifecycle import missed_phases
-
         return missed_phases(run)
 
     def get_rounds_completed(self, run) -> int:

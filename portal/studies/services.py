@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from fl_engine.federation import approval as engine_approval
+from fl_engine.federation import events as run_events
+from fl_engine.federation.config import build_contract
 from portal.audit.services import record
-from portal.studies.models import Study
+from portal.core.live import publish_run
+from portal.nodes.models import WorkerNode
+from portal.studies import lifecycle, tracking
+from portal.studies.config import flower_privacy
+from portal.studies.lifecycle import RunRefused  # noqa: F401  (the views' one refusal)
+from portal.studies.models import ModelVersion, Run, Study, StudyApproval
+from portal.studies.selectors import dataset_compatibility_errors
 
 
 @transaction.atomic
@@ -57,17 +68,6 @@ def clone_study(actor, source: Study) -> Study:
 
 # --- runs -----------------------------------------------------------------------------------
 
-from pathlib import Path  # noqa: E402
-
-from django.conf import settings  # noqa: E402
-
-from fl_engine.federation import approval as engine_approval  # noqa: E402
-from fl_engine.federation import events as run_events  # noqa: E402
-from portal.core.live import publish_run  # noqa: E402
-from portal.studies import lifecycle  # noqa: E402
-from portal.studies.lifecycle import RunRefused  # noqa: E402,F401  (the views' one refusal)
-from portal.studies.models import Run, StudyApproval  # noqa: E402
-
 
 def run_dir(run: Run) -> Path:
     path = Path(settings.VAR_DIR) / "runs" / str(run.pk)
@@ -77,8 +77,6 @@ def run_dir(run: Run) -> Path:
 
 def study_settings(study: Study) -> dict:
     """The canonical approved settings of `study` (fl_engine.federation.approval)."""
-    from portal.studies.config import flower_privacy
-
     hp = dict(study.hyperparameters or {})
     local_epochs = hp.pop("local_epochs", 1)
     names = sorted({d.name for d in study.datasets.all()})
@@ -110,8 +108,6 @@ def approval_state(study: Study) -> list[dict]:
 def run_participants(datasets) -> list[dict]:
     """The run config's participants: each dataset's node (name, Flower node id learnt at key
     registration), dataset fingerprint and version. RunRefused when a node cannot take part."""
-    from portal.nodes.models import WorkerNode
-
     out, problems = [], []
     for d in datasets:
         node = d.node
@@ -143,8 +139,6 @@ def check_startable(study: Study, datasets: list) -> None:
 def start_run(actor, study: Study, rounds: int | None = None) -> Run:
     """Queue a run of `study` (pinning dataset versions, participants and approved settings);
     the lifecycle's start task submits it after commit."""
-    from portal.studies.selectors import dataset_compatibility_errors
-
     datasets = list(study.datasets.select_related("node"))
     if not datasets:
         raise RunRefused("the study has no participating dataset")
@@ -197,8 +191,6 @@ def verify_run_token(run: Run, token: str) -> bool:
 def run_contract_sections(run: Run) -> dict:
     """The sections of run `run`'s contract (fl_engine.federation.contract), from the settings
     pinned in Run.config when it was started; generation runs override some of them."""
-    from portal.studies.config import flower_privacy
-
     c = run.config
     versions = {ds["version"] for ds in c["datasets"]}
     hp = dict(c["hyperparameters"])
@@ -226,17 +218,12 @@ def run_contract_sections(run: Run) -> dict:
 
 def flower_run_config(run: Run) -> dict:
     """The nested run contract of survival run `run`, built and validated by the engine."""
-    from fl_engine.federation.config import build_contract
-
     return build_contract(**run_contract_sections(run))
 
 
 def conclude_survival(run: Run, files: dict[str, bytes]) -> str:
     """The conclusion hook of survival runs: the model files into the run's folder and MLflow's
     registry (once: a repeated conclusion finds the ModelVersion). "" or the reason it failed."""
-    from portal.studies import tracking
-    from portal.studies.models import ModelVersion
-
     if "model.npz" not in files or "model.json" not in files:
         return "the run ended without a global model (model.npz and model.json missing from its results)"
     model_dir = run_dir(run) / "model"

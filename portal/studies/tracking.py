@@ -21,7 +21,7 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
     import mlflow
     from mlflow import MlflowClient
 
-    from fl_engine.serving import SurvivalPyfunc
+    from fl_engine.serving import SurvivalPyfunc  # mlflow: heavy, only when a model is registered
 
     uri = settings.MLFLOW_TRACKING_URI
     if uri.startswith("sqlite:///"):

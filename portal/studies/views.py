@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
+from portal.experiments.selectors import grid_section
 from portal.studies.lifecycle import missed_phases, queue_position
 from portal.studies import services
 from portal.studies.forms import ApprovalForm, StartRunForm, StudyForm, dataset_groups, endpoints_by_use_case
@@ -187,8 +188,6 @@ def study_compare(request, pk: int):
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
     ctx = _comparison_context(request, study)
     ctx["chart"] = comparison_chart(ctx["comparison"][0]) if ctx["comparison"] else None
-    from portal.experiments.selectors import grid_section  # the pooled experiment grid's section
-
     ctx["grid"] = grid_section(request.user, study)
     return render(request, "studies/study_compare.html", ctx)
 
@@ -202,8 +201,6 @@ def study_report(request, pk: int):
     ctx = _comparison_context(request, study)
     ctx["charts"] = [run_chart_data(r) for r in ctx["runs"] if r.metrics.exists()]
     ctx["run_rows"] = [(r, final_metrics(r)) for r in ctx["runs"]]
-    from portal.experiments.selectors import grid_section  # the latest pooled experiment grid
-
     ctx["grid"] = grid_section(request.user, study)
     download = bool(request.GET.get("download"))
     if download:

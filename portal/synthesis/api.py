@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.core.api import perms_required, refusal_response
+from portal.studies.selectors import runs_visible_to, studies_visible_to
 from portal.synthesis import services
 from portal.synthesis.models import SyntheticCohort
 from portal.synthesis.selectors import cohorts_visible_to
@@ -131,12 +132,10 @@ class GenerationRunsView(APIView):
     permission_classes = [perms_required(*services.START_PERMS, safe=("studies.view_run",))]
 
     def _study(self, request, pk):
-        from portal.studies.selectors import studies_visible_to
         return get_object_or_404(studies_visible_to(request.user), pk=pk)
 
     @extend_schema(responses={200: GenerationRunOut(many=True)})
     def get(self, request, pk: int):
-        from portal.studies.selectors import runs_visible_to
         study = self._study(request, pk)
         runs = runs_visible_to(request.user).filter(study=study, kind="synthesis")
         return Response(GenerationRunOut(runs, many=True).data)

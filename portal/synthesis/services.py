@@ -6,8 +6,15 @@ import dataclasses
 from django.db import transaction
 from django.utils import timezone
 
+from fl_engine.federation.config import build_contract, parse_run_config
 from fl_engine.federation.contract import bounds as contract_setting
+from generative import build_data_card
 from portal.audit.services import record
+from portal.core.live import publish_run
+from portal.studies import lifecycle
+from portal.studies import services as study_services
+from portal.studies.models import Run
+from portal.studies.selectors import dataset_compatibility_errors
 from portal.synthesis.models import SyntheticCohort
 
 
@@ -96,8 +103,7 @@ def can_start_generation(user) -> bool:
 
 def generation_columns(study, features: list[str] | None) -> list[str]:
     """Generated feature columns: the given ones, else the engine's default for the use case."""
-    from fl_engine.federation.config import parse_run_config
-    from fl_engine.federation.synthesis import synthesis_columns
+    from fl_engine.federation.synthesis import synthesis_columns  # torch: this module loads it
 
     cfg = parse_run_config({"use_case": study.use_case, "endpoint": study.endpoint,
                             "features": ",".join(features or [])})
@@ -110,12 +116,7 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
     """Queue a synthetic-cohort generation run of `study` over its approved datasets; the
     run lifecycle (portal.studies.lifecycle) submits it after commit. Raises
     GenerationRefused (with the field when an input is bad); nothing is stored then."""
-    from fl_engine.federation.synthesis import generator_hyper
-    from portal.core.live import publish_run
-    from portal.studies import lifecycle
-    from portal.studies import services as study_services
-    from portal.studies.models import Run
-    from portal.studies.selectors import dataset_compatibility_errors
+    from fl_engine.federation.synthesis import generator_hyper  # torch: this module loads it
 
     if not can_start_generation(actor):
         raise GenerationRefused("your role does not allow starting a generation run (study coordinators only)")
@@ -181,9 +182,6 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
 def flower_generation_config(run) -> dict:
     """The nested run contract of a generation run: a survival run's sections (dataset, timeouts,
     events endpoint, node privacy options) with the synthesis task and generator on top."""
-    from fl_engine.federation.config import build_contract
-    from portal.studies import services as study_services
-
     g = run.config["generation"]
     sections = study_services.run_contract_sections(run)
     sections["data"].update(features=g["features"], feature_groups=[])
@@ -211,8 +209,6 @@ def conclude_generation(run, files: dict[str, bytes]) -> SyntheticCohort:
     import json
 
     from django.core.files.base import ContentFile
-
-    from generative import build_data_card
 
     try:
         meta = json.loads(files["synthesis.json"].decode())

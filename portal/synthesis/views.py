@@ -9,8 +9,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from portal.studies.lifecycle import queue_position
+from portal.studies.selectors import runs_visible_to, studies_visible_to
 from portal.synthesis import services
-from portal.synthesis.selectors import cohorts_visible_to, data_card, report_rows
+from portal.synthesis.api import _parquet_response
+from portal.synthesis.forms import GenerationForm
+from portal.synthesis.selectors import (cohorts_visible_to, data_card, generation_chart_data, last_round_table,
+                                        report_plots, report_rows)
 
 
 def _need(request):
@@ -30,8 +34,6 @@ def cohort_list(request):
 def cohort_detail(request, pk: int):
     _need(request)
     cohort = get_object_or_404(cohorts_visible_to(request.user), pk=pk)
-    from portal.synthesis.selectors import report_plots
-
     return render(request, "synthesis/cohort_detail.html", {
         "cohort": cohort, "card": data_card(cohort), "report": report_rows(cohort),
         "plots": report_plots(cohort),
@@ -77,7 +79,6 @@ def cohort_download_parquet(request, pk: int):
         data = services.download_parquet(request.user, cohort)
     except services.CohortRefused as exc:
         return render(request, "synthesis/refused.html", {"cohort": cohort, "reason": str(exc)}, status=403)
-    from portal.synthesis.api import _parquet_response
     return _parquet_response(cohort, data)
 
 
@@ -87,9 +88,6 @@ def cohort_download_parquet(request, pk: int):
 @require_POST
 def generation_start(request, pk: int):
     """The study page's "Generate synthetic cohort" form."""
-    from portal.studies.selectors import studies_visible_to
-    from portal.synthesis.forms import GenerationForm
-
     if not services.can_start_generation(request.user):
         raise PermissionDenied
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
@@ -110,9 +108,6 @@ def generation_start(request, pk: int):
 @login_required
 def generation_run(request, pk: int):
     """Live page of a generation run: CSF, GSF, NNDR p5 per round, federated vs each node alone."""
-    from portal.studies.selectors import runs_visible_to
-    from portal.synthesis.selectors import generation_chart_data, last_round_table
-
     if not request.user.has_perm("studies.view_run"):
         raise PermissionDenied
     run = get_object_or_404(runs_visible_to(request.user).filter(kind="synthesis"), pk=pk)
