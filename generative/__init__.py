@@ -4,8 +4,9 @@ one interface, their federated node/manager protocol, the SAFE validation and th
 Plain Python (numpy, pandas, torch, scikit-learn, pgmpy); never imports the portal.
 """
 from .aggregation import MessageError, sum_counts, weighted_fedavg
-from .base import BaseGenerator, NotFittedError
-from .federated import GENERATORS, federated_summary, make_generator, train_federated
+from .base import BaseGenerator, FederatedGenerator, NotFittedError, Step
+from .federated import (FEDERATED, GENERATORS, federated_class, federated_generator, federated_summary,
+                        make_generator, train_federated)
 from .gate import GateThresholds, build_data_card, evaluate_gate
 from .safe import SafeConfig, fit_tstr_model, manager_pool, node_validate, validate_federation
 from .spec import ColumnSpec, SpecError, TableSpec
@@ -15,6 +16,7 @@ __all__ = [
     "BaseGenerator", "NotFittedError", "ColumnSpec", "TableSpec", "SpecError", "MessageError",
     "weighted_fedavg", "sum_counts", "node_column_summaries", "manager_merge_summaries",
     "GENERATORS", "make_generator", "federated_summary", "train_federated",
+    "FederatedGenerator", "Step", "FEDERATED", "federated_class", "federated_generator",
     "SafeConfig", "node_validate", "manager_pool", "validate_federation", "fit_tstr_model",
     "GateThresholds", "evaluate_gate", "build_data_card",
 ]

@@ -280,7 +280,7 @@ def _cox_design(data: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 def fit_tstr_model(synthetic: pd.DataFrame, spec: TableSpec, cfg: SafeConfig = SafeConfig()) -> dict:
     """Manager side: penalised Cox model (lifelines, penalizer cfg.cox_penalizer) on the
     synthetic rows -> message {"columns", "beta", "center", "scale"} (linear predictor)."""
-    from lifelines import CoxPHFitter
+    from lifelines import CoxPHFitter  # heavy (~0.6 s): only a TSTR fit needs it
 
     x = _cox_design(spec.validate(synthetic, where="fit_tstr_model"), spec)
     sd = x.std(ddof=0)
@@ -335,7 +335,7 @@ def privacy_stats(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.Data
     baseline, real holdout rows, both against the training rows), exact copies,
     membership-inference AUC and rare-combination counts. NNDR as in CTAB-GAN (Zhao et al.
     2021): distance to the nearest over the second-nearest real record."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # scikit-learn loads only where privacy is scored
 
     rng = np.random.default_rng(cfg.seed)
     tr = _distance_encoding(train, spec, train)
@@ -475,6 +475,18 @@ def manager_pool(node_reports: list[dict], synthetic: pd.DataFrame, spec: TableS
         report["privacy"] = pool_privacy([r["privacy"] for r in node_reports])
         report["nndr_p5"] = report["privacy"]["nndr_p5"]
     return report
+
+
+def node_own_scores(synthetic: pd.DataFrame, real_train: pd.DataFrame, real_holdout: pd.DataFrame | None,
+                    spec: TableSpec, seed: int) -> dict:
+    """CSF, GSF, NNDR p5 (and the holdout's NNDR p5) of a node's own synthetic rows against its
+    own patients, computed on the node: {"csf", "gsf", "nndr_p5", "holdout_nndr_p5"}, None where
+    not measured."""
+    cfg = SafeConfig(seed=seed)
+    rep = manager_pool([node_validate(synthetic, real_train, real_holdout, spec, parts=("fidelity", "privacy"),
+                                      cfg=cfg)], synthetic, spec, cfg)
+    return {"csf": rep.get("csf"), "gsf": rep.get("gsf"), "nndr_p5": rep.get("nndr_p5"),
+            "holdout_nndr_p5": rep.get("privacy", {}).get("holdout_nndr_p5")}
 
 
 def validate_federation(synthetic: pd.DataFrame, nodes: list[tuple[pd.DataFrame, pd.DataFrame | None]],

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..aggregation import sum_counts
-from ..base import BaseGenerator
+from ..base import BaseGenerator, FederatedGenerator, Step
 from ..spec import TableSpec
 from ..transform import QUANTILE_PROBS, finish_numeric, from_model_scale, local_summary, to_model_scale
 
@@ -132,6 +132,7 @@ def learn_structure(codes: pd.DataFrame, card: dict[str, int], *, max_indegree: 
         raise ValueError(f"bayesian network: unknown structure method {method!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # pgmpy takes ~2 s to import and only this optional method needs it
         from pgmpy.estimators import HillClimbSearch
 
     logging.getLogger("pgmpy").setLevel(logging.ERROR)
@@ -360,3 +361,44 @@ def node_family_counts(spec: TableSpec, summary: dict, edges: list[list[str]], d
 def manager_counts(messages: list[dict]) -> dict[str, np.ndarray]:
     """Manager side: summed family counts (= pooled counts)."""
     return sum_counts([m["counts"] for m in messages])
+
+
+class BayesianNetworkFederation(FederatedGenerator):
+    """The Bayesian network across nodes, in one round of two steps: each node learns a
+    structure on its own rows ("structure": {"n", "edges"}), the manager merges them by
+    patient-weighted votes; then each node counts its families in the merged structure
+    ("counts": {"n", "counts"}) and the manager sums the counts (= the pooled counts)."""
+
+    name = "bayesian_network"
+    backend = BayesianNetworkGenerator
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.edges: list[list[str]] | None = None  # merged structure, on the manager
+
+    def steps(self) -> tuple[Step, ...]:
+        return (Step("structure", "network structure", self._summary_request, self._node_structure, self._merge),
+                Step("counts", "family counts", self._edges_request, self._node_counts, self._sum_counts),
+                self.alone_step())
+
+    def _summary_request(self, sizes: dict[str, int], n_rows: int) -> tuple[dict, dict[str, dict]]:
+        return {"summary": self.summary}, {}
+
+    def _edges_request(self, sizes: dict[str, int], n_rows: int) -> tuple[dict, dict[str, dict]]:
+        return {"summary": self.summary, "edges": self.edges}, {}
+
+    def _node_structure(self, message: dict, train: pd.DataFrame, holdout, seed: int) -> dict:
+        g = self.build(0)  # the hyper-parameters' bins, in-degree bound and search method
+        return node_structure(self.spec, self.summary, train, n_bins=g.n_bins, max_indegree=g.max_indegree,
+                              method=g.structure_method, seed=seed)
+
+    def _merge(self, answers: dict[str, dict]) -> None:
+        self.edges = manager_merge_structures(list(answers.values()), self.spec.names,
+                                              max_indegree=self.model.max_indegree)
+        self.model.fit_info["node_edges"] = [len(a["edges"]) for a in answers.values()]
+
+    def _node_counts(self, message: dict, train: pd.DataFrame, holdout, seed: int) -> dict:
+        return node_family_counts(self.spec, self.summary, message["edges"], train, n_bins=self.build(0).n_bins)
+
+    def _sum_counts(self, answers: dict[str, dict]) -> None:
+        self.model.set_parameters({"edges": self.edges, "counts": manager_counts(list(answers.values()))})

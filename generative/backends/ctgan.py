@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..aggregation import message_to_torch_state, torch_state_to_message, weighted_fedavg
-from ..base import BaseGenerator
+from ..base import BaseGenerator, FedAvgFederation, Step
 from ..spec import TableSpec
 from ..transform import ModeSpecificTransformer, local_summary
 
@@ -160,6 +160,7 @@ class CTGANGenerator(BaseGenerator):
                 optG.step()
         self.fit_info["last_loss_d"] = float(loss_d.detach())
         self.fit_info["last_loss_g"] = float(loss_g.detach())
+        self._fitted = True  # trained networks: their parameters may be exported
 
     def _draw_cond(self, batch, n_disc, offsets, logp, rng):
         if not n_disc:
@@ -236,10 +237,23 @@ def node_ctgan_round(spec: TableSpec, summary: dict, params: dict | None, df: pd
         g.set_parameters(params)
     data = spec.validate(df, where="node_ctgan_round")
     g.train_local(data, local_epochs, seed)
-    g._fitted = True
     return {"n": len(data), "params": g.get_parameters()}
 
 
 def manager_fedavg(updates: list[dict]) -> dict:
     """Manager side: patient-weighted FedAvg of node updates {"n", "params"}."""
     return weighted_fedavg([u["params"] for u in updates], [u["n"] for u in updates])
+
+
+class CTGANFederation(FedAvgFederation):
+    """CTGAN across nodes: FedAvg rounds of generator and discriminator."""
+
+    name = "ctgan"
+    backend = CTGANGenerator
+
+    def steps(self) -> tuple[Step, ...]:
+        return (self.round_step(), self.alone_step())
+
+    def train_round(self, params: dict | None, train: pd.DataFrame, seed: int) -> dict:
+        return node_ctgan_round(self.spec, self.summary, params, train, local_epochs=self.local_epochs,
+                                seed=seed, **self.round_hyper)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..aggregation import message_to_torch_state, torch_state_to_message, weighted_fedavg
-from ..base import BaseGenerator
+from ..base import BaseGenerator, FedAvgFederation, Step
 from ..spec import TableSpec
 from ..transform import StandardEncoder, local_summary
 
@@ -159,6 +159,7 @@ class VAEBGMGenerator(BaseGenerator):
                 loss.backward()
                 opt.step()
         self.fit_info["last_loss"] = float(loss.detach())
+        self._fitted = True  # trained network: its parameters may be exported
         return self.fit_info["last_loss"]
 
     @torch.no_grad()
@@ -296,7 +297,7 @@ class VAEBGMGenerator(BaseGenerator):
 def fit_latent_bgm(z: np.ndarray, n_components: int, seed: int) -> dict:
     """Bayesian Gaussian mixture on latent means z (n, d) -> {"n", "weights", "means",
     "covariances"} (components with weight < 0.1 % dropped)."""
-    from sklearn.mixture import BayesianGaussianMixture
+    from sklearn.mixture import BayesianGaussianMixture  # heavy (~0.6 s): only where a mixture is fitted
 
     k = int(min(n_components, max(1, len(z) // 10)))
     with warnings.catch_warnings():
@@ -342,3 +343,30 @@ def manager_latent_mixture(mixtures: list[dict]) -> dict:
     return {"n": int(ns.sum()), "weights": w / w.sum(),
             "means": np.concatenate([np.asarray(m["means"]) for m in mixtures]),
             "covariances": np.concatenate([np.asarray(m["covariances"]) for m in mixtures])}
+
+
+class VAEBGMFederation(FedAvgFederation):
+    """VAE-BGM across nodes: each round FedAvg of the VAE, then a latent mixture: every node fits
+    a Bayesian Gaussian mixture to its own patients' latent means and the manager mixes the
+    mixtures, weighted by patients."""
+
+    name = "vae_bgm"
+    backend = VAEBGMGenerator
+
+    def steps(self) -> tuple[Step, ...]:
+        return (self.round_step(),
+                Step("mixture", "latent mixture", self._params_request, self._node_mixture, self._mix),
+                self.alone_step())
+
+    def train_round(self, params: dict | None, train: pd.DataFrame, seed: int) -> dict:
+        return node_vae_round(self.spec, self.summary, params, train, local_epochs=self.local_epochs, seed=seed,
+                              **self.round_hyper)
+
+    def _node_mixture(self, message: dict, train: pd.DataFrame, holdout, seed: int) -> dict:
+        return node_latent_mixture(self.spec, self.summary, message["params"], train, seed=seed, **self.round_hyper)
+
+    def _mix(self, answers: dict[str, dict]) -> None:
+        self.model.set_mixture(manager_latent_mixture(list(answers.values())))
+
+    def finish_alone(self, g: VAEBGMGenerator, data: pd.DataFrame, seed: int) -> None:
+        g.set_mixture(fit_latent_bgm(g.latent_means(data), g.n_components, seed))
