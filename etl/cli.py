@@ -1,6 +1,9 @@
 """Node-operator commands: ``etl``, ``report``, ``register`` (offline at the hospital).
 
     fedhaem-node etl --use-case mds --source <files or folder> --out DIR [--mapping FILE]
+                     [--max-rejected FRACTION]
+    fedhaem-node map-check --use-case aml --source export.csv [--mapping FILE]
+                           [--write-mapping NEW.yaml] [--json]
     fedhaem-node report DIR [--html]
     fedhaem-node register --name NAME --dataset DIR [--data-dir D]
                           [--manager URL --token-file F [--ca-file CA]]
@@ -8,7 +11,8 @@
 
 ``fl_engine/node/cli.py`` adds these to the ``fedhaem-node`` console script through
 ``add_subcommands``; ``python -m etl.cli ...`` runs them standalone. Exit codes: 0 success,
-1 announcement failed (local registration kept), 2 input or registration error.
+1 announcement failed (local registration kept) or map-check found what would stop the ETL,
+2 input or registration error (nothing written).
 """
 from __future__ import annotations
 
@@ -58,6 +62,31 @@ def cmd_etl(args) -> int:
     print("next: fedhaem-node report", res.out_dir, " then  fedhaem-node register --name NAME "
           f"--dataset {res.out_dir}")
     return 0
+
+
+def cmd_map_check(args) -> int:
+    from .mapcheck import map_check, render, suggest_mapping
+
+    try:
+        result = map_check(args.use_case, args.source, args.mapping)
+    except EtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str) if args.json else render(result))
+    if args.write_mapping:
+        target = Path(args.write_mapping)
+        if target.exists() and not args.force:
+            print(f"error: {target} exists; not overwritten (--force to replace it)", file=sys.stderr)
+            return 2
+        try:
+            target.write_text(suggest_mapping(result, args.mapping), encoding="utf-8")
+        except OSError as e:
+            print(f"error: {target}: cannot write the mapping: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"\nwrote a starting mapping to {target}: review it (TODO lines), then "
+              f"fedhaem-node map-check --use-case {args.use_case} --source ... --mapping {target}",
+              file=sys.stderr if args.json else sys.stdout)
+    return 1 if result["refusals"] else 0
 
 
 def cmd_report(args) -> int:
@@ -151,7 +180,7 @@ def _fraction(text: str) -> float:
 
 
 def add_subcommands(subparsers) -> None:
-    """Register ``etl``, ``report`` and ``register`` on an argparse subparsers object."""
+    """Register ``etl``, ``map-check``, ``report`` and ``register`` on an argparse subparsers object."""
     p = subparsers.add_parser("etl", help="convert local files to FHIR, the ML-ready table and a quality report")
     p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM"])
     p.add_argument("--source", required=True, nargs="+", help="files or folders (IWG-PM folder, CSV, FHIR ndjson)")
@@ -162,6 +191,15 @@ def add_subcommands(subparsers) -> None:
                    help="fail (exit 2, nothing written) when more than this fraction of patients "
                         "is rejected (default 0.05)")
     p.set_defaults(func=cmd_etl)
+
+    p = subparsers.add_parser("map-check", help="dry run: how each field and source column would be read")
+    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM"])
+    p.add_argument("--source", required=True, nargs="+", help="CSV/TSV export file(s) or folder")
+    p.add_argument("--mapping", help="hospital mapping file to check with the export (YAML or JSON)")
+    p.add_argument("--write-mapping", metavar="FILE", help="write a suggested starting mapping here")
+    p.add_argument("--force", action="store_true", help="with --write-mapping: replace an existing file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_map_check)
 
     p = subparsers.add_parser("report", help="show the quality report of an ETL output folder")
     p.add_argument("dir", help="ETL output folder (or its quality.json)")

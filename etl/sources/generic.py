@@ -348,9 +348,18 @@ def _read_generic(files, cat: Catalogue, m: HospitalMapping, mapping, res: Sourc
         cols, unmapped = _bind_headers(t, cat, m, syn, res, strict)
         ids = [c for c in cols if c.kind == "id"]
         if not ids:
-            raise EtlError("missing required column patient_id (accepted names: "
-                           f"{', '.join(cat.fields['patient_id'].synonyms[:8])}, ...; or bind it: "
-                           "fields: {patient_id: <column>})", file=t.path, row=1)
+            msg = ("missing required column patient_id (accepted names: "
+                   f"{', '.join(cat.fields['patient_id'].synonyms[:8])}, ...; or bind it: "
+                   "fields: {patient_id: <column>})")
+            if strict:
+                raise EtlError(msg, file=t.path, row=1)
+            # dry run: read on with the line number as the id, to check everything else
+            res.refusals.append(f"{Path(t.path).name}: {msg}")
+            t.header.append("(line)")
+            for raw, line in zip(t.rows, t.lines):
+                raw.append(f"line {line}")
+            ids = [Col(len(t.header) - 1, "(line)", "id", "patient_id")]
+            cols.append(ids[0])
         computes = {}
         for field, rule in rules.items():
             if rule.kind == "compute":

@@ -10,7 +10,7 @@
         in DIR's local registry. Keeps running until SIGTERM / Ctrl-C: a SuperNode that exits
         (its SuperLink went away and refused it, a crash) is started again after a back-off of
         1, 2, 4 ... at most 30 s; heartbeats that fail (manager down) are logged and retried.
-    fedhaem-node etl|report|register ...   (the node operator's commands of etl.cli)
+    fedhaem-node etl|map-check|report|register ...   (the node operator's commands of etl.cli)
 """
 from __future__ import annotations
 

@@ -277,3 +277,49 @@ def test_the_json_schema_agrees_with_jsonschema_when_it_is_installed(export):
             json.loads(json.dumps({"fields": {"sex": {"column": "S", "codes": {"0": None}}}}))]
     for doc in docs:
         assert (not validate(doc)) == v.is_valid(doc), doc
+
+
+def test_map_check_reports_fields_and_columns_and_writes_a_starting_mapping(export, capsys):
+    truth, exp, d = export
+    rc = main(["map-check", "--use-case", "aml", "--source", str(d / "aml.csv"), "--mapping", str(d / "map.yaml"),
+               "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["refusals"] == [] and res["would_reject"] == 1 and res["values_set_missing"] == 1
+    f = {x["field"]: x for x in res["fields"]}
+    assert f["hb"]["source"] == "aml.csv:Hb" and "g/L -> g/dL x0.1 (20 rows)" in f["hb"]["conversions"]
+    assert f["sex"]["source_values"].startswith(("'0'", "'1'")) and f["sex"]["completeness"] == 1.0
+    assert f["t_9_22"]["source"] == "declared: not tested" and f["wbc"]["set_missing"] == 1
+    cols = {c["column"]: c["status"] for c in res["source_columns"]}
+    assert cols == {**{c: "bound" for c in exp.columns}, "performance_status": "ignored",
+                    "MRD_status": "ignored", "ECOG": "extra"}
+    assert not (d / "out").exists()  # a dry run writes nothing
+
+    # without a mapping: what would stop the run, and a starting mapping to complete
+    sugg = d / "suggested.yaml"
+    rc = main(["map-check", "--use-case", "aml", "--source", str(d / "aml.csv"), "--write-mapping", str(sugg)])
+    out = capsys.readouterr().out
+    assert rc == 1 and "THE ETL WOULD STOP" in out
+    assert "unknown gene symbol 'MRD'" in out and "column 'Sex' (sex): 1 value(s) not mapped: '0'" in out
+    assert "missing required column patient_id" in out
+    text = sugg.read_text()
+    assert 'sex: {column: "Sex", codes: {' in text and "TODO" in text and '  - "MRD_status"' in text
+    assert main(["map-check", "--use-case", "aml", "--source", str(d / "aml.csv"), "--write-mapping", str(sugg)]) == 2
+    assert "exists; not overwritten" in capsys.readouterr().err and sugg.read_text() == text
+    # the suggestion refuses to run until its TODOs are answered, then reads the export
+    rc = main(["map-check", "--use-case", "aml", "--source", str(d / "aml.csv"), "--mapping", str(sugg)])
+    assert rc == 2 and "'TODO' is not a value of sex" in capsys.readouterr().err
+    text = text.replace('"0": TODO', '"0": F').replace('"1": TODO', '"1": M').replace(
+        "patient_id: TODO", "patient_id: Pat-ID").replace("  # os_event: <column>", "  os_event: Status")
+    sugg.write_text(text)
+    assert main(["map-check", "--use-case", "aml", "--source", str(d / "aml.csv"), "--mapping", str(sugg)]) == 0
+    out = capsys.readouterr().out  # one patient with a negative time: 0.5%, under the 5% limit
+    assert "would be rejected: 1" in out and "the ETL would run." in out
+    res = run_etl("aml", [d / "aml.csv"], d / "out", mapping=sugg)
+    assert len(res.table) == N - 1
+
+
+def test_fedhaem_node_has_map_check():
+    from fl_engine.node.cli import build_parser
+
+    args = build_parser().parse_args(["map-check", "--use-case", "aml", "--source", "x.csv"])
+    assert args.func.__name__ == "cmd_map_check"
