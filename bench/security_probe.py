@@ -78,6 +78,25 @@ class Demo:
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 400) -> None:
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                # A free port picked at __init__ was taken by another program meanwhile: the demo
+                # says so and exits; stop what it started and try again on new ports.
+                if "address already in use" not in str(exc).lower() or attempt == 2:
+                    raise
+                self.stop()
+                self._new_ports()
+
+    def _new_ports(self) -> None:
+        self.port, self.link, self.redis_port = free_port(), free_port(), free_port()
+        self.env.update({"EMBEDDED_REDIS_PORT": str(self.redis_port), "DEV_IDP_PORT": str(free_port()),
+                         "FLOWER_CONTROL_ADDRESS": f"127.0.0.1:{self.link}",
+                         "FLOWER_FLEET_ADDRESS": f"127.0.0.1:{self.link}"})
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _start(self, timeout: float) -> None:
         self.var.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(self.port)], cwd=REPO,
                                      env=self.env, stdout=open(self.out, "wb"), stderr=subprocess.STDOUT,

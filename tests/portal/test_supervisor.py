@@ -24,7 +24,7 @@ def _alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait(pred, timeout: float = 10.0, step: float = 0.02):
+def _wait(pred, timeout: float = 30.0, step: float = 0.02):  # a bound, generous for a busy machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
