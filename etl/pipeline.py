@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -132,6 +133,7 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
                 extra_rejected.append(Issue(f, line, None, "bundle has no Patient identifier"))
                 continue
             src.input_patient_ids.append(pid)
+            _quarantine_out_of_range(r, cat, f, line, pid, src)
             missing = [x.name for x in cat.schema.features if x.required and r.get(x.name) is None]
             if missing:
                 extra_rejected.append(Issue(f, line, missing[0], f"missing required value {missing[0]}", pid))
@@ -184,6 +186,26 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
     out = Path(out_dir)
     _write_outputs(out, good_bundles, table, report, manifest, src, extra_rejected)
     return EtlResult(out, table, report, manifest, time.perf_counter() - t0)
+
+
+def _quarantine_out_of_range(row: dict, cat: Catalogue, file: str, line: int, pid: str,
+                             src: SourceResult) -> None:
+    """FHIR input: a value outside the schema's range or categories becomes missing, listed."""
+    for f in cat.schema.features:
+        v = row.get(f.name)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if f.kind == "categorical":
+            bad = bool(f.categories) and v not in f.categories
+        else:
+            x = float(v)
+            bad = ((f.minimum is not None and x < f.minimum) or (f.maximum is not None and x > f.maximum))
+        if bad and not f.required:
+            unit = f" {f.unit}" if f.unit else ""
+            what = (f"unknown category {v!r}" if f.kind == "categorical" else
+                    f"impossible value {float(v):g}{unit}: outside [{f.minimum:g}, {f.maximum:g}]{unit}")
+            src.quarantined.append(Issue(file, line, f.name, what, pid, "quarantined", str(v)))
+            row[f.name] = None
 
 
 def _check_out_dir(out: Path) -> None:

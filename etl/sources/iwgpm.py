@@ -110,30 +110,22 @@ def read_iwgpm(files: dict[str, Path], cat: Catalogue) -> SourceResult:
                     continue
                 tok = raw[i]
                 col = clin.header[i]
-                if field == "who_class":
-                    rec.who_class = None if is_missing(tok) else tok.strip()
-                elif field == "karyotype":
-                    rec.karyotype = None if is_missing(tok) else tok.strip()
-                elif field == "sex":
-                    rec.values["sex"] = parse_code(tok, col, cat.fields["sex"])
-                elif field == "cyto_ipssr":
-                    if not is_missing(tok):
-                        if tok.strip() not in cyto_codes:
-                            raise RowError(col, f"unknown value {tok!r}; expected one of "
-                                                f"{', '.join(cyto_codes)}")
-                        rec.values["cyto_ipssr"] = cyto_codes[tok.strip()]
-                elif cat.schema.feature(field).kind == "binary":
-                    rec.values[field] = parse_binary(tok, col, cat.binary_codes)
-                else:
-                    v, unit, _ = parse_number(tok, col)
-                    if unit is not None:
-                        raise RowError(col, f"unexpected unit {unit!r} in a number column")
-                    rec.values[field] = v
+                try:
+                    _read_field(rec, field, tok, col, cat, cyto_codes)
+                except RowError as err:  # a value, not the patient: set missing and quarantined
+                    if field in cat.schema.feature_names and cat.schema.feature(field).required:
+                        raise
+                    rec.values[field] = None
+                    res.quarantined.append(Issue(clin.path, line, err.column, err.reason, pid,
+                                                 "quarantined", tok))
             if cx_i is not None and not is_missing(raw[cx_i]):
                 if raw[cx_i] not in complex_codes:
-                    raise RowError(clin.header[cx_i], f"unknown value {raw[cx_i]!r}; expected "
-                                                      f"{' or '.join(complex_codes)}")
-                rec.values["complex"] = complex_codes[raw[cx_i]]
+                    res.quarantined.append(Issue(clin.path, line, clin.header[cx_i],
+                                                 f"unknown value {raw[cx_i]!r}; expected "
+                                                 f"{' or '.join(complex_codes)}", pid, "quarantined",
+                                                 raw[cx_i]))
+                else:
+                    rec.values["complex"] = complex_codes[raw[cx_i]]
             if c17_i is not None and not is_missing(raw[c17_i]):
                 rec.values["tp53_loh"] = 1 if raw[c17_i].strip() in loh_codes else 0
             for ep, (ti, ei, factor) in ep_cols.items():
@@ -171,6 +163,28 @@ def read_iwgpm(files: dict[str, Path], cat: Catalogue) -> SourceResult:
             continue
         res.records.append(rec)
     return res
+
+
+def _read_field(rec: PatientRecord, field: str, tok: str, col: str, cat, cyto_codes: dict) -> None:
+    """One clinical cell of the IWG-PM layout into `rec` (RowError when it cannot be read)."""
+    if field == "who_class":
+        rec.who_class = None if is_missing(tok) else tok.strip()
+    elif field == "karyotype":
+        rec.karyotype = None if is_missing(tok) else tok.strip()
+    elif field == "sex":
+        rec.values["sex"] = parse_code(tok, col, cat.fields["sex"])
+    elif field == "cyto_ipssr":
+        if not is_missing(tok):
+            if tok.strip() not in cyto_codes:
+                raise RowError(col, f"unknown value {tok!r}; expected one of {', '.join(cyto_codes)}")
+            rec.values["cyto_ipssr"] = cyto_codes[tok.strip()]
+    elif cat.schema.feature(field).kind == "binary":
+        rec.values[field] = parse_binary(tok, col, cat.binary_codes)
+    else:
+        v, unit, _ = parse_number(tok, col)
+        if unit is not None:
+            raise RowError(col, f"unexpected unit {unit!r} in a number column")
+        rec.values[field] = v
 
 
 def _ids_rows(table, idc, records, res, bad, what):

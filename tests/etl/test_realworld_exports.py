@@ -323,3 +323,41 @@ def test_fedhaem_node_has_map_check():
 
     args = build_parser().parse_args(["map-check", "--use-case", "aml", "--source", "x.csv"])
     assert args.func.__name__ == "cmd_map_check"
+
+
+def test_fhir_input_with_an_out_of_range_value_keeps_the_patient(export):
+    truth, exp, d = export
+    first = run_etl("aml", [d / "aml.csv"], d / "a", mapping=d / "map.yaml")
+    lines = (first.out_dir / "bundles.ndjson").read_text().splitlines()
+    b = json.loads(lines[0])
+    for e in b["entry"]:
+        r = e["resource"]
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "718-7":
+            r["valueQuantity"]["value"] = 95.0  # g/L written with the g/dL unit
+    lines[0] = json.dumps(b)
+    (d / "in.ndjson").write_text("\n".join(lines) + "\n")
+    res = run_etl("aml", [d / "in.ndjson"], d / "b")
+    assert len(res.table) == len(first.table)
+    q = res.report["quarantined_values"]
+    assert len(q) == 1 and q[0]["column"] == "hb" and q[0]["value"] == "95.0" and q[0]["row"] == 1
+    assert res.table.hb.isna().sum() == 1
+
+
+@pytest.mark.realdata
+def test_iwgpm_layout_sets_bad_values_missing_and_keeps_the_patients(iwgpm_dir, tmp_path):
+    import shutil
+    src = tmp_path / "src"
+    src.mkdir()
+    clin = pd.read_csv(iwgpm_dir / "df_clinical.tsv", sep="\t", dtype=str, keep_default_na=False).iloc[:60]
+    clin.loc[3, "HB"] = "abc"
+    clin.loc[7, "WBC"] = "532.7"
+    clin.to_csv(src / "df_clinical.tsv", sep="\t", index=False)
+    for name in ("df_mut.tsv", "df_cna.tsv", "maf.tsv"):
+        shutil.copy(iwgpm_dir / name, src / name)
+    res = run_etl("mds", [src], tmp_path / "out")
+    assert set(res.table.patient_id) == set(clin.ID) and res.report["rejected"] == []
+    q = {(x["patient_id"], x["column"]): x for x in res.report["quarantined_values"]}
+    assert "unparseable number" in q[(clin.ID[3], "HB")]["reason"]
+    assert "outside [0, 500]" in q[(clin.ID[7], "wbc")]["reason"]
+    t = res.table.set_index("patient_id")
+    assert np.isnan(t.loc[clin.ID[3], "hb"]) and np.isnan(t.loc[clin.ID[7], "wbc"])
