@@ -295,6 +295,11 @@ def check_mapping(m: HospitalMapping, cat: Catalogue) -> None:
                 _check_unit(m, info, u, path + ["unit", "detect"])
             rule.detect = list(cands)
         kind = rule.kind
+        if kind in ("compute", "constant", "any_of", "all_of") and info.kind not in ("feature", "who"):
+            if kind == "constant" and info.kind in ("id", "time", "event", "end_date", "dx_date"):
+                raise m.error(path + ["constant"], f"{name} cannot be a constant (it differs per patient)")
+            raise m.error(path + [kind], f"{kind} is for the schema's features; {name} is read from "
+                                         f"a column")
         if kind in ("any_of", "all_of") and info.value_kind != "binary":
             raise m.error(path + [kind], f"{kind} combines yes/no columns; {name} is {info.value_kind}")
         if kind == "compute" and info.value_kind != "numeric":
