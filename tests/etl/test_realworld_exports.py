@@ -361,3 +361,23 @@ def test_iwgpm_layout_sets_bad_values_missing_and_keeps_the_patients(iwgpm_dir, 
     assert "outside [0, 500]" in q[(clin.ID[7], "wbc")]["reason"]
     t = res.table.set_index("patient_id")
     assert np.isnan(t.loc[clin.ID[3], "hb"]) and np.isnan(t.loc[clin.ID[7], "wbc"])
+
+
+def test_declared_units_and_iso_sex_codes(tmp_path):
+    df = pd.DataFrame({"id": ["a", "b", "c"], "age": [50, 60, 70], "Geschl": [1, 2, 2],
+                       "Hgb": ["95", "9.1", "120"], "Surv": [365.25, 730.5, 30.4375], "dead": [1, 0, 1]})
+    df.to_csv(tmp_path / "x.csv", index=False)
+    (tmp_path / "m.yaml").write_text(textwrap.dedent("""\
+        fields:
+          sex: Geschl
+          hb: {column: Hgb, unit: {detect: [g/dL, g/L]}}
+          os_months: {column: Surv, unit: d}
+          os_event: dead
+        """))
+    res = run_etl("mds", [tmp_path / "x.csv"], tmp_path / "o", mapping=tmp_path / "m.yaml")
+    t = res.table.set_index("patient_id")
+    assert list(t.sex) == ["M", "F", "F"]
+    np.testing.assert_allclose(t.hb, [9.5, 9.1, 12.0])
+    np.testing.assert_allclose(t.os_months, [12.0, 24.0, 1.0])
+    assert any("ISO 5218" in w["reason"] for w in res.report["warnings"])
+    assert [c["row"] for c in res.report["value_conversions"]] == [2, 4]
