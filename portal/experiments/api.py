@@ -13,6 +13,7 @@ from portal.core.api import perms_required, refusal_response
 from portal.experiments import services
 from portal.experiments.models import GridRun
 from portal.experiments.selectors import VIEW_PERM, grids_visible_to, source_label
+from portal.studies.selectors import studies_visible_to
 
 
 class GridStartSerializer(serializers.Serializer):
@@ -79,7 +80,6 @@ class StudyGridRunsView(APIView):
     permission_classes = [perms_required(services.START_PERM, safe=(VIEW_PERM,))]
 
     def _study(self, request, pk):
-        from portal.studies.selectors import studies_visible_to
         return get_object_or_404(studies_visible_to(request.user), pk=pk)
 
     @extend_schema(responses={200: GridRunSerializer(many=True)})

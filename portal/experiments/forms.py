@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django import forms
 
+from portal.experiments.selectors import cohort_label, released_cohorts
 from portal.experiments.services import CASES, FEDERATIONS, LIMITS, MODELS
 
 MODEL_LABELS = {"deepsurv": "DeepSurv (neural Cox model)", "savae": "SAVAE (variational autoencoder, Weibull time)"}
@@ -32,8 +33,6 @@ class GridStartForm(forms.Form):
     n_boot = _int_field("n_boot", "Bootstrap samples", "For the 95 % intervals on the global test set (0 = none).")
 
     def __init__(self, *args, study, **kwargs):
-        from portal.experiments.selectors import cohort_label, released_cohorts
-
         super().__init__(*args, **kwargs)
         choices = []
         if study.use_case == "MDS":

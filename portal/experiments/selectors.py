@@ -2,14 +2,16 @@
 page's grid section shows (tables and chart data of the latest finished grid)."""
 from __future__ import annotations
 
+from fl_engine.scores.conventional import LABELS
 from portal.experiments.models import GridRun
+from portal.experiments.services import can_cancel_grid, can_start_grid
+from portal.studies.selectors import studies_visible_to
+from portal.synthesis.models import SyntheticCohort
 
 VIEW_PERM = "studies.view_run"  # whoever may view the study's runs
 
 
 def grids_visible_to(user):
-    from portal.studies.selectors import studies_visible_to
-
     qs = GridRun.objects.select_related("study", "created_by", "synthetic_cohort", "synthetic_cohort__run")
     if not user.has_perm(VIEW_PERM):
         return qs.none()
@@ -18,8 +20,6 @@ def grids_visible_to(user):
 
 def released_cohorts(study):
     """Released synthetic cohorts of `study`: the only non-generated source a grid may pool."""
-    from portal.synthesis.models import SyntheticCohort
-
     return SyntheticCohort.objects.filter(run__study=study, released=True).select_related("run")
 
 
@@ -56,8 +56,6 @@ def last_line(grid: GridRun) -> str:
 # --- the latest finished grid: tables and charts -------------------------------------------
 
 def _score_labels() -> dict[str, str]:
-    from fl_engine.scores.conventional import LABELS
-
     return {**LABELS, "ipss_m_published": "IPSS-M (published)", "ipss_r_published": "IPSS-R (published)"}
 
 
@@ -180,8 +178,7 @@ def below_chance(grid: GridRun) -> list[str]:
 
 def grid_section(user, study) -> dict:
     """Context of templates/experiments/grid_section.html on the study's comparison page."""
-    from portal.experiments.forms import GridStartForm
-    from portal.experiments.services import can_cancel_grid, can_start_grid
+    from portal.experiments.forms import GridStartForm  # cycle: portal.experiments.forms imports this module
 
     grids = list(grids_visible_to(user).filter(study=study)[:20])
     latest = next((g for g in grids if g.status == GridRun.Status.FINISHED), None)

@@ -14,9 +14,16 @@ import math
 from django.db import transaction
 from django.utils import timezone
 
+from fedhaem_kernel.schema import get_schema
+from fl_engine.cohort import generate_mds_cohort
+from fl_engine.experiments.grid import DEFAULT_GROUPS, GridConfig, km_panels, run_grid, summarise, usable_rows
 from portal.audit.services import record
+from portal.core.db import retry_on_lock
 from portal.core.live import publish_grid
 from portal.experiments.models import GridRun
+from portal.studies import lifecycle
+from portal.studies.config import validate_hyperparameters
+from portal.synthesis.models import SyntheticCohort
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +107,6 @@ def _subset(name: str, values, allowed: tuple, cast) -> list:
 
 
 def _endpoint_columns(study) -> tuple[str, str]:
-    from fedhaem_kernel.schema import get_schema
-
     try:
         ep = get_schema(study.use_case).endpoint(study.endpoint)
     except (KeyError, ValueError):
@@ -113,9 +118,6 @@ def _endpoint_columns(study) -> tuple[str, str]:
 def _feature_groups(study) -> tuple[str, ...]:
     """The study's feature groups when they map onto the grid (groups of the use-case schema, no
     explicit feature list, no embeddings); else the grid's defaults."""
-    from fl_engine.experiments.grid import DEFAULT_GROUPS
-    from fedhaem_kernel.schema import get_schema
-
     groups = list(study.feature_groups or [])
     known = set(get_schema(study.use_case).groups) - {"embedding"}
     if groups and not study.features and all(g in known for g in groups):
@@ -126,8 +128,6 @@ def _feature_groups(study) -> tuple[str, ...]:
 def _model_params(study, model: str) -> tuple[dict, int]:
     """(model parameters, local epochs): the study's hyper-parameters when the grid uses the
     study's model, else the portal's defaults for that model (portal.studies.config)."""
-    from portal.studies.config import validate_hyperparameters
-
     try:
         params = validate_hyperparameters(model, study.hyperparameters if model == study.model_kind else {})
     except ValueError:
@@ -158,8 +158,6 @@ def _cohort_columns(cohort) -> list[str]:
 
 
 def _synthetic_cohort(study, cohort_id):
-    from portal.synthesis.models import SyntheticCohort
-
     if cohort_id is None or cohort_id == "":
         raise GridRefused("choose a released synthetic cohort of the study", "synthetic_cohort")
     if isinstance(cohort_id, SyntheticCohort):
@@ -234,7 +232,7 @@ def start_grid(actor, study, *, source: str = "generated", synthetic_cohort=None
                                       generated_seed=gen_seed, config=config, created_by=actor)
         record(actor, "grid.start", grid, {"source": source, "synthetic_cohort": cohort.pk if cohort else None,
                                            "generated_n": gen_n, "generated_seed": gen_seed, **config})
-        from portal.experiments import tasks
+        from portal.experiments import tasks  # cycle: portal.experiments.tasks imports this module
 
         transaction.on_commit(lambda: tasks.execute_grid.delay(grid.pk))
     return grid
@@ -247,8 +245,6 @@ def _publish_status(g: GridRun) -> None:
 def move(grid_id: int, to: str, *, error: str = "", from_: tuple[str, ...] | None = None, **fields) -> GridRun | None:
     """The run lifecycle's one state machine (portal.studies.lifecycle.move) for a grid, then its
     viewers are told. None when another writer moved it first or the move is not allowed."""
-    from portal.studies import lifecycle
-
     g = lifecycle.move(GridRun, grid_id, to, error=error, from_=from_, **fields)
     if g is not None:
         _publish_status(g)
@@ -305,8 +301,6 @@ def cancel_grid(actor, grid: GridRun) -> GridRun:
 
 def grid_config(grid: GridRun):
     """The GridConfig of a stored grid (fl_engine.experiments.grid)."""
-    from fl_engine.experiments.grid import GridConfig
-
     c = grid.config
     return GridConfig(use_case=c["use_case"], endpoint=c["endpoint"], model=c["model"],
                       model_params=dict(c.get("model_params") or {}), feature_groups=tuple(c["feature_groups"]),
@@ -319,8 +313,6 @@ def load_grid_cohort(grid: GridRun):
     """The pooled table of a grid: the generated MDS cohort or the released synthetic cohort's
     file (re-checked: released, same study). Never a hospital's data."""
     import pandas as pd
-
-    from fl_engine.cohort import generate_mds_cohort
 
     if grid.source == GridRun.Source.GENERATED:
         return generate_mds_cohort(int(grid.generated_n), int(grid.generated_seed))
@@ -365,8 +357,6 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         from django.db import connection
-
-        from portal.core.db import retry_on_lock
 
         try:
             while not self.stop.wait(GRID_HEARTBEAT_S):
@@ -440,8 +430,6 @@ def execute_grid(grid_id: int, task_id: str = "") -> str:
 
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from fl_engine.experiments.grid import run_grid
-
     owner = (task_id or "local")[:28] + ":" + uuid.uuid4().hex[:12]
     g, status = _claim(grid_id, owner)
     if g is None:
@@ -487,7 +475,7 @@ def reconcile_grids(now=None) -> dict:
     after GRID_MAX_ATTEMPTS workers or past its time limit, with the reason."""
     from datetime import timedelta
 
-    from portal.experiments import tasks
+    from portal.experiments import tasks  # cycle: portal.experiments.tasks imports this module
 
     now = now or timezone.now()
     did = {"requeued": 0, "taken_over": 0, "failed": 0, "cancelled": 0}
@@ -543,8 +531,6 @@ def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
     """What a finished grid stores: summary rows (mean over seeds, mean bootstrap interval),
     the per-seed rows (results.csv), per-round C on the nodes' hold-outs (mean over seeds) and
     Kaplan-Meier curves of the first seed's test set by group (months)."""
-    from fl_engine.experiments.grid import km_panels, summarise, usable_rows
-
     summary = summarise(results)
     rows = []
     for rec in _records(summary, list(SUMMARY_KEYS.values())):

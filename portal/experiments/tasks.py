@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from portal.experiments import services
 from portal.experiments.services import GRID_TIME_LIMIT_S
 
 
@@ -12,8 +13,6 @@ def execute_grid(self, grid_id: int) -> str:
     """Run grid `grid_id` (CPU-bound: one torch thread, so that it shares the worker's cores)."""
     import torch
 
-    from portal.experiments import services
-
     torch.set_num_threads(1)
     return services.execute_grid(grid_id, task_id=self.request.id or "")
 
@@ -21,6 +20,4 @@ def execute_grid(self, grid_id: int) -> str:
 @shared_task(acks_late=False, max_retries=0, soft_time_limit=60)
 def reconcile_grids() -> dict:
     """Celery beat: re-queue lost grid tasks, fail grids whose worker vanished."""
-    from portal.experiments import services
-
     return services.reconcile_grids()

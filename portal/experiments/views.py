@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from portal.experiments import services
 from portal.experiments.forms import GridStartForm
 from portal.experiments.selectors import VIEW_PERM, grids_visible_to
+from portal.studies.selectors import studies_visible_to
 
 
 def _compare_url(study_pk: int) -> str:
@@ -22,8 +23,6 @@ def _compare_url(study_pk: int) -> str:
 @login_required
 @require_POST
 def grid_start(request, pk: int):
-    from portal.studies.selectors import studies_visible_to
-
     if not services.can_start_grid(request.user):
         raise PermissionDenied
     study = get_object_or_404(studies_visible_to(request.user), pk=pk)
