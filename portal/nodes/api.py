@@ -11,6 +11,7 @@ from portal.datasets import metadata
 from portal.nodes import services
 from portal.nodes.models import WorkerNode
 from portal.nodes.selectors import nodes_visible_to
+from portal.studies.services import approvals_for_node
 
 
 RESERVED_NODE_NAMES = frozenset({
@@ -189,8 +190,6 @@ class NodeApprovalsView(APIView):
 
     @extend_schema(request=None, responses={200: dict})
     def get(self, request):
-        from portal.studies.services import approvals_for_node
-
         node = _approved_node(request)
         if node is None:
             return Response({"detail": "this token belongs to no approved worker node"}, status=403)

@@ -9,6 +9,7 @@ from rest_framework.authtoken.models import Token
 from portal.accounts.roles import NODE_AGENT
 from portal.audit.services import record
 from portal.nodes.models import WorkerNode
+from portal.nodes.tasks import sync_node_key
 
 
 class NodeStateError(Exception):
@@ -147,8 +148,6 @@ def record_refusal(node: WorkerNode, info: dict) -> None:
 def _sync_key_later(node_id: int) -> None:
     # The SuperLink may be slow or away: a Celery task owns the call and its retries, so an
     # administrator's click never waits on Flower.
-    from portal.nodes.tasks import sync_node_key
-
     try:
         sync_node_key.delay(node_id)
     except Exception as exc:  # broker down: the approval stands; the health page shows the node

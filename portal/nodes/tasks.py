@@ -1,12 +1,13 @@
 """Celery tasks of nodes: thin; the SuperLink work happens in the Flower adapter."""
 from celery import shared_task
 
+from portal.nodes.selectors import nodes_out_of_sync
+from portal.studies import flower_adapter
+
 
 @shared_task(acks_late=True, soft_time_limit=120)
 def sync_node_key(node_id: int) -> None:
     """Register (approved) or unregister (revoked) a node's key with the SuperLink."""
-    from portal.studies import flower_adapter
-
     flower_adapter.sync_node_key(node_id)
 
 
@@ -14,9 +15,6 @@ def sync_node_key(node_id: int) -> None:
 def reconcile_node_keys() -> int:
     """Celery beat: retry the SuperLink key sync of nodes it left behind (an approved node with
     no Flower node id yet, a revoked node still registered); returns how many were tried."""
-    from portal.nodes.selectors import nodes_out_of_sync
-    from portal.studies import flower_adapter
-
     pks = list(nodes_out_of_sync().values_list("pk", flat=True))
     for pk in pks:
         flower_adapter.sync_node_key(pk)
