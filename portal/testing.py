@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from portal.audit.db_guard import allow_test_flush
+
 os.environ.setdefault("FEDHAEM_VAR_DIR", tempfile.mkdtemp(prefix="fedhaem-test-var-"))
 os.environ.setdefault("EMBEDDED_REDIS_PORT", str(16391 + os.getpid() % 2000))
 os.environ.setdefault("CHANNELS_PREFIX", f"fedhaem-test-{os.getpid()}")
@@ -15,8 +17,6 @@ def pytest_sessionstart(session):
     # Transactional tests end with Django's flush (DELETE on SQLite, TRUNCATE on PostgreSQL); the
     # audit table's append-only triggers are dropped and re-created inside that transaction.
     try:
-        from portal.audit.db_guard import allow_test_flush
-
         allow_test_flush()
     except Exception:  # Django not configured in this pytest run (pure-package tests)
         pass

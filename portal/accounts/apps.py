@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from portal.accounts.roles import ensure_role_groups
 
 
 class AccountsConfig(AppConfig):
@@ -7,12 +10,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and roles"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
-        from portal.accounts.roles import ensure_role_groups
-
         post_migrate.connect(lambda **kw: ensure_role_groups(), dispatch_uid="fedhaem-roles", weak=False)
 
-        from portal.accounts import audit_signals
+        from portal.accounts import audit_signals  # Django: models are not ready when apps.py is imported
 
         audit_signals.connect()

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from portal.audit.context import current_actor
+from portal.audit.services import record
 
 # Fields whose change is worth an event; last_login alone changes at every sign-in.
 USER_FIELDS = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_superuser",
@@ -15,8 +16,6 @@ USER_FIELDS = ("username", "email", "first_name", "last_name", "is_active", "is_
 
 
 def _record(action, obj, detail):
-    from portal.audit.services import record
-
     record(current_actor(), action, obj, detail)
 
 

@@ -5,6 +5,7 @@ from django.conf import settings
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
+from portal.audit.services import record
 from portal.core.throttle import FailureLimit, client_address
 
 
@@ -30,8 +31,6 @@ class ThrottledTokenAuthentication(TokenAuthentication):
             return super().authenticate(request)
         except AuthenticationFailed:
             if limit.failed(address):
-                from portal.audit.services import record
-
                 record(None, "auth.token_lockout", None, {"address": address, "failures": limit.limit,
                                                           "lockout_s": limit.lockout_s})
             raise

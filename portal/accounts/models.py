@@ -1,6 +1,8 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from portal.accounts.roles import user_roles
+
 
 class Organisation(models.Model):
     """A hospital or institute taking part in the network."""
@@ -29,6 +31,4 @@ class User(AbstractUser):
 
     @property
     def roles(self) -> list[str]:
-        from portal.accounts.roles import user_roles
-
         return user_roles(self)

@@ -10,6 +10,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from portal.accounts.models import Organisation
 from portal.accounts.roles import ROLES, set_user_roles
+from portal.audit.services import record
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ class FedHaemOIDCBackend(OIDCAuthenticationBackend):
         set_user_roles(user, roles)
         user.groups.remove(*user.groups.exclude(name__in=roles))
         user.user_permissions.clear()
-        from portal.audit.services import record
-
         record(user, "login", user, {"roles": roles, "superuser": user.is_superuser,
                                      "organisation": user.organisation.code if user.organisation else None})
         return user

@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from portal.audit import db_guard
+
 
 class AuditConfig(AppConfig):
     name = "portal.audit"
@@ -8,7 +10,5 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
-        from portal.audit import db_guard
-
         post_migrate.connect(db_guard.ensure_installed, sender=self,
                              dispatch_uid="portal.audit.append_only_triggers")
