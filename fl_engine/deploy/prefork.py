@@ -23,6 +23,8 @@ import signal
 import sys
 import time
 
+from fl_engine.deploy import flower_tuning
+
 log = logging.getLogger("fedhaem.prefork")
 
 
@@ -30,7 +32,7 @@ def _warm_imports() -> None:
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer.step otherwise)
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
-    import fl_engine.federation.client_app  # noqa: F401
+    import fl_engine.federation.client_app  # noqa: F401  (warmed once in the parent, before any fork)
 
 
 def _reap(children: set[int]) -> None:
@@ -69,7 +71,6 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     """Acquire ClientApp tasks forever and fork one child per task."""
     _warm_imports()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
-        from fl_engine.deploy import flower_tuning  # only when the tuning is switched on
         flower_tuning.apply()
 
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611

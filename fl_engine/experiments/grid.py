@@ -118,8 +118,8 @@ def _federate(node_tables: dict[str, pd.DataFrame], cfg: GridConfig, seed: int) 
     if cfg.model == "savae" and "column_kinds" not in cfg.model_params:
         # SAVAE's likelihood heads follow the column kinds of the federation's Preprocessor,
         # which the nodes' statistics determine: build the same one here (aggregates only).
-        from fl_engine.federation.core import build_preprocessor, node_stats
-        from fl_engine.models.savae import column_kinds_from_preprocessor
+        from fl_engine.federation.core import build_preprocessor, node_stats  # torch: only when a grid trains
+        from fl_engine.models.savae import column_kinds_from_preprocessor  # torch: only when a grid trains
         pre0 = build_preprocessor(run_cfg, [node_stats(node_tables[n], run_cfg) for n in sorted(node_tables)])
         cfg = replace(cfg, model_params={**cfg.model_params, **column_kinds_from_preprocessor(pre0)})
         run_cfg = config(cfg.rounds)

@@ -24,7 +24,7 @@ def build_model(kind: str, n_features: int, params: dict | None = None) -> Survi
     if kind == "deepsurv":
         from fl_engine.models.deepsurv import DeepSurv  # torch loads only when a model is built
         return DeepSurv(n_features, **kwargs)
-    from fl_engine.models.savae import SAVAE
+    from fl_engine.models.savae import SAVAE  # torch loads only when a model is built
     return SAVAE(n_features, **kwargs)
 
 
