@@ -5,6 +5,9 @@ A study is: one preprocessing phase (nodes send column statistics, the manager m
 one `Preprocessor`), then rounds of train (local epochs from the global weights) and evaluate
 (the new global model on each node's held-out split). Replies carry only model weights and
 aggregate numbers, never rows: `check_reply_privacy` states exactly what may leave a node.
+
+A node answers a request with the handler its kind registered in the protocol
+(fl_engine.federation.protocol; the survival kinds are in fl_engine.federation.survival_kinds).
 """
 from __future__ import annotations
 
@@ -18,17 +21,14 @@ import pandas as pd
 import torch
 
 from fl_engine.features import Preprocessor, column_stats, merge_stats, resolve_columns, survival_arrays
+from fl_engine.federation import curves
 from fl_engine.federation.config import RunConfig
 from fl_engine.federation.privacy import check_min_patients, clip_update, suppress_small_cell
+from fl_engine.federation.protocol import PROTOCOL
 from fl_engine.models import build_model
+from fl_engine.scores.conventional import conventional_groups, conventional_risks
+from fedhaem_kernel.metrics import harrell_c
 from fedhaem_kernel.schema import get_schema
-
-try:
-    from fedhaem_kernel.metrics import harrell_c
-except ImportError:  # metrics being split into a package
-    from fedhaem_kernel.metrics.concordance import harrell_c
-
-KINDS = ("stats", "train", "evaluate", "baseline", "reference")
 
 # Bin edges (months) of the federated Breslow baseline hazard: monthly up to 50 years.
 BASELINE_EDGES_MONTHS = np.arange(0.0, 601.0, 1.0)
@@ -149,9 +149,6 @@ def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial
     conventional scores (fl_engine.scores.conventional). Returns (scalars {isolated_c_index,
     n_holdout, <score>_c_index, <score>_n} (Harrell's C), [Kaplan-Meier counts by risk group
     (fl_engine.federation.curves), when the `final` global weights are given])."""
-    from fl_engine.federation import curves
-    from fl_engine.scores.conventional import conventional_groups, conventional_risks
-
     pre = Preprocessor.from_dict(preprocessor)
     train, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
     x = pre.transform(train)
@@ -221,7 +218,7 @@ def merge_baseline(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarra
     return BASELINE_EDGES_MONTHS[1:].copy(), np.cumsum(hazard)
 
 
-def _small_holdout(df: pd.DataFrame, cfg: RunConfig) -> bool:
+def small_holdout(df: pd.DataFrame, cfg: RunConfig) -> bool:
     """True when the held-out split is under the small-cell threshold (patients or events)."""
     if cfg.min_cell_count <= 0:
         return False
@@ -231,91 +228,18 @@ def _small_holdout(df: pd.DataFrame, cfg: RunConfig) -> bool:
 
 
 def handle_request(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) -> NodeReply:
-    """Dispatch one request on a node's table (what the ClientApp and the in-process node run)."""
-    if req.kind.startswith("synth_"):  # synthetic-cohort generation: fl_engine.federation.synthesis
-        from fl_engine.federation.synthesis import handle_synth_request
-        return handle_synth_request(df, cfg, req, name)
-    if req.kind in ("stats", "baseline", "reference"):  # phases over the training split (train: node_train)
-        check_min_patients(len(split_holdout(df, cfg.holdout_fraction, cfg.seed)[0]),
-                           cfg.min_patients_per_node, name, f"answer the {req.kind} request")
-    if req.kind == "stats":
-        return NodeReply(name=name, stats=node_stats(df, cfg), metrics={"n": int(len(df))})
-    if req.kind == "train":
-        before = {}
-        if req.config.get("evaluate_incoming"):  # fused evaluation of the previous global model
-            before = {f"eval_{k}": v for k, v in
-                      node_evaluate(df, cfg, req.config["preprocessor"], req.arrays).items()}
-        w, m = node_train(df, cfg, req.config["preprocessor"], req.arrays,
-                          int(req.config["round"]), name)
-        return NodeReply(name=name, arrays=w, metrics={**m, **before})
-    if req.kind == "evaluate":
-        return NodeReply(name=name, metrics=node_evaluate(df, cfg, req.config["preprocessor"], req.arrays))
-    if req.kind == "baseline":
-        return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays))
-    if req.kind == "reference":  # arrays: initial weights, then (optionally) the final global weights
-        half = len(req.arrays) // 2 if req.config.get("with_final") else len(req.arrays)
-        metrics, arrays = node_reference(df, cfg, req.config["preprocessor"], req.arrays[:half], name,
-                                         final=req.arrays[half:] or None, baseline=req.config.get("baseline"))
-        if _small_holdout(df, cfg):  # the same small-cell rule as node_evaluate's C-index
-            metrics = {k: v for k, v in metrics.items() if not k.endswith("_c_index")}
-            arrays = [np.zeros_like(a) for a in arrays]
-        return NodeReply(name=name, metrics=metrics, arrays=arrays)
-    raise ValueError(f"unknown request kind {req.kind!r}; known: {', '.join(KINDS)}")
+    """Answer one request on a node's table (what the ClientApp and the in-process node run): the
+    handler of its kind in the protocol; ValueError naming the known kinds for an unknown one."""
+    return PROTOCOL.handle(df, cfg, req, name)
 
 
 def check_reply_privacy(kind: str, reply: NodeReply, weight_shapes: list[tuple] | None,
                         request: NodeRequest | None = None) -> None:
-    """Raise ValueError unless the reply holds only model weights (of `weight_shapes`), scalar
-    metrics, and for `stats` aggregate column statistics (synth_* kinds: synthesis.check_synth_reply_privacy)."""
-    if kind.startswith("synth_"):
-        from fl_engine.federation.synthesis import check_synth_reply_privacy
-        return check_synth_reply_privacy(kind, reply, weight_shapes, request)  # request: sd_sharing row limits
-    for k, v in reply.metrics.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ValueError(f"{kind} reply metric {k!r} is not a scalar number: {type(v).__name__}")
-    if kind == "train":
-        shapes = [tuple(np.shape(a)) for a in reply.arrays]
-        if weight_shapes is None or shapes != [tuple(s) for s in weight_shapes]:
-            raise ValueError(f"train reply arrays {shapes} are not the model weight shapes {weight_shapes}")
-    elif kind == "baseline":
-        n_bins = len(BASELINE_EDGES_MONTHS) - 1
-        shapes = [tuple(np.shape(a)) for a in reply.arrays]
-        if shapes != [(n_bins,), (n_bins,)] or not all(np.all(np.isfinite(a)) and np.all(np.asarray(a) >= 0)
-                                                      for a in reply.arrays):
-            raise ValueError(f"baseline reply must be two non-negative sums over {n_bins} month bins, "
-                             f"got shapes {shapes}")
-    elif kind == "reference" and reply.arrays:
-        from fl_engine.federation.curves import CURVE_EDGES_MONTHS
-        n_bins = len(CURVE_EDGES_MONTHS) - 1
-        a = np.asarray(reply.arrays[0]) if len(reply.arrays) == 1 else None
-        if a is None or a.ndim != 3 or a.shape[1:] != (2, n_bins) or not np.all(np.isfinite(a)) \
-                or np.any(a < 0) or np.any(a != np.round(a)):
-            raise ValueError(f"reference reply may carry one array of group counts (groups, 2, {n_bins}), "
-                             f"got {[np.shape(x) for x in reply.arrays]}")
-    elif reply.arrays:
-        raise ValueError(f"{kind} reply carries {len(reply.arrays)} array(s); only train, baseline and "
-                         "reference (group counts) replies may")
-    if kind == "stats":
-        _check_stats(reply.stats)
-    elif reply.stats is not None:
-        raise ValueError(f"{kind} reply carries column statistics; only stats replies may")
-
-
-def _check_stats(stats) -> None:
-    if not isinstance(stats, dict) or set(stats) != {"n", "columns"} or not _is_num(stats["n"]):
-        raise ValueError("stats reply is not {'n': count, 'columns': {...}}")
-    for name, c in stats["columns"].items():
-        if c.get("kind") == "categorical":
-            if set(c) != {"kind", "missing", "counts"} or not _is_num(c["missing"]) \
-                    or not all(_is_num(v) for v in c["counts"].values()):
-                raise ValueError(f"stats of column {name!r} are not category counts")
-        elif set(c) != {"kind", "missing", "count", "sum", "sumsq"} or \
-                not all(_is_num(c[k]) for k in ("missing", "count", "sum", "sumsq")):
-            raise ValueError(f"stats of column {name!r} are not count/sum/sum of squares")
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """Raise ValueError unless the reply holds only what a reply of `kind` may carry (the check
+    its kind registered in the protocol, after scalar metrics): for survival kinds model weights
+    of `weight_shapes`, scalar metrics and aggregate statistics; `request` is the request
+    answered (sd_sharing's row limits). An unknown kind is refused."""
+    PROTOCOL.check_reply(kind, reply, weight_shapes, request)
 
 
 # --- manager side --------------------------------------------------------------------------

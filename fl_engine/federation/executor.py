@@ -11,11 +11,15 @@ from fl_engine.federation.loop import History, run_federation
 
 
 class LocalTransport:
-    """Nodes are in-memory tables keyed by name; a node failure becomes that node's error."""
+    """Nodes are in-memory tables keyed by name; a node failure becomes that node's error, and so
+    does a reply that fails the privacy check the ClientApp applies. With `keep_replies`, every
+    accepted reply is kept in `replies` as (kind, reply)."""
 
-    def __init__(self, cfg: RunConfig, node_tables: dict[str, pd.DataFrame]):
+    def __init__(self, cfg: RunConfig, node_tables: dict[str, pd.DataFrame], keep_replies: bool = False):
         self.cfg = cfg
         self.tables = dict(node_tables)
+        self.keep_replies = keep_replies
+        self.replies: list[tuple[str, NodeReply]] = []
 
     def nodes(self) -> list[str]:
         return sorted(self.tables)
@@ -28,6 +32,8 @@ class LocalTransport:
                 # the same check the ClientApp applies before a reply leaves a node
                 check_reply_privacy(req.kind, reply, [np.shape(a) for a in req.arrays] if req.arrays else None, req)
                 out[name] = reply
+                if self.keep_replies:
+                    self.replies.append((req.kind, reply))
             except Exception as err:  # one node failing must not hide the others' replies
                 out[name] = err
         return out
