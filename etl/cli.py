@@ -65,7 +65,7 @@ def cmd_etl(args) -> int:
 
 
 def cmd_map_check(args) -> int:
-    from .mapcheck import map_check, render, suggest_mapping
+    from .mapcheck import map_check, render, suggest_mapping  # FHIR models: only for this command, not for --help
 
     try:
         result = map_check(args.use_case, args.source, args.mapping)

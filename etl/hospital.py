@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from .catalogue import Catalogue, norm_token
 from .errors import EtlError
 from .mapping_schema import format_path, line_map, line_of, validate
+from .records import unit_factor
 
 NOT_TESTED = "not_tested"
 _NOT_TESTED_SPELLINGS = {"not_tested", "not tested", "untested", "not-tested"}
@@ -336,7 +337,6 @@ def _allowed_values(info: FieldInfo) -> list[str]:
 
 
 def _check_unit(m, info: FieldInfo, unit: str, path) -> None:
-    from .records import unit_factor
     if info.value_kind != "numeric":
         raise m.error(path, f"{info.name} is {info.value_kind}: it has no unit")
     if info.units and unit_factor(info.units, unit) is None:

@@ -193,12 +193,11 @@ def _check(c: dict) -> None:
     except KeyError as err:
         raise ValueError(f"run config: endpoint: {err.args[0]}") from None
     if c["task"] == "synthesis":
-        from fl_engine.federation.synthesis import generator_hyper  # lazy: generative is heavy
+        from fl_engine.federation.synthesis import SYNTH_GENERATORS, generator_hyper  # cycle, and generative is heavy
 
         try:
             generator_hyper(c["generator"], c["generator_params"])
         except ValueError as err:
-            from fl_engine.federation.synthesis import SYNTH_GENERATORS
             key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
     for key, setting in BY_NAME.items():

@@ -17,6 +17,7 @@ import numpy as np
 
 from fl_engine.features import Preprocessor
 from fl_engine.federation.config import RunConfig
+from fl_engine.federation.curves import curves_from_counts
 from fl_engine.federation.events import EventSink
 from fl_engine.federation.core import (
     FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
@@ -191,7 +192,6 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
         ok = {names[k]: v.metrics for k, v in replies.items() if isinstance(v, NodeReply)}
         counts = [v.arrays[0] for v in replies.values() if isinstance(v, NodeReply) and v.arrays]
         if counts:
-            from fl_engine.federation.curves import curves_from_counts
             hist.curves = curves_from_counts(np.sum(counts, axis=0), cfg.use_case)
         for k, err in replies.items():
             if not isinstance(err, NodeReply):

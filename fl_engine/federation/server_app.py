@@ -99,7 +99,7 @@ def main(grid: Grid, context: Context) -> None:
     transport = GridTransport(grid, cfg.poll_interval_s,
                               {p["node_id"] for p in cfg.participants} if cfg.participants else None)
     if cfg.task == "synthesis":
-        from fl_engine.federation.synthesis import run_synthesis
+        from fl_engine.federation.synthesis import run_synthesis  # the generators: only for synthesis runs
         run_synthesis(cfg, transport)
         return
     run_federation(cfg, transport)
