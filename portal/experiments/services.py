@@ -377,6 +377,24 @@ class _Heartbeat:
         self.thread.join(GRID_HEARTBEAT_S + 5)
 
 
+def _settle_silent(g: GridRun) -> str:
+    """End active grid `g`, whose worker went silent, when nothing is left to compute: its
+    results are stored (only the last move was lost) -> finished; a cancel waits on it ->
+    cancelled; GRID_MAX_ATTEMPTS workers have taken it up -> failed. Returns the status it
+    moved to ("" when the grid must be handed to another worker, or another writer moved it)."""
+    S = GridRun.Status
+    if g.status == S.CONCLUDING and g.results:
+        moved = move(g.pk, S.FINISHED, from_=(S.CONCLUDING,))
+    elif g.cancel_requested and g.status != S.CONCLUDING:
+        moved = move(g.pk, S.CANCELLED, error="cancelled (its worker had stopped)")
+    elif g.attempts >= GRID_MAX_ATTEMPTS:
+        moved = move(g.pk, S.FAILED, error=f"the worker computing this grid stopped {g.attempts} times (killed or "
+                                           "restarted); start it again when the workers are stable")
+    else:
+        return ""
+    return moved.status if moved is not None else ""
+
+
 def _claim(grid_id: int, owner: str) -> tuple[GridRun | None, str]:
     """Take grid `grid_id` for this task: a queued grid is claimed (queued -> starting); an
     active grid whose worker went silent for GRID_STALE_S is taken over (at most
@@ -403,16 +421,8 @@ def _claim(grid_id: int, owner: str) -> tuple[GridRun | None, str]:
     # tasks, and those of a killed worker) finds it computed elsewhere, or its worker gone.
     if _silent_for(g, now) < GRID_STALE_S:
         return None, g.status
-    if g.status == GridRun.Status.CONCLUDING and g.results:  # stored; only the last move was lost
-        move(grid_id, GridRun.Status.FINISHED, from_=(GridRun.Status.CONCLUDING,))
+    if _settle_silent(g):
         return None, GridRun.objects.get(pk=grid_id).status
-    if g.cancel_requested and g.status != GridRun.Status.CONCLUDING:
-        move(grid_id, GridRun.Status.CANCELLED, error="cancelled (its worker had stopped)")
-        return None, GridRun.Status.CANCELLED
-    if g.attempts >= GRID_MAX_ATTEMPTS:
-        move(grid_id, GridRun.Status.FAILED, error=f"the worker computing this grid stopped {g.attempts} times "
-                                                  "(killed or restarted); start it again when the workers are stable")
-        return None, GridRun.Status.FAILED
     took = GridRun.objects.filter(pk=grid_id, status=g.status, task_id=g.task_id, heartbeat_at=g.heartbeat_at).update(
         task_id=owner, heartbeat_at=now, attempts=F("attempts") + 1,
         progress=(g.progress + f"{now:%H:%M:%S} restarted from the beginning: the worker computing it "
@@ -493,13 +503,8 @@ def reconcile_grids(now=None) -> dict:
                                         f"time limit of {GRID_TIME_LIMIT_S} s") is not None
         elif silent < GRID_STALE_S:
             continue
-        elif g.cancel_requested and g.status != GridRun.Status.CONCLUDING:
-            did["cancelled"] += move(g.pk, GridRun.Status.CANCELLED,
-                                     error="cancelled (its worker had stopped)") is not None
-        elif g.attempts >= GRID_MAX_ATTEMPTS:
-            did["failed"] += move(g.pk, GridRun.Status.FAILED,
-                                  error=f"the worker computing this grid stopped {g.attempts} times (killed or "
-                                        "restarted); start it again when the workers are stable") is not None
+        elif settled := _settle_silent(g):
+            did[settled] = did.get(settled, 0) + 1
         elif not g.task_id.startswith("handover@") or silent >= 2 * GRID_STALE_S:
             # The next delivery takes it over (execute_grid -> _claim); marked so that one silent
             # grid is queued once per stale period, not at every pass.
