@@ -121,9 +121,11 @@ def service_pid(demo_pid: int, needle: str) -> int | None:
 # --- the demo ---------------------------------------------------------------------------------
 
 class Demo:
-    """A `manage.py demo` in its own var folder and ports; `stop()` always leaves nothing behind."""
+    """A `manage.py demo` in its own var folder and free loopback ports (`extra_env` on top);
+    `stop()` always leaves nothing behind (SIGTERM to its process group, then SIGKILL). The
+    security probe starts its demo with this class too."""
 
-    def __init__(self, var: Path, rounds_env: dict | None = None):
+    def __init__(self, var: Path, extra_env: dict | None = None):
         self.var = var
         self.port, self.link = free_port(), free_port()
         self.redis_port = free_port()
@@ -132,9 +134,7 @@ class Demo:
             "FEDHAEM_VAR_DIR": str(var), "EMBEDDED_REDIS_PORT": str(self.redis_port),
             "DEV_IDP_PORT": str(free_port()), "FLOWER_CONTROL_ADDRESS": f"127.0.0.1:{self.link}",
             "FLOWER_FLEET_ADDRESS": f"127.0.0.1:{self.link}", "PYTHONUNBUFFERED": "1",
-            # five studies at once: none waits behind another in the load case
-            "MAX_ACTIVE_RUNS": "5", "RECONCILE_EVERY_S": "5",
-            **(rounds_env or {}),
+            **(extra_env or {}),
         })
         self.out = var.parent / "demo.out"
         self.proc: subprocess.Popen | None = None
@@ -453,7 +453,8 @@ def bench(args, echo=lambda s: None) -> dict:
     rng = random.Random(args.seed)
     faults = [f for f in args.faults.split(",") if f]
     tmp = Path(tempfile.mkdtemp(prefix="fedhaem-faults-"))
-    demo = Demo(tmp / "var")
+    # five studies at once: none waits behind another in the load case
+    demo = Demo(tmp / "var", {"MAX_ACTIVE_RUNS": "5", "RECONCILE_EVERY_S": "5"})
     result: dict = {"faults_tried": 0, "runs": 0, "stranded": 0, "lost_metrics": 0, "lost_models": 0,
                     "unexplained_failures": 0, "seconds_to_terminal": {}, "failed_reasons": {}, "per_fault": {},
                     "seed": args.seed, "rounds": args.rounds}

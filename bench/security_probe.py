@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
@@ -54,99 +53,17 @@ CALLERS = ALL + ["anonymous", "node"]
 MISSING = 999_999_999  # an id no demo object has
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _fault_bench():
+    """bench/faults.py, loaded by path (bench is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_faults", REPO / "bench" / "faults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class Demo:
-    """A `manage.py demo` in its own var folder and free loopback ports (as bench/faults.py starts
-    one); `stop()` always leaves nothing behind (SIGTERM to its process group, then SIGKILL)."""
-
-    def __init__(self, var: Path):
-        self.var = var
-        self.port, self.link, self.redis_port = free_port(), free_port(), free_port()
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "OIDC_ISSUER")}
-        self.env.update({
-            "FEDHAEM_VAR_DIR": str(var), "EMBEDDED_REDIS_PORT": str(self.redis_port),
-            "DEV_IDP_PORT": str(free_port()), "FLOWER_CONTROL_ADDRESS": f"127.0.0.1:{self.link}",
-            "FLOWER_FLEET_ADDRESS": f"127.0.0.1:{self.link}", "PYTHONUNBUFFERED": "1",
-        })
-        self.out = var.parent / "demo.out"
-        self.proc: subprocess.Popen | None = None
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 400) -> None:
-        for attempt in range(3):
-            try:
-                return self._start(timeout)
-            except RuntimeError as exc:
-                # A free port picked at __init__ was taken by another program meanwhile: the demo
-                # says so and exits; stop what it started and try again on new ports.
-                if "address already in use" not in str(exc).lower() or attempt == 2:
-                    raise
-                self.stop()
-                self._new_ports()
-
-    def _new_ports(self) -> None:
-        self.port, self.link, self.redis_port = free_port(), free_port(), free_port()
-        self.env.update({"EMBEDDED_REDIS_PORT": str(self.redis_port), "DEV_IDP_PORT": str(free_port()),
-                         "FLOWER_CONTROL_ADDRESS": f"127.0.0.1:{self.link}",
-                         "FLOWER_FLEET_ADDRESS": f"127.0.0.1:{self.link}"})
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def _start(self, timeout: float) -> None:
-        self.var.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(self.port)], cwd=REPO,
-                                     env=self.env, stdout=open(self.out, "wb"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while "FedHaem is running" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("demo did not start:\n" + self.log()[-3000:])
-            time.sleep(1)
-        admin = self.manage("api_token", "admin")
-        while time.monotonic() < deadline:  # health ok and the three worker nodes online
-            try:
-                req = urllib.request.Request(self.base + "/api/health/", headers={"Authorization": f"Token {admin}"})
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    body = json.loads(r.read())
-                if body.get("nodes", {}).get("online", 0) >= 3:
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(2)
-        raise RuntimeError("demo not healthy with three nodes online before the deadline")
-
-    def log(self) -> str:
-        try:
-            return self.out.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def manage(self, *args: str, timeout: float = 120) -> str:
-        r = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                           text=True, timeout=timeout)
-        if r.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)}: {r.stderr[-2000:]}")
-        return r.stdout.strip()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+Demo = _fault_bench().Demo  # one demo launcher for both benches
 
 
 def fresh_p384_key() -> str:
@@ -878,6 +795,8 @@ def run(quick: bool = False, keep_var: bool = False) -> dict:
     probe = Probe(demo)
     try:
         demo.start()
+        if not demo.wait_healthy(timeout=60):
+            raise RuntimeError("demo not healthy with three nodes online before the deadline")
         probe.setup()
         probe.guarded("1-participation", probe.case1_participation)
         for name, fn in [("2-approval-binding", probe.case2_approval_binding), ("3-admin-claims", probe.case3_admin_claims),
