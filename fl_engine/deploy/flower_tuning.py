@@ -10,6 +10,12 @@ What it changes, and why (measured in /work/shared/notes/flower-round-latency.md
   there, 1 s doubling up to 10 s -> 0.05 s doubling up to 1 s (keyword defaults of
   flwr.supercore.inflatable.inflatable_utils.pull_objects / pull_and_inflate_object_from_tree;
   the constants are bound at definition time, so the defaults themselves are replaced).
+- The same two functions: how long a pull may wait for objects that never come, 7,200 s and 500
+  tries -> PULL_MAX_S (60 s; FEDHAEM_FLOWER_PULL_MAX_S). A message whose run was cancelled while
+  its objects were being pushed leaves them "preregistered, not available" at the SuperLink; the
+  SuperNode pulls a message's objects in its one main loop, so with the shortened back-off it
+  retried for ~8.5 min (500 tries x 1 s) and every other run's messages waited behind it
+  (measured in bench/faults.py's load case). Our messages are a few MB at most; 60 s is ample.
 Pinned to flwr 1.42: `apply()` refuses another version rather than guess.
 
     python -m fl_engine.deploy.flower_tuning supernode <flower-supernode arguments>
@@ -25,6 +31,19 @@ ENV = "FEDHAEM_FLOWER_TUNING"
 SUPERNODE_SLEEPS = {3: 0.1, 0.5: 0.05}
 INITIAL_BACKOFF_S = 0.05
 BACKOFF_CAP_S = 1.0
+PULL_MAX_ENV = "FEDHAEM_FLOWER_PULL_MAX_S"
+PULL_MAX_S = 60.0
+
+
+def pull_max_s() -> float:
+    raw = os.environ.get(PULL_MAX_ENV, "")
+    try:
+        value = float(raw) if raw else PULL_MAX_S
+    except ValueError:
+        raise RuntimeError(f"{PULL_MAX_ENV}={raw!r} is not a number of seconds") from None
+    if not 1 <= value <= 7200:
+        raise RuntimeError(f"{PULL_MAX_ENV}={raw!r} must lie between 1 and 7200 seconds")
+    return value
 
 
 def enabled() -> bool:
@@ -42,15 +61,18 @@ def _check_version() -> None:
 
 
 def apply_pull_backoff() -> None:
-    """Shorter initial back-off when pulling message objects (ClientApp, ServerApp)."""
+    """Shorter initial back-off, and a bounded wait, when pulling message objects (SuperNode,
+    ClientApp, ServerApp)."""
     _check_version()
     from flwr.supercore.inflatable import inflatable_utils as iu
+    limit = pull_max_s()
     for fn in (iu.pull_objects, iu.pull_and_inflate_object_from_tree):
         kw = dict(fn.__kwdefaults__ or {})
-        if "initial_backoff" not in kw or "backoff_cap" not in kw:
-            raise RuntimeError(f"{fn.__qualname__} has no initial_backoff/backoff_cap keyword defaults")
+        if not {"initial_backoff", "backoff_cap", "max_time", "max_tries_per_object"} <= set(kw):
+            raise RuntimeError(f"{fn.__qualname__} lacks the pull keyword defaults this tuning sets")
         kw["initial_backoff"] = INITIAL_BACKOFF_S
         kw["backoff_cap"] = BACKOFF_CAP_S
+        kw["max_time"] = limit
         fn.__kwdefaults__ = kw
 
 

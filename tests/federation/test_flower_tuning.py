@@ -1,0 +1,67 @@
+"""The Flower tuning bounds how long a pull waits for message objects that never arrive.
+
+A run cancelled while its message's objects were pushed leaves them preregistered but never
+available; an unbounded pull held a SuperNode's single main loop for minutes (bench/faults.py).
+These tests call flwr's own pull functions with the defaults the tuning installs.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from flwr.supercore.inflatable import inflatable_utils as iu
+
+from fl_engine.deploy import flower_tuning
+
+
+@pytest.fixture
+def restore_pull_defaults():
+    saved = {fn: dict(fn.__kwdefaults__) for fn in (iu.pull_objects, iu.pull_and_inflate_object_from_tree)}
+    yield
+    for fn, kw in saved.items():
+        fn.__kwdefaults__ = kw
+
+
+def _never_available(object_id: str) -> bytes:
+    raise iu.ObjectUnavailableError(object_id)
+
+
+def test_stock_flower_waits_for_hours(restore_pull_defaults):
+    assert iu.pull_objects.__kwdefaults__["max_time"] >= 3600
+
+
+def test_tuned_pull_gives_up_after_its_bound(restore_pull_defaults, monkeypatch):
+    monkeypatch.setenv(flower_tuning.PULL_MAX_ENV, "1.5")
+    flower_tuning.apply_pull_backoff()
+    for fn in (iu.pull_objects, iu.pull_and_inflate_object_from_tree):
+        assert fn.__kwdefaults__["max_time"] == 1.5
+        assert fn.__kwdefaults__["backoff_cap"] == flower_tuning.BACKOFF_CAP_S
+    t0 = time.monotonic()
+    with pytest.raises(iu.ObjectPullError, match="timeout or retry limit"):
+        iu.pull_objects(["a" * 64], _never_available)
+    waited = time.monotonic() - t0
+    assert 1.5 <= waited < 30, waited
+
+
+def test_tuned_pull_still_returns_objects_that_arrive(restore_pull_defaults, monkeypatch):
+    monkeypatch.setenv(flower_tuning.PULL_MAX_ENV, "20")
+    flower_tuning.apply_pull_backoff()
+    calls = {"n": 0}
+
+    def arrives_on_third_try(object_id: str) -> bytes:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise iu.ObjectUnavailableError(object_id)
+        return b"payload"
+
+    assert iu.pull_objects(["b" * 64], arrives_on_third_try) == {"b" * 64: b"payload"}
+    assert calls["n"] == 3
+
+
+def test_default_bound_and_bad_values(monkeypatch):
+    monkeypatch.delenv(flower_tuning.PULL_MAX_ENV, raising=False)
+    assert flower_tuning.pull_max_s() == flower_tuning.PULL_MAX_S
+    for bad in ("soon", "0", "100000"):
+        monkeypatch.setenv(flower_tuning.PULL_MAX_ENV, bad)
+        with pytest.raises(RuntimeError, match=flower_tuning.PULL_MAX_ENV):
+            flower_tuning.pull_max_s()
