@@ -200,6 +200,9 @@ def _check(c: dict) -> None:
         except ValueError as err:
             key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
+    if c["model"] == "cox" and c["dp_enabled"]:
+        bad("dp_enabled", "DP-FedAvg clips and noises model updates; the exact Cox model sends sums, not "
+                          "updates: turn differential privacy off or choose deepsurv or savae")
     for key, setting in BY_NAME.items():
         why = setting.check(c[key])
         if why:

@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
       lo=0, hi=1, lo_open=True, hi_open=True),
     S("seed", "data", 0, "seed of the split, the initial weights and everything random", lo=0),
     # model
-    S("model", "model", "deepsurv", "survival model", choices=("deepsurv", "savae")),
+    S("model", "model", "deepsurv", "survival model", choices=("deepsurv", "savae", "cox")),
     S("model_params", "model", "{}", "JSON object of the model's parameters (fl_engine.models.params)"),
     S("local_epochs", "model", 1, "local passes over the training split per round", lo=1, hi=1000),
     # federation

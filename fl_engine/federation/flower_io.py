@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from fl_engine.federation.core import NodeReply, NodeRequest
 
 MESSAGE_TYPES = {"stats": "query.stats", "train": "train", "evaluate": "evaluate",
-                 "baseline": "query.baseline",
+                 "baseline": "query.baseline", "cox_sums": "query.cox_sums",
                  "synth_summary": "query.synth_summary", "synth_round": "query.synth_round",
                  "synth_mixture": "query.synth_mixture", "synth_structure": "query.synth_structure",
                  "synth_counts": "query.synth_counts", "synth_validate": "query.synth_validate",

@@ -23,7 +23,9 @@ from fl_engine.federation.core import (
     FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
     merge_baseline, round_metrics, select_nodes, weighted_mean,
 )
+from fl_engine.federation import cox_kinds
 from fl_engine.federation.privacy import add_gaussian_noise, gaussian_noise_std, noise_seed
+from fl_engine.federation.protocol import PROTOCOL
 from fl_engine.models import build_model
 
 log = logging.getLogger("fedhaem.federation")
@@ -108,6 +110,8 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
     initial = [np.array(w, copy=True) for w in weights]  # the isolated models of the comparison start here
     by_name = {v: k for k, v in names.items()}
     dropped: set[str] = set()  # nodes that missed a deadline: left out of the rest of the run
+    cox = cox_kinds.CoxRoundState(**{k: v for k, v in cox_kinds.cox_settings(cfg).items()
+                                     if k in ("penalizer", "stratified")}) if cfg.model == "cox" else None
 
     def request(reqs: dict[str, NodeRequest], what: str) -> dict:
         replies = transport.request(reqs, budget(what))
@@ -144,11 +148,13 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
             raise FederationError(f"round {r}: {len(available)} of the study's nodes are connected and "
                                   f"responsive ({', '.join(sorted(available)) or 'none'}), fewer than "
                                   f"min_nodes={cfg.min_nodes}")
-        chosen = select_nodes(available, cfg.fraction_train, cfg.min_nodes, cfg.seed, r)
-        conf = {"preprocessor": hist.preprocessor, "round": r}
+        # exact Cox: a Newton step needs every node's sums (a subset would be another likelihood)
+        chosen = sorted(available) if cox else select_nodes(available, cfg.fraction_train, cfg.min_nodes, cfg.seed, r)
+        conf = {"preprocessor": hist.preprocessor, "round": r, **(cox_kinds.request_config(cfg) if cox else {})}
         if cfg.fuse_evaluation and pending is not None:
             conf["evaluate_incoming"] = True
-        replies = request({by_name[n]: NodeRequest("train", weights, conf) for n in chosen},
+        kind = cox_kinds.KIND if cox else "train"
+        replies = request({by_name[n]: NodeRequest(kind, weights, conf) for n in chosen},
                           f"round {r} training")
         ok = successful_replies(replies, f"round {r} training", cfg.min_nodes)
         trained = {names[k]: {m: x for m, x in v.metrics.items() if not m.startswith("eval_")}
@@ -159,13 +165,19 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
                               for k, v in ok.items()}, t0 - pt0, pweights)
             pending = None
         order = sorted(trained)
-        # DP-FedAvg: equal weights bound one node's influence on the average to dp_clip_norm / m
-        weights = fedavg([ok[by_name[n]].arrays for n in order],
-                         [1.0 if cfg.dp_enabled else trained[n]["n_train"] for n in order])
-        if cfg.dp_enabled:
-            weights = add_gaussian_noise(
-                weights, gaussian_noise_std(cfg.dp_noise_multiplier, cfg.dp_clip_norm, len(order)),
-                noise_seed(cfg.seed, r))
+        if cox:  # one Newton step on the summed aggregates; every node reports the federation's loss
+            beta, loss = PROTOCOL.aggregate(cox_kinds.KIND, {n: ok[by_name[n]] for n in order}, (weights[0], cox))
+            weights = [beta]
+            for n in order:
+                trained[n]["loss"] = loss
+        else:
+            # DP-FedAvg: equal weights bound one node's influence on the average to dp_clip_norm / m
+            weights = fedavg([ok[by_name[n]].arrays for n in order],
+                             [1.0 if cfg.dp_enabled else trained[n]["n_train"] for n in order])
+            if cfg.dp_enabled:
+                weights = add_gaussian_noise(
+                    weights, gaussian_noise_std(cfg.dp_noise_multiplier, cfg.dp_clip_norm, len(order)),
+                    noise_seed(cfg.seed, r))
         if cfg.fuse_evaluation and r < cfg.num_rounds:
             pending = (r, trained, weights, t0)
             continue

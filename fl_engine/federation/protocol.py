@@ -9,8 +9,9 @@ must be scalar numbers, whatever its kind.
 
 `fl_engine.federation.core.handle_request` and `check_reply_privacy` are lookups here; a kind
 nobody registered is refused with an error naming the known ones. The kinds come from
-`PROVIDERS`: survival studies (`fl_engine.federation.survival_kinds`) and synthetic cohorts
-(`fl_engine.federation.synthesis.kinds`), each a module with a ``MESSAGE_KINDS`` tuple.
+`PROVIDERS`: survival studies (`fl_engine.federation.survival_kinds`), the exact Cox model
+(`fl_engine.federation.cox_kinds`) and synthetic cohorts (`fl_engine.federation.synthesis.kinds`),
+each a module with a ``MESSAGE_KINDS`` tuple.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ NodeHandler = Callable[["pd.DataFrame", "RunConfig", "NodeRequest", str], "NodeR
 ReplyCheck = Callable[[str, "NodeReply", "list[tuple] | None", "NodeRequest | None"], None]
 Aggregation = Callable[[dict, object], object]
 
-PROVIDERS = ("fl_engine.federation.survival_kinds", "fl_engine.federation.synthesis.kinds")
+PROVIDERS = ("fl_engine.federation.survival_kinds", "fl_engine.federation.cox_kinds",
+             "fl_engine.federation.synthesis.kinds")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from fl_engine.models.base import SurvivalModel
+from fl_engine.models.cox import CoxPH
 from fl_engine.models.params import FEDERATION_KEYS, MODEL_KINDS, PARAMS_BY_KIND, validate_params
 
 
 def build_model(kind: str, n_features: int, params: dict | None = None) -> SurvivalModel:
-    """A fresh model of `kind` ("deepsurv" | "savae") over inputs of width `n_features`.
+    """A fresh model of `kind` ("deepsurv" | "savae" | "cox") over inputs of width `n_features`.
 
     Parameters named in the kind's spec (fl_engine.models.params) are checked against its bounds,
     the same ones the portal enforces; engine-only arguments (seed, column_kinds, time_scale...)
@@ -24,6 +25,8 @@ def build_model(kind: str, n_features: int, params: dict | None = None) -> Survi
     if kind == "deepsurv":
         from fl_engine.models.deepsurv import DeepSurv  # torch loads only when a model is built
         return DeepSurv(n_features, **kwargs)
+    if kind == "cox":
+        return CoxPH(n_features, **kwargs)
     from fl_engine.models.savae import SAVAE  # torch loads only when a model is built
     return SAVAE(n_features, **kwargs)
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MODEL_KINDS = ("deepsurv", "savae")
+MODEL_KINDS = ("deepsurv", "savae", "cox")
 
 # Keys of a spec that are not constructor arguments (the federation loop reads them).
 FEDERATION_KEYS = ("local_epochs",)
@@ -51,7 +51,24 @@ class SAVAEParams(ModelParams):
     dropout: float = Field(0.2, ge=0.0, le=0.9, description="Decoder dropout (fraction)")
 
 
-PARAMS_BY_KIND: dict[str, type[ModelParams]] = {"deepsurv": DeepSurvParams, "savae": SAVAEParams}
+class CoxParams(BaseModel):
+    """fl_engine.models.cox.CoxPH: trained by exact Newton steps, not by gradient descent (no
+    learning rate, no batches); one round is one Newton step of the federation."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    penalizer: float = Field(0.01, ge=0, le=10,
+                             description="L2 penalty per patient on the coefficients (lifelines' penalizer)")
+    time_step_months: float = Field(1.0, gt=0, le=12,
+                                    description="Time grid of the sums hospitals send (months); times within "
+                                                "one step count as tied")
+    stratified: bool = Field(False, description="Stratify by hospital (each its own baseline hazard; "
+                                                "hospitals send gradient and Hessian sums only)")
+    local_epochs: int = Field(1, ge=1, le=100,
+                              description="Newton steps per round when a hospital fits alone")
+
+
+PARAMS_BY_KIND: dict[str, type[BaseModel]] = {"deepsurv": DeepSurvParams, "savae": SAVAEParams, "cox": CoxParams}
 
 
 def error_messages(exc: ValidationError) -> list[str]:

@@ -1,0 +1,1 @@
+"""Federated analytics from aggregates: exact Cox proportional hazards (cox)."""
