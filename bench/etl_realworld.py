@@ -5,8 +5,14 @@ export holds the same patients as a hospital would send them: sex coded 0/1, hae
 g/dL for most rows and g/L for some (no unit anywhere), platelets per microlitre, times in days
 and years, words for yes/no, IPSS-R groups abbreviated, SF3B1 split into two columns, genes
 never tested dropped (declared not_tested), columns that are no field (MRD_status ignored,
-ECOG carried as extra), one hyperleukocytic value above the schema's maximum. The export goes
-through `fedhaem-node etl` with a mapping; patients kept must equal the clean import's.
+the study arm carried as extra), one hyperleukocytic value above the schema's maximum. The
+export goes through `fedhaem-node etl` with a mapping; patients kept must equal the clean
+import's. A second export is the same hospital with a small gene panel (the IPSS-M residual
+genes declared not tested as well).
+
+Score coverage (fl_engine.scores.conventional.coverage_report): per conventional score, the
+patients it was computable on ("n of N") for the clean import and each export, the reasons
+the others were not, and the IPSS-M scenario spread (worst - best score).
 
     .venv/bin/python bench/etl_realworld.py [--json] [--g-per-l-share 0.3] [--seed 0]
 
@@ -28,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from etl.pipeline import run_etl  # noqa: E402
+from fl_engine.scores.conventional import coverage_report  # noqa: E402
+from fl_engine.scores.mds import IPSSM_RESIDUAL_GENES  # noqa: E402
 
 IWGPM = ROOT.parent / "shared" / "data" / "mds_iwgpm"
 NOT_TESTED = ["DDX41", "CUX1", "ZRSR2"]  # genes this hospital's panel does not cover
@@ -35,14 +43,15 @@ SPLIT_GENE = "SF3B1"
 CYTO = {"Very Good": "VG", "Good": "G", "Intermediate": "I", "Poor": "P", "Very Poor": "VP"}
 
 
-def hostile_export(clean: pd.DataFrame, rng: np.random.Generator, g_per_l_share: float
-                   ) -> tuple[pd.DataFrame, str, dict]:
-    """(export, mapping YAML, what was done) from the clean table."""
+def hostile_export(clean: pd.DataFrame, rng: np.random.Generator, g_per_l_share: float,
+                   not_tested: list[str] = NOT_TESTED) -> tuple[pd.DataFrame, str, dict]:
+    """(export, mapping YAML, what was done) from the clean table; `not_tested`: the genes the
+    hospital's panel lacks (dropped from the export, declared in the mapping)."""
     n = len(clean)
     out = pd.DataFrame({"Pat-Nr": clean.patient_id})
     done: dict = {}
     for c in clean.columns:
-        if c == "patient_id" or c in NOT_TESTED or c == SPLIT_GENE:
+        if c == "patient_id" or c in not_tested or c == SPLIT_GENE:
             continue
         out[c] = clean[c]
     out["Sex"] = clean.sex.map({"F": "0", "M": "1"})
@@ -67,14 +76,14 @@ def hostile_export(clean: pd.DataFrame, rng: np.random.Generator, g_per_l_share:
     out["AMLt (years)"] = clean.amlt_months / 12
     out = out.drop(columns=["os_months", "os_event", "amlt_months"])
     out["MRD_status"] = rng.choice(["positive", "negative", ""], n)
-    out["ECOG"] = rng.integers(0, 4, n)
+    out["Study arm"] = rng.choice(["A", "B", "off study"], n)
     extreme = int(np.flatnonzero(clean.wbc.notna().to_numpy())[0])
     out = out.astype({"wbc": object})
     out.loc[extreme, "wbc"] = 532.7
     done["extreme_wbc_row"] = extreme
     drop_cols = [c for c in ("monocytes",)]
     out = out.drop(columns=drop_cols)
-    done["columns_dropped"] = drop_cols + NOT_TESTED
+    done["columns_dropped"] = drop_cols + list(not_tested)
     mapping = "\n".join([
         "use_case: MDS",
         "fields:",
@@ -84,12 +93,24 @@ def hostile_export(clean: pd.DataFrame, rng: np.random.Generator, g_per_l_share:
         "  plt: {column: Thrombos, unit: /uL}",
         "  cyto_ipssr: {column: cyto_ipssr, codes: {" + ", ".join(f"{v}: {json.dumps(k)}" for k, v in CYTO.items()) + "}}",
         f"  {SPLIT_GENE}: {{any_of: [{SPLIT_GENE}_K700E, {SPLIT_GENE}_other]}}",
-        *[f"  {g}: {{constant: not_tested}}" for g in NOT_TESTED],
+        *[f"  {g}: {{constant: not_tested}}" for g in not_tested],
         "  os_event: {column: OS status, codes: {dead: 1, alive: 0}}",
         "ignore: [MRD_status]",
-        "extra: {ecog: ECOG}",
+        "extra: {protocol: Study arm}",
     ]) + "\n"
     return out, mapping, done
+
+
+def score_coverage(table: pd.DataFrame) -> dict:
+    """Per MDS score: "n of N" computable, the fraction, the main reasons for the others, and
+    for IPSS-M the scenario spread (worst - best)."""
+    out = {}
+    for name, c in coverage_report(table, "MDS").items():
+        out[name] = {"computable": f"{c['n']} of {c['of']}", "fraction": round(c["fraction"], 4),
+                     "sufficient": c["sufficient"], "reasons": c["reasons"]}
+        if "spread" in c:
+            out[name]["spread"] = c["spread"]
+    return out
 
 
 def compare(clean: pd.DataFrame, got: pd.DataFrame) -> dict[str, int]:
@@ -134,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         hostile = run_etl("mds", [tmp / "export.csv"], tmp / "hostile", mapping=tmp / "mapping.yaml")
         t_hostile = time.perf_counter() - t0
         rep = hostile.report
+        small_panel = sorted(set(NOT_TESTED) | set(IPSSM_RESIDUAL_GENES))
+        exp2, mapping2, _ = hostile_export(clean.table, np.random.default_rng(args.seed), args.g_per_l_share,
+                                           small_panel)
+        exp2.to_csv(tmp / "export-small-panel.csv", sep=";", index=False, encoding="cp1252")
+        (tmp / "mapping-small-panel.yaml").write_text(mapping2, encoding="utf-8")
+        small = run_etl("mds", [tmp / "export-small-panel.csv"], tmp / "small",
+                        mapping=tmp / "mapping-small-panel.yaml")
         changed = compare(clean.table, hostile.table)
         expected = set(done["columns_dropped"]) | {"wbc"}
         result = {
@@ -153,13 +181,18 @@ def main(argv: list[str] | None = None) -> int:
             "source_columns_ignored": rep["summary"]["source_columns_ignored"],
             "extra_columns": sorted(pd.read_csv(hostile.out_dir / "extra.csv", nrows=1).columns[1:]),
             "seconds_clean": round(t_clean, 2), "seconds_hostile": round(t_hostile, 2),
+            "small_panel_not_tested": small.report["summary"]["not_tested"],
+            "small_panel_kept_equal": set(clean.table.patient_id) == set(small.table.patient_id),
+            "score_coverage": {"clean": score_coverage(clean.table), "hostile": score_coverage(hostile.table),
+                               "small_panel": score_coverage(small.table)},
         }
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         for k, v in result.items():
             print(f"{k:28} {v}")
-    return 0 if result["kept_equal"] and not result["values_changed_unexpected"] else 1
+    ok = result["kept_equal"] and result["small_panel_kept_equal"] and not result["values_changed_unexpected"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Example (YAML)::
       transplant: {constant: 0}                               # declared for every patient
       anc: {compute: 'col("WBC") * col("Neutro %") / 100'}
       os_months: {column: OS_days, unit: d}
-    ignore: [ECOG_status, MRD_status]                         # read as nothing
-    extra: {ecog: ECOG_status}                                # outside the schema, carried
+    ignore: [Karnofsky, MRD_status]                           # read as nothing
+    extra: {protocol: Study_arm}                              # outside the schema, carried
     # the first format, still read: columns, units, codes (added to the built-in codes),
     # synonyms, gene_panel
     columns: {plt: Thrombos}

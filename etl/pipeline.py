@@ -23,6 +23,7 @@ import pandas as pd
 
 from .catalogue import Catalogue, catalogue
 from fedhaem_kernel.csvcells import safe_row
+from fedhaem_kernel.schema import NOT_TESTED_ATTR
 from .errors import EtlError, Issue
 from .features import bundle_to_row, rows_to_table
 from .fhir import build_bundle, read_ndjson, validate_bundle, write_ndjson
@@ -148,6 +149,11 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
                                          "how": "FHIR unit", "rows": 0})["rows"] += 1
         src.conversions.extend(seen.values())
     table = rows_to_table(rows, cat) if rows else pd.DataFrame(columns=["patient_id"])
+    declared = sorted(k for k, v in src.declared.items() if v == "not tested" and k in cat.schema.feature_names)
+    if declared:
+        # scores read a declared-untested lesion by their own rules (fl_engine.scores); Parquet
+        # keeps attrs, so the declaration travels with the table to the registry and the node
+        table.attrs[NOT_TESTED_ATTR] = declared
     if bundles is not None and len(table):
         dup = table[cat.schema.id_column].duplicated(keep=False)
         if dup.any():
@@ -182,6 +188,7 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
         "sources": [f["path"] for f in src.files], "layout": src.layout,
         "quality_summary": quality_summary(report),
         "time_unit": "months",
+        "not_tested": declared,
     }
     out = Path(out_dir)
     _write_outputs(out, good_bundles, table, report, manifest, src, extra_rejected)

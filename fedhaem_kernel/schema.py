@@ -13,6 +13,12 @@ from typing import Iterable, Literal
 
 SCHEMA_VERSION = "1.0"
 
+# Table-level metadata (``DataFrame.attrs``; Parquet keeps it): the fields a hospital declared
+# it never tests (mapping ``{constant: not_tested}``). Their cells are missing, like values
+# unknown for one patient, but a score may read a declared-untested lesion by its own rules
+# (fl_engine.scores: IPSS-M scenarios, ELN 2022 per lesion). A sorted list of field names.
+NOT_TESTED_ATTR = "fedhaem_not_tested"
+
 Kind = Literal["numeric", "binary", "categorical"]
 Group = Literal["clinical", "cytogenetic", "genomic", "embedding", "therapy"]
 
@@ -143,6 +149,17 @@ _COMMON_CLINICAL = [
     _num("pb_blast", "clinical", "Peripheral-blood blasts", "%", 0, 100),
 ]
 
+# Performance status: ECOG / WHO scale (Oken et al., Am J Clin Oncol 1982), 0 fully active ..
+# 4 completely disabled; 5 (dead) is not a baseline value.
+_ECOG = _num("ecog", "clinical", "ECOG performance status at diagnosis (0 fully active .. 4 "
+             "completely disabled)", "{score}", 0, 4)
+
+
+def _therapy_related(disease: str) -> Feature:
+    return _bin("therapy_related", "clinical", f"Therapy-related {disease}: after cytotoxic "
+                "chemotherapy or radiotherapy for another disease")
+
+
 _EMBEDDINGS = (
     EmbeddingGroup("wsi", "Whole-slide image embedding of the bone-marrow aspirate or biopsy"),
     EmbeddingGroup("radiomics", "Radiomics features from imaging"),
@@ -163,6 +180,8 @@ MDS = UseCaseSchema(
     features=tuple(_COMMON_CLINICAL + [
         _num("monocytes", "clinical", "Monocyte count", "10*9/L", 0, 100),
         _num("ring_sideroblasts", "clinical", "Ring sideroblasts", "%", 0, 100),
+        _ECOG,
+        _therapy_related("MDS"),
         _cat("cyto_ipssr", "cytogenetic", "IPSS-R cytogenetic risk group", CYTO_IPSSR),
         _bin("del5q", "cytogenetic", "del(5q)"),
         _bin("del7_7q", "cytogenetic", "-7 or del(7q)"),
@@ -190,6 +209,12 @@ AML = UseCaseSchema(
     use_case="AML",
     title="Acute myeloid leukaemia",
     features=tuple(_COMMON_CLINICAL + [
+        _ECOG,
+        _bin("secondary_aml", "clinical", "Secondary AML: progressed from a documented MDS or "
+             "MDS/MPN (ICC 2022 diagnostic qualifier)"),
+        _therapy_related("AML"),
+        _bin("t_15_17", "cytogenetic", "t(15;17)(q24.1;q21.2) PML::RARA: acute promyelocytic "
+             "leukaemia (outside ELN 2022 risk groups)"),
         _bin("t_8_21", "cytogenetic", "t(8;21)(q22;q22.1) RUNX1::RUNX1T1"),
         _bin("inv16", "cytogenetic", "inv(16) or t(16;16) CBFB::MYH11"),
         _bin("t_9_11", "cytogenetic", "t(9;11)(p21.3;q23.3) MLLT3::KMT2A"),
@@ -219,6 +244,8 @@ CMML = UseCaseSchema(
     title="Chronic myelomonocytic leukaemia",
     features=tuple(_COMMON_CLINICAL + [
         _num("monocytes", "clinical", "Monocyte count", "10*9/L", 0, 200, required=True),
+        _ECOG,
+        _therapy_related("CMML"),
         _cat("who_cmml", "clinical", "WHO 2016 subtype", ("CMML-0", "CMML-1", "CMML-2")),
         _bin("rbc_transfusion", "clinical", "Red-cell transfusion dependent"),
         _cat("cyto_cpss", "cytogenetic", "CPSS cytogenetic risk", ("Low", "Intermediate", "High")),
@@ -245,10 +272,13 @@ MM = UseCaseSchema(
         _num("creatinine", "clinical", "Serum creatinine", "mg/dL", 0, 30),
         _num("calcium", "clinical", "Serum calcium", "mg/dL", 2, 25),
         _num("bm_plasma", "clinical", "Bone-marrow plasma cells", "%", 0, 100),
+        _ECOG,
         _bin("del17p", "cytogenetic", "del(17p) by iFISH"),
         _bin("t_4_14", "cytogenetic", "t(4;14) by iFISH"),
         _bin("t_14_16", "cytogenetic", "t(14;16) by iFISH"),
+        _bin("t_14_20", "cytogenetic", "t(14;20) IGH::MAFB by iFISH"),
         _bin("gain1q", "cytogenetic", "gain or amplification of 1q"),
+        _bin("del1p", "cytogenetic", "del(1p32) by iFISH"),
     ] + _genes(("KRAS", "NRAS", "TP53", "BRAF", "DIS3", "TRAF3")) + [
         _bin("transplant", "therapy", "Autologous stem-cell transplant"),
     ]),

@@ -245,6 +245,9 @@ def generate_mds_cohort(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     df["lfs_months"], df["lfs_event"] = lfs_m, lfs_e
     df["amlt_months"], df["amlt_event"] = amlt_m, amlt_e
     _add_missing(df, rng)
+    for f in MDS.features:  # fields the generator does not model (ECOG, therapy-related): missing
+        if f.name not in df:
+            df[f.name] = None if f.kind == "categorical" else np.nan
     return df[["patient_id"] + [f.name for f in MDS.features]
               + ["os_months", "os_event", "lfs_months", "lfs_event", "amlt_months", "amlt_event"]]
 

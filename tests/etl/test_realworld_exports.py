@@ -56,6 +56,7 @@ def hostile_export(truth: pd.DataFrame, g_per_l_every: int = 10) -> pd.DataFrame
         "performance_status": np.arange(len(truth)) % 3,
         "MRD_status": np.where(np.arange(len(truth)) % 2, "negative", "positive"),
         "ECOG": np.arange(len(truth)) % 4,
+        "Protocol": np.where(np.arange(len(truth)) % 3, "AMLSG 09-09", "off study"),
         "OS (days)": (truth.os_months * 30.4375).round(3),
         "Status": truth.os_event.map({1.0: "dead", 0.0: "alive"}),
     })
@@ -73,10 +74,11 @@ fields:
   t_9_22: {constant: not_tested}
   inv3: {constant: not_tested, note: never on the panel}
   transplant: {constant: 0}
+  ecog: ECOG
   os_event: {column: Status, codes: {dead: 1, alive: 0}}
 ignore: [performance_status, MRD_status]
 extra:
-  ecog: ECOG
+  protocol: Protocol
 """
 
 
@@ -130,12 +132,16 @@ def test_the_mapping_reads_a_hostile_export_and_keeps_the_right_patients(export)
     # what happened to each source column
     status = {c["column"]: (c["status"], c["field"]) for c in rep["source_columns"]}
     assert status["performance_status"] == ("ignored", None) and status["MRD_status"] == ("ignored", None)
-    assert status["IDH2_R172"] == ("bound", "IDH2") and status["ECOG"] == ("extra", "ecog")
+    assert status["IDH2_R172"] == ("bound", "IDH2") and status["Protocol"] == ("extra", "protocol")
+    # ECOG performance status is a schema field (0-4), carried in FHIR under its LOINC code
+    assert status["ECOG"] == ("bound", "ecog")
+    np.testing.assert_array_equal(t.ecog.to_numpy(), np.delete(np.arange(N) % 4, 41))
+    assert '"code":"89247-1"' in (res.out_dir / "bundles.ndjson").read_text()
     assert rep["column_mapping"]["IDH2"] == "any of: aml.csv:IDH2_R140, aml.csv:IDH2_R172"
     # the field outside the schema is carried in extra.csv and in FHIR, never in the table
     extra = pd.read_csv(res.out_dir / "extra.csv", dtype=str).set_index("patient_id")
-    assert extra.loc[truth.patient_id[5], "ecog"] == "1" and "ecog" not in res.table.columns
-    assert '"code":"extra-ecog"' in (res.out_dir / "bundles.ndjson").read_text()
+    assert extra.loc[truth.patient_id[5], "protocol"] == "AMLSG 09-09" and "protocol" not in res.table.columns
+    assert '"code":"extra-protocol"' in (res.out_dir / "bundles.ndjson").read_text()
     # quarantine.csv: the rejected patient and the blanked value
     quar = pd.read_csv(res.out_dir / "quarantine.csv", dtype=str)
     assert sorted(quar.action) == ["patient rejected", "value set missing"]
@@ -291,7 +297,7 @@ def test_map_check_reports_fields_and_columns_and_writes_a_starting_mapping(expo
     assert f["t_9_22"]["source"] == "declared: not tested" and f["wbc"]["set_missing"] == 1
     cols = {c["column"]: c["status"] for c in res["source_columns"]}
     assert cols == {**{c: "bound" for c in exp.columns}, "performance_status": "ignored",
-                    "MRD_status": "ignored", "ECOG": "extra"}
+                    "MRD_status": "ignored", "Protocol": "extra"}
     assert not (d / "out").exists()  # a dry run writes nothing
 
     # without a mapping: what would stop the run, and a starting mapping to complete

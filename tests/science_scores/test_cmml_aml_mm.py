@@ -204,10 +204,15 @@ def test_scores_accept_frames_and_reject_bad_values():
 
 
 def test_eln2022_tables_older_than_the_rare_lesion_columns_are_flagged():
-    # tables made before t_8_16 / mecom_r joined the schema: taken as absent, and said
-    old_row = {k: v for k, v in aml(NPM1=1).items() if k not in ("t_8_16", "mecom_r")}
+    # tables made before t_15_17 / t_8_16 / mecom_r joined the schema: read as not tested,
+    # so taken as absent on a read karyotype (complex known), and said
+    old_row = {k: v for k, v in aml(NPM1=1).items() if k not in ("t_15_17", "t_8_16", "mecom_r")}
     out = eln2022(old_row)
     assert out["eln2022_cat"] == "Favorable"
-    assert out["eln2022_note"] == "t_8_16, mecom_r not in the input: taken as absent"
+    assert out["eln2022_note"] == ("t_15_17, t_8_16, mecom_r not tested separately: taken as "
+                                   "absent on the read karyotype")
     assert eln2022(aml(NPM1=1))["eln2022_note"] == ""
     assert eln2022(aml(NPM1=1, mecom_r=NA))["eln2022_cat"] is None  # present column, unknown
+    # no karyotype read (complex unknown): the absent columns stay unknown
+    out = eln2022({**old_row, "complex": NA})
+    assert out["eln2022_cat"] is None and "t_15_17 (not tested)" in out["eln2022_missing"]
