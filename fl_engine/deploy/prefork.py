@@ -67,8 +67,10 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
 
 
 def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
-          poll_interval_s: float, secret: bytes | None = None) -> None:
-    """Acquire ClientApp tasks forever and fork one child per task."""
+          poll_interval_s: float, secret: bytes | None = None, idle_poll_s: float = 0.0) -> None:
+    """Acquire ClientApp tasks forever and fork one child per task. Polls every
+    `poll_interval_s` while children run or within 30 s of the last task, every `idle_poll_s`
+    (if longer) otherwise."""
     _warm_imports()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
         flower_tuning.apply()
@@ -90,7 +92,10 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
         interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker())
     children: set[int] = set()
     me = os.getpid()
-    log.info("prefork launcher %d serving %s (poll %.3f s)", me, address, poll_interval_s)
+    # poll fast while tasks come (a run's rounds), slowly once idle (flower_tuning.Activity)
+    activity = flower_tuning.Activity(poll_interval_s, idle_poll_s)
+    log.info("prefork launcher %d serving %s (poll %.3f s, %.3f s when idle)", me, address,
+             poll_interval_s, max(poll_interval_s, idle_poll_s))
 
     def _stop(signum, _frame):
         for pid in children:
@@ -120,9 +125,10 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _run_child(address, res.token, insecure, certificates, me)
             children.add(pid)
+            activity.mark()
             log.info("task %s (run %s) -> child %d", res.task.task_id, res.task.run_id, pid)
             continue  # there may be more queued tasks
-        time.sleep(poll_interval_s)
+        time.sleep(activity.poll_s() if not children else poll_interval_s)
 
 
 def _alive(pid: int) -> bool:
@@ -142,12 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root-certificates", default=None, help="CA of the Runtime API certificate")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
     p.add_argument("--poll-interval", type=float, default=0.1, help="seconds between AcquireTask polls")
+    p.add_argument("--idle-poll-interval", type=float, default=None,
+                   help="seconds between polls once idle for 30 s (default: FEDHAEM_FLOWER_IDLE_POLL_S or 2)")
     p.add_argument("--superexec-auth-secret-file", default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     secret = open(a.superexec_auth_secret_file, "rb").read() if a.superexec_auth_secret_file else None
-    serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret)
+    idle = a.idle_poll_interval if a.idle_poll_interval is not None else flower_tuning.idle_poll_s()
+    serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret, idle)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,41 @@ def test_default_bound_and_bad_values(monkeypatch):
         monkeypatch.setenv(flower_tuning.PULL_MAX_ENV, bad)
         with pytest.raises(RuntimeError, match=flower_tuning.PULL_MAX_ENV):
             flower_tuning.pull_max_s()
+
+
+def test_activity_polls_fast_only_within_its_window():
+    a = flower_tuning.Activity(0.1, 2.0, window_s=0.3)
+    assert a.poll_s() == 2.0  # never busy yet
+    a.mark()
+    assert a.poll_s() == 0.1
+    time.sleep(0.35)
+    assert a.poll_s() == 2.0
+    assert flower_tuning.Activity(0.5, 0.1).poll_s() == 0.5  # idle never polls faster than busy
+
+
+def test_supernode_loop_slows_down_when_idle_and_speeds_up_on_a_message(monkeypatch):
+    from flwr.supernode import start_client_internal as sci
+    saved = sci._pull_and_store_message, sci.time
+    monkeypatch.setenv(flower_tuning.IDLE_POLL_ENV, "0.4")
+    pulled = []
+
+    def fake_pull(**kwargs):  # stands in for Flower's pull only to drive the real wrapper
+        return pulled.pop(0) if pulled else None
+
+    sci._pull_and_store_message = fake_pull
+    try:
+        activity = flower_tuning.apply_supernode_sleeps()
+        slept = []
+        real_sleep = time.sleep
+        monkeypatch.setattr(flower_tuning._time, "sleep", lambda s: slept.append(s))
+        assert sci._pull_and_store_message() is None
+        sci.time.sleep(3)  # the loop's wait after an empty pull
+        sci.time.sleep(0.5)  # the wait for a ClientApp reply
+        pulled.append(12345)
+        assert sci._pull_and_store_message() == 12345
+        sci.time.sleep(3)
+        monkeypatch.setattr(flower_tuning._time, "sleep", real_sleep)
+        assert slept == [0.4, flower_tuning.SUPERNODE_SLEEPS[0.5], flower_tuning.SUPERNODE_SLEEPS[3]]
+        assert activity.last > 0
+    finally:
+        sci._pull_and_store_message, sci.time = saved
