@@ -146,9 +146,13 @@ def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial
     """What the comparison page sets beside the federated model, on the node's held-out split:
     the same model trained on this node's patients only (from the same initial weights, the same
     rounds x local_epochs schedule and seeds: FedAvg over this one node), and the use case's
-    conventional scores (fl_engine.scores.conventional). Returns (scalars {isolated_c_index,
-    n_holdout, <score>_c_index, <score>_n} (Harrell's C), [Kaplan-Meier counts by risk group
-    (fl_engine.federation.curves), when the `final` global weights are given])."""
+    conventional scores (fl_engine.scores.conventional; lesions the table declares not tested
+    read by each score's rules). Returns (scalars {isolated_c_index, n_holdout, <score>_c_index,
+    <score>_n} (Harrell's C; <score>_n = held-out patients the score was computable on),
+    [Kaplan-Meier counts by risk group (fl_engine.federation.curves), when the `final` global
+    weights are given]). Small cells (cfg.min_cell_count = k): a score computable on 1 to k - 1
+    patients reports neither its count nor its C but <score>_suppressed = 1; its C is left out
+    when the computable patients hold fewer than k events."""
     pre = Preprocessor.from_dict(preprocessor)
     train, hold = split_holdout(df, cfg.holdout_fraction, cfg.seed)
     x = pre.transform(train)
@@ -162,8 +166,12 @@ def node_reference(df: pd.DataFrame, cfg: RunConfig, preprocessor: dict, initial
     out = {"n_holdout": int(len(hold)), "isolated_c_index": float(harrell_c(dh, eh, model.predict_risk(xh)))}
     for score, risk in conventional_risks(hold.reset_index(drop=True), cfg.use_case).items():
         ok = ~np.isnan(risk)
-        out[f"{score}_n"] = int(ok.sum())
-        if ok.sum() >= 2 and eh[ok].sum() > 0:
+        n_ok, events_ok = int(ok.sum()), int(eh[ok].sum())
+        if 0 < n_ok < cfg.min_cell_count:  # the count itself is a small cell
+            out[f"{score}_suppressed"] = 1
+            continue
+        out[f"{score}_n"] = n_ok
+        if n_ok >= 2 and events_ok > 0 and not suppress_small_cell(n_ok, events_ok, cfg.min_cell_count):
             out[f"{score}_c_index"] = float(harrell_c(dh[ok], eh[ok], risk[ok]))
     if final is None:
         return out, []

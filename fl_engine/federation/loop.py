@@ -21,9 +21,10 @@ from fl_engine.federation.curves import curves_from_counts
 from fl_engine.federation.events import EventSink
 from fl_engine.federation.core import (
     FederationError, NodeReply, NodeRequest, build_preprocessor, fedavg, initial_weights,
-    merge_baseline, round_metrics, select_nodes, weighted_mean,
+    merge_baseline, round_metrics, select_nodes,
 )
 from fl_engine.federation import cox_kinds
+from fl_engine.federation.comparison import comparison_metrics, coverage_notes
 from fl_engine.federation.privacy import add_gaussian_noise, gaussian_noise_std, noise_seed
 from fl_engine.federation.protocol import PROTOCOL
 from fl_engine.models import build_model
@@ -212,23 +213,10 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
             extra = comparison_metrics(ok)
             hist.rounds[-1]["metrics"].extend(extra)
             sink.round(hist.rounds[-1]["round"], extra, phase="comparison")
-
-
-def comparison_metrics(replies: dict[str, dict]) -> list[dict]:
-    """Per-node comparison scalars (node_reference replies keyed by node name) + patient-weighted
-    global values: isolated_c_index weighted by n_holdout, <score>_c_index by <score>_n."""
-    out = []
-    for node in sorted(replies):
-        out += [{"node": node, "name": k, "value": float(v)} for k, v in sorted(replies[node].items())
-                if k.endswith("_c_index") or k.endswith("_n") or k == "n_holdout"]
-    names = sorted({k for m in replies.values() for k in m if k.endswith("_c_index")})
-    for name in names:
-        weight_key = "n_holdout" if name == "isolated_c_index" else name[:-len("_c_index")] + "_n"
-        pairs = [(m[name], m.get(weight_key, 0)) for m in replies.values() if name in m]
-        if sum(w for _, w in pairs) > 0:
-            out.append({"node": "global", "name": name,
-                        "value": weighted_mean([v for v, _ in pairs], [w for _, w in pairs])})
-    return out
+            notes = coverage_notes(extra)  # each score's coverage; under 80 % the refusal
+            for note in notes:
+                log.info("comparison: %s", note)
+            sink.event("comparison_coverage", notes=notes)
 
 
 def wait_for_nodes(cfg: RunConfig, transport: Transport, timeout_s: float) -> list[str]:

@@ -56,7 +56,9 @@ def _answer_reference(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: 
     metrics, arrays = node_reference(df, cfg, req.config["preprocessor"], req.arrays[:half], name,
                                      final=req.arrays[half:] or None, baseline=req.config.get("baseline"))
     if small_holdout(df, cfg):  # the same small-cell rule as node_evaluate's C-index
-        metrics = {k: v for k, v in metrics.items() if not k.endswith("_c_index")}
+        scores = [k[:-len("_n")] for k in metrics if k.endswith("_n")]
+        metrics = {k: v for k, v in metrics.items() if not k.endswith("_c_index") and not k.endswith("_n")}
+        metrics.update({f"{s}_suppressed": 1 for s in scores})  # per-score counts of a small split too
         arrays = [np.zeros_like(a) for a in arrays]
     return NodeReply(name=name, metrics=metrics, arrays=arrays)
 

@@ -121,6 +121,31 @@ def coverage(risks: dict[str, np.ndarray]) -> dict[str, dict]:
     return out
 
 
+def pooled_coverage(per_node: dict[str, dict]) -> dict[str, dict]:
+    """Coverage over hospitals from each one's comparison figures ({node: {"n_holdout",
+    "<score>_n" or "<score>_suppressed"}}): {score: {"n", "of", "fraction", "sufficient",
+    "suppressed_nodes"}}. n sums the counts reported (a lower bound when a hospital withheld a
+    small count), of the held-out patients of every hospital that answered for the score."""
+    out: dict[str, dict] = {}
+    for score in LABELS:
+        n = of = suppressed = 0
+        seen = False
+        for m in per_node.values():
+            if f"{score}_n" in m:
+                n += int(m[f"{score}_n"])
+            elif m.get(f"{score}_suppressed"):
+                suppressed += 1
+            else:
+                continue
+            seen = True
+            of += int(m.get("n_holdout", 0))
+        if seen:
+            frac = n / of if of else 0.0
+            out[score] = {"n": n, "of": of, "fraction": frac, "sufficient": bool(of and frac >= COVERAGE_MIN),
+                          "suppressed_nodes": suppressed}
+    return out
+
+
 def coverage_text(name: str, n: int, of: int, c_index: float | None = None,
                   what: str = "test patients") -> str:
     """One line for a score's comparison: "IPSS-M C 0.710 on 143 of 154 test patients", or

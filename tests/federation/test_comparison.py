@@ -58,10 +58,11 @@ def test_reference_reply_may_not_carry_other_arrays():
 
 def test_comparison_metrics_weights_each_score_by_its_own_count():
     out = comparison_metrics({"A": {"n_holdout": 10, "isolated_c_index": 0.6, "ipss_m_c_index": 0.7, "ipss_m_n": 10},
-                              "B": {"n_holdout": 30, "isolated_c_index": 0.8, "ipss_m_c_index": 0.5, "ipss_m_n": 10}})
+                              "B": {"n_holdout": 30, "isolated_c_index": 0.8, "ipss_m_c_index": 0.5, "ipss_m_n": 25}})
     g = {m["name"]: m["value"] for m in out if m["node"] == "global"}
     assert g["isolated_c_index"] == pytest.approx(0.75)
-    assert g["ipss_m_c_index"] == pytest.approx(0.6)
+    assert g["ipss_m_c_index"] == pytest.approx((0.7 * 10 + 0.5 * 25) / 35)
+    assert (g["ipss_m_n"], g["ipss_m_of"], g["ipss_m_comparable"]) == (35, 40, 1)
 
 
 def test_curves_by_group_from_node_counts_are_the_pooled_kaplan_meier():
