@@ -17,6 +17,17 @@ def registered_name(run: Run) -> str:
     return f"fedhaem-{s.use_case.lower()}-{s.endpoint}-study{s.pk}"
 
 
+def model_requirements() -> list[str]:
+    """What loading the pyfunc needs, pinned to this install. Named here so that MLflow does not
+    infer them: inference loads the model in a fresh Python subprocess (torch and all), which took
+    20-50 s of every conclusion on a busy machine and gave these same three lines."""
+    from importlib.metadata import version
+
+    import mlflow  # installed as mlflow-skinny here; the model asks for mlflow, as MLflow writes it
+
+    return [f"mlflow=={mlflow.__version__}", *(f"{name}=={version(name)}" for name in ("cloudpickle", "fedhaem"))]
+
+
 def log_run(run: Run, model_dir: Path) -> ModelVersion:
     import mlflow
     from mlflow import MlflowClient
@@ -52,6 +63,7 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
             mlflow.log_metric(key, m.value, step=m.round)
         info = mlflow.pyfunc.log_model(name="model", python_model=SurvivalPyfunc(),
                                        artifacts={"model_dir": str(model_dir)},
+                                       pip_requirements=model_requirements(),
                                        registered_model_name=registered_name(run))
         mlflow_run_id = mrun.info.run_id
     versions = client.search_model_versions(f"name='{registered_name(run)}'")

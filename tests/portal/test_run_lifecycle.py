@@ -4,6 +4,8 @@ output, handed to the Flower adapter's two read calls. The real-process tests
 (test_federation_e2e, tests/security/test_participation.py) cover the same path with Flower."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,7 @@ def _running(run, flower_id="77"):
 
 
 def test_reconciler_concludes_a_run_whose_every_event_was_dropped(study, personas, monkeypatch, capsys):
-    from portal.studies import lifecycle, services
+    from portal.studies import lifecycle, services, tracking
     from portal.studies.models import ModelVersion, RoundMetric, RunEvent
 
     run = services.start_run(personas["coordinator"], study)
@@ -82,6 +84,11 @@ def test_reconciler_concludes_a_run_whose_every_event_was_dropped(study, persona
     run.refresh_from_db()
     assert run.status == "finished" and ModelVersion.objects.filter(run=run).count() == 1
     assert (services.run_dir(run) / "model" / "model.npz").exists()
+    mv = ModelVersion.objects.get(run=run)  # the pyfunc names what it needs, pinned
+    import mlflow
+    reqs = Path(mlflow.artifacts.download_artifacts(mv.artifact_uri)) / "requirements.txt"
+    assert set(reqs.read_text().split()) == set(tracking.model_requirements())
+    assert any(r.startswith("fedhaem==") for r in tracking.model_requirements())
     rounds = set(RoundMetric.objects.filter(run=run, name="c_index", node="global").values_list("round", flat=True))
     assert rounds == {1, 2}  # no metric lost
     assert set(RunEvent.objects.filter(run=run).values_list("source", flat=True)) == {"log"}
