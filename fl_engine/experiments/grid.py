@@ -63,7 +63,8 @@ from fl_engine.cohort import generate_mds_cohort, split_nodes
 from fl_engine.datasets.iwgpm import load_iwgpm
 from fl_engine.experiments.store import config_record, open_store, parse_seeds, read_seed, write_seed
 from fl_engine.features import Preprocessor
-from fl_engine.scores.conventional import LABELS, conventional_groups, conventional_risks, group_layout
+from fl_engine.scores.conventional import (COVERAGE_MIN, LABELS, conventional_groups, conventional_risks,
+                                           group_layout)
 
 NODE_SPLITS: dict[int, tuple[float, ...]] = {3: (0.6, 0.3, 0.1), 5: (0.45, 0.2, 0.15, 0.1, 0.1)}
 # Worst case: feature groups each node lacks (node index -> groups), per federation size.
@@ -73,8 +74,9 @@ WORST_CASE_DROPS: dict[int, dict[int, tuple[str, ...]]] = {
 }
 WORST_CASE_EXTRA_MISSING = 0.15  # share of clinical cells blanked on every node
 DEFAULT_GROUPS = ("clinical", "cytogenetic", "genomic")
-# A conventional score computed on fewer test patients than this share is flagged, not compared.
-SCORE_COVERAGE_MIN = 0.80
+# A conventional score computed on fewer test patients than this share is flagged, not compared
+# (the same rule as the study's comparison phase).
+SCORE_COVERAGE_MIN = COVERAGE_MIN
 # Newton steps of the Cox baseline (it converges in well under ten on these cohorts).
 COX_ROUNDS = 12
 

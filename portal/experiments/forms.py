@@ -6,7 +6,8 @@ from django import forms
 from portal.experiments.selectors import cohort_label, released_cohorts
 from portal.experiments.services import CASES, FEDERATIONS, LIMITS, MODELS
 
-MODEL_LABELS = {"deepsurv": "DeepSurv (neural Cox model)", "savae": "SAVAE (variational autoencoder, Weibull time)"}
+MODEL_LABELS = {"deepsurv": "DeepSurv (neural Cox model)", "savae": "SAVAE (variational autoencoder, Weibull time)",
+                "cox": "Cox proportional hazards (penalised; also the baseline of every grid)"}
 
 
 def _int_field(name: str, label: str, help_text: str) -> forms.IntegerField:

@@ -40,7 +40,7 @@ def source_label(grid: GridRun) -> str:
 
 def settings_label(grid: GridRun) -> str:
     c = grid.config or {}
-    model = {"deepsurv": "DeepSurv", "savae": "SAVAE"}.get(c.get("model"), c.get("model", "?"))
+    model = {"deepsurv": "DeepSurv", "savae": "SAVAE", "cox": "Cox"}.get(c.get("model"), c.get("model", "?"))
     return (f"{model}, {c.get('seeds', '?')} seed(s), up to {c.get('rounds', '?')} rounds, "
             f"federations of {' and '.join(map(str, c.get('federations', [])))} nodes, "
             f"{' and '.join(c.get('cases', []))} case, "
@@ -66,6 +66,9 @@ CASE_LABELS = {"best": "Best case (every node has every feature group)",
 
 def setting_label(setting: str, short: bool = False) -> str:
     """A grid setting in words (short: for chart axes)."""
+    if setting.startswith("cox_"):  # the penalised Cox baseline beside the grid's model
+        rest = setting_label(setting[4:], short)
+        return f"Cox baseline, {rest[0].lower()}{rest[1:]}"
     if setting == "centralised":
         return "Centralised" if short else "Centralised (all training patients pooled)"
     if setting.startswith("federated_"):
@@ -81,6 +84,9 @@ def setting_label(setting: str, short: bool = False) -> str:
 
 
 def _setting_order(setting: str) -> tuple:
+    if setting.startswith("cox_"):  # right after the setting it is the baseline of
+        base = _setting_order(setting[4:])
+        return (base[0], base[1], "~" + setting)
     if setting == "centralised":
         return (0, 0, setting)
     if setting.startswith("federated_"):
@@ -96,7 +102,9 @@ def _cell(row: dict | None) -> dict | None:
         return None
     return {"c": row["harrell_c"], "lo": row.get("lo"), "hi": row.get("hi"), "seeds": row.get("seeds"),
             "n": row.get("n"), "sd": row.get("sd"), "rounds": row.get("rounds_used"),
-            "ibs": row.get("ibs"), "ibs_km": row.get("ibs_km")}
+            "ibs": row.get("ibs"), "ibs_km": row.get("ibs_km"), "coverage": row.get("coverage"),
+            "coverage_min": row.get("coverage_min"),
+            "low_coverage": row.get("coverage_ok") is not None and not row.get("coverage_ok")}
 
 
 def global_table(grid: GridRun) -> dict:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 START_PERM = "studies.add_run"  # the permission that starts runs on a study (coordinators)
 CANCEL_PERM = "studies.cancel_run"
-MODELS = ("deepsurv", "savae")
+MODELS = ("deepsurv", "savae", "cox")  # every grid also trains the Cox baseline
 FEDERATIONS = (3, 5)
 CASES = ("best", "worst")
 # option -> (lowest, highest, default)
@@ -43,11 +43,13 @@ GRID_DEAD_S = 600         # silent this long: failed when the study starts its n
 GRID_MAX_ATTEMPTS = 3     # workers that may take a grid up before it is failed
 
 PER_SEED_COLUMNS = ["seed", "setting", "case", "eval", "trained_on", "rounds_used", "n", "n_events",
-                    "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "ibs", "ibs_km"]
+                    "harrell_c", "harrell_lo", "harrell_hi", "antolini_c", "uno_c", "ibs", "ibs_km",
+                    "n_total", "coverage", "coverage_ok", "note"]
 SUMMARY_KEYS = {"setting": "setting", "case": "case", "eval": "eval", "trained_on": "trained_on",
                 "seeds": "seeds", "n": "n", "harrell_c": "harrell_c", "lo": "harrell_lo", "hi": "harrell_hi",
                 "sd": "harrell_sd", "antolini": "antolini_c", "uno": "uno_c", "ibs": "ibs", "ibs_km": "ibs_km",
-                "rounds_used": "rounds_used"}
+                "rounds_used": "rounds_used", "n_total": "n_total", "coverage": "coverage",
+                "coverage_min": "coverage_min", "coverage_ok": "coverage_ok"}
 
 
 class GridRefused(Exception):

@@ -13,7 +13,7 @@ from fl_engine.models.params import (MODEL_KINDS, PARAMS_BY_KIND, DeepSurvParams
 __all__ = ["MODEL_KINDS", "PARAMS_BY_KIND", "DeepSurvParams", "SAVAEParams", "error_messages",
            "validate_hyperparameters", "validate_features", "FEATURES_MAX", "FEATURE_NAME_MAX",
            "DATASETS_MAX", "DESCRIPTION_MAX",
-           "PrivacyOptions", "validate_privacy", "default_privacy", "privacy_rows", "flower_privacy",
+           "PrivacyOptions", "validate_privacy", "model_privacy_error", "default_privacy", "privacy_rows", "flower_privacy",
            "ROUNDS", "FRACTION_NODES", "MIN_NODES"]
 
 # The bounds of the run settings a study sets, from the engine's one spec (no bound written twice).
@@ -89,6 +89,15 @@ def validate_privacy(options: dict | None) -> dict:
         return PrivacyOptions(**(options or {})).model_dump()
     except ValidationError as exc:
         raise ValueError(f"invalid privacy options: {'; '.join(error_messages(exc))}") from None
+
+
+def model_privacy_error(kind: str, privacy: dict | None) -> str:
+    """"" or why model `kind` cannot run under these privacy options (the run contract refuses the
+    same: fl_engine.federation.config)."""
+    if kind == "cox" and (privacy or {}).get("dp_enabled"):
+        return ("differential privacy (DP-FedAvg) clips and noises model updates; the exact Cox model "
+                "sends sums, not updates: turn differential privacy off or choose DeepSurv or SAVAE")
+    return ""
 
 
 def privacy_rows(options: dict | None) -> list[tuple[str, str]]:

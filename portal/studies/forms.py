@@ -11,7 +11,7 @@ from fedhaem_kernel.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (MIN_NODES, ROUNDS, DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
-                                   validate_hyperparameters)
+                                   model_privacy_error, validate_hyperparameters)
 from portal.studies.models import Study
 from portal.studies.selectors import dataset_compatibility_errors
 
@@ -239,6 +239,8 @@ class StudyForm(forms.Form):
             by_name = {n: f for f, n in PRIVACY_FIELDS.items()}
             for e in perr.errors():
                 self.add_error(by_name.get(str(e["loc"][0]) if e["loc"] else "", "priv_min_patients"), e["msg"])
+        if kind and data.get("privacy") and model_privacy_error(kind, data["privacy"]):
+            self.add_error("priv_dp_enabled", model_privacy_error(kind, data["privacy"]))
         fraction = data.get("fraction_nodes")
         if fraction is not None and not 0 < fraction <= 1:
             self.add_error("fraction_nodes", "Must be more than 0 and at most 1.")

@@ -5,8 +5,8 @@ from django.db import models
 from portal.accounts.models import Organisation
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
-from portal.studies.config import (FRACTION_NODES, MIN_NODES, ROUNDS, default_privacy, validate_features,
-                                   validate_hyperparameters, validate_privacy)
+from portal.studies.config import (FRACTION_NODES, MIN_NODES, ROUNDS, default_privacy, model_privacy_error,
+                                   validate_features, validate_hyperparameters, validate_privacy)
 
 
 class Study(models.Model):
@@ -15,6 +15,7 @@ class Study(models.Model):
     class ModelKind(models.TextChoices):
         DEEPSURV = "deepsurv", "DeepSurv (neural Cox model)"
         SAVAE = "savae", "SAVAE (variational autoencoder with Weibull time)"
+        COX = "cox", "Cox proportional hazards (penalised, exact federated Newton steps)"
 
     class Strategy(models.TextChoices):
         FEDAVG = "fedavg", "FedAvg weighted by patients"
@@ -64,6 +65,8 @@ class Study(models.Model):
             self.privacy = validate_privacy(self.privacy)
         except ValueError as exc:
             errors["privacy"] = str(exc)
+        if "privacy" not in errors and model_privacy_error(self.model_kind, self.privacy):
+            errors["privacy"] = model_privacy_error(self.model_kind, self.privacy)
         try:
             self.features = validate_features(self.features)
         except ValueError as exc:

@@ -5,7 +5,7 @@ from fedhaem_kernel.schema import SCHEMAS
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (ROUNDS, DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
-                                   PrivacyOptions, validate_hyperparameters, validate_privacy)
+                                   PrivacyOptions, model_privacy_error, validate_hyperparameters, validate_privacy)
 from portal.studies.lifecycle import missed_phases
 from portal.studies.models import ModelVersion, RoundMetric, Run, Study
 from portal.studies.selectors import dataset_compatibility_errors
@@ -98,6 +98,8 @@ class StudySerializer(serializers.ModelSerializer):
             attrs["privacy"] = validate_privacy({**(inst.privacy if inst else {}), **given})
         except ValueError as exc:
             raise serializers.ValidationError({"privacy": str(exc)})
+        if model_privacy_error(kind, attrs["privacy"]):
+            raise serializers.ValidationError({"privacy": model_privacy_error(kind, attrs["privacy"])})
         use_case = attrs.get("use_case", inst.use_case if inst else None)
         endpoint = attrs.get("endpoint", inst.endpoint if inst else "os")
         if use_case in SCHEMAS and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:

@@ -65,7 +65,7 @@ def _other_study(personas, world):
 @pytest.mark.parametrize("change, field", [
     ({"seeds": 0}, "seeds"), ({"seeds": 6}, "seeds"), ({"rounds": 1}, "rounds"), ({"rounds": 31}, "rounds"),
     ({"federations": [4]}, "federations"), ({"federations": []}, "federations"),
-    ({"cases": ["typical"]}, "cases"), ({"n_boot": -1}, "n_boot"), ({"model": "cox"}, "model"),
+    ({"cases": ["typical"]}, "cases"), ({"n_boot": -1}, "n_boot"), ({"model": "coxnet"}, "model"),
     ({"source": "hospital"}, "source"), ({"n": 10}, "n"), ({"synthetic_cohort": 5}, "synthetic_cohort"),
 ])
 def test_bad_options_are_a_400_naming_the_field_and_store_nothing(world, personas, api, change, field):
@@ -314,7 +314,10 @@ def _assert_finished_grid(grid):
     iso = [r for r in summary if r["setting"] == "isolated_3"]
     assert {r["trained_on"] for r in iso} == {"node1", "node2", "node3"}
     assert {r["case"] for r in iso} == {"best", "worst"}
-    assert grid.results["rounds"] and {r["setting"] for r in grid.results["rounds"]} == {"federated_3", "isolated_3"}
+    assert grid.results["rounds"] and {r["setting"] for r in grid.results["rounds"]} == {
+        "federated_3", "isolated_3", "cox_federated_3"}
+    for key in [("cox_centralised", "best"), ("cox_federated_3", "best")]:  # the Cox baseline, same splits
+        assert 0.4 < glob[key]["harrell_c"] < 1 and glob[key]["n"] == glob[("centralised", "best")]["n"], glob[key]
     return glob
 
 
@@ -352,6 +355,7 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     html = page.content.decode()
     assert 'id="grid-global-table"' in html and "Centralised (all training patients pooled)" in html
     assert "Federated, 3 nodes" in html and "generated MDS cohort n=400, seed 3" in html
+    assert "Cox baseline, centralised" in html and "Cox baseline, federated, 3 nodes" in html
     assert f"{glob[('centralised', 'best')]['harrell_c']:.3f}" in html
     assert f"IBS {glob[('centralised', 'best')]['ibs']:.3f} vs KM {glob[('centralised', 'best')]['ibs_km']:.3f}" in html
     assert 'class="grid-node-table" data-k="3" data-case="worst"' in html and 'id="grid-km-3"' in html

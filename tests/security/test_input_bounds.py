@@ -141,10 +141,11 @@ def test_engine_passes_engine_only_arguments_and_ignores_federation_knobs():
 
 @pytest.mark.parametrize("kind", sorted(PARAMS_BY_KIND))
 def test_spec_defaults_are_the_constructor_defaults(kind):
+    from fl_engine.models.cox import CoxPH
     from fl_engine.models.deepsurv import DeepSurv
     from fl_engine.models.savae import SAVAE
 
-    ctor = {"deepsurv": DeepSurv, "savae": SAVAE}[kind]
+    ctor = {"deepsurv": DeepSurv, "savae": SAVAE, "cox": CoxPH}[kind]
     signature = inspect.signature(ctor.__init__).parameters
     spec = PARAMS_BY_KIND[kind]()
     for name, value in spec.model_dump().items():
