@@ -66,6 +66,10 @@ def build_report(table: pd.DataFrame, cat: Catalogue, src: SourceResult, fhir_st
         "quarantined_values": len(src.quarantined),
         "values_converted_per_row": len(src.value_conversions),
         "not_tested": sorted(k for k, v in src.declared.items() if v == "not tested"),
+        # empty for every patient without a declaration: the scores read these as unknown per
+        # patient (counted as not computable where they matter), not as never tested
+        "empty_undeclared": sorted(k for k, v in cols.items() if n and v["missing"] == n
+                                   and k not in src.declared and k in schema.feature_names),
         "declared_constants": {k: v for k, v in sorted(src.declared.items()) if v != "not tested"},
         "source_columns_ignored": sum(1 for c in src.column_status if c["status"] == "ignored"),
         "source_columns_unknown": sum(1 for c in src.column_status if c["status"] == "unknown"),
@@ -192,6 +196,9 @@ def render_text(report: dict) -> str:
         lines.append(f"  columns < 50% complete: {', '.join(s['columns_below_50pct'])}")
     if s.get("not_tested"):
         lines.append(f"  not tested (declared): {', '.join(s['not_tested'])}")
+    if s.get("empty_undeclared"):
+        lines.append(f"  empty for every patient, not declared: {', '.join(s['empty_undeclared'])} (the scores "
+                     "read them as unknown; declare {constant: not_tested} for what is never tested)")
     if s.get("declared_constants"):
         lines.append("  declared constants: " + ", ".join(f"{k} = {v.removeprefix('constant ')}"
                                                           for k, v in s["declared_constants"].items()))

@@ -112,6 +112,9 @@ def test_the_declaration_reaches_the_table_manifest_and_registry(runs, tmp_path)
     want = sorted(NOT_EXPORTED + PANEL_LACKS)
     assert declared.table.attrs[NOT_TESTED_ATTR] == want and declared.manifest["not_tested"] == want
     assert NOT_TESTED_ATTR not in silent.table.attrs and silent.manifest["not_tested"] == []
+    # the quality report says which fields are empty without a declaration
+    assert set(NOT_EXPORTED + PANEL_LACKS) <= set(silent.report["summary"]["empty_undeclared"])
+    assert not set(NOT_EXPORTED + PANEL_LACKS) & set(declared.report["summary"]["empty_undeclared"])
     # the same values, declared or not: the declaration is part of what the fingerprint names
     pd.testing.assert_frame_equal(declared.table, silent.table)
     assert declared.manifest["fingerprint"] != silent.manifest["fingerprint"]
