@@ -16,6 +16,9 @@ def cohort():
 def test_schema_columns_and_types(cohort):
     for f in MDS.features:
         assert f.name in cohort
+        if cohort[f.name].isna().all():  # fields the generator does not model stay missing
+            assert f.name in ("ecog", "therapy_related"), f.name
+            continue
         if f.kind == "binary":
             assert set(cohort[f.name].dropna().unique()) <= {0.0, 1.0}, f.name
         if f.kind == "numeric" and f.minimum is not None:
