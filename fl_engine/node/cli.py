@@ -10,11 +10,17 @@
         in DIR's local registry. Keeps running until SIGTERM / Ctrl-C: a SuperNode that exits
         (its SuperLink went away and refused it, a crash) is started again after a back-off of
         1, 2, 4 ... at most 30 s; heartbeats that fail (manager down) are logged and retried.
+    fedhaem-node scores --dataset DIR [--json]
+        On an ETL output folder, at the hospital: on how many patients each conventional score of
+        the use case is computable, why the others are not (missing or not-tested inputs, APL
+        for ELN 2022), and the IPSS-M scenario spread; a score under 80 % would not be compared
+        in a study. Nothing leaves the node.
     fedhaem-node etl|map-check|report|register ...   (the node operator's commands of etl.cli)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import socket
@@ -23,9 +29,11 @@ import time
 from pathlib import Path
 
 from etl.cli import add_subcommands
+from etl.table import read_table_file
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
 from fl_engine.deploy.processes import start_supernode
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
+from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
 
 log = logging.getLogger("fedhaem.node")
 
@@ -120,6 +128,41 @@ def activation_refused(node) -> bool:
     return "Failed to activate SuperNode" in last_start
 
 
+def cmd_scores(args) -> int:
+    out = Path(args.dataset)
+    mf = out / "manifest.json"
+    if not mf.is_file() or not (out / "table.parquet").is_file():
+        print(f"error: {out}: not an ETL output folder (manifest.json and table.parquet); run "
+              "`fedhaem-node etl` first", file=sys.stderr)
+        return 2
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        use_case = manifest["use_case"]
+    except (ValueError, KeyError) as e:
+        print(f"error: {mf}: unreadable manifest ({e})", file=sys.stderr)
+        return 2
+    table = read_table_file(out / "table.parquet")
+    rep = coverage_report(table, use_case, top=args.top)
+    if args.json:
+        print(json.dumps({"use_case": use_case, "not_tested": manifest.get("not_tested", []), "scores": rep},
+                         indent=1))
+        return 0
+    print(f"{use_case}, {len(table)} patients; declared not tested: "
+          f"{', '.join(manifest.get('not_tested') or []) or 'none'}")
+    for name, c in rep.items():
+        verdict = "" if c["sufficient"] else f"  (under {COVERAGE_MIN:.0%}: a study would not compare it)"
+        print(f"{LABELS[name]}: computable on {c['n']} of {c['of']} patients ({c['fraction']:.0%}){verdict}")
+        for why, k in c["reasons"].items():
+            print(f"    {k:6d}  {why}")
+        if "spread" in c and c["spread"]["median"] is not None:
+            sp = c["spread"]
+            print(f"    scenario spread worst - best: median {sp['median']:g}, 90th centile {sp['p90']:g}, "
+                  f"max {sp['max']:g}; none for {sp['none']}, above 1 for {sp['above_limit']} patients")
+    if not rep:
+        print(f"no conventional score of {use_case} has its inputs in this table")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedhaem-node", description="FedHaem worker node")
     sub = p.add_subparsers(dest="command", required=True)
@@ -143,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)
+    c = sub.add_parser("scores", help="coverage of the conventional scores on an ETL output (local)")
+    c.add_argument("--dataset", required=True, help="an ETL output folder")
+    c.add_argument("--top", type=int, default=8, help="reasons listed per score")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_scores)
     add_subcommands(sub)
     return p
 

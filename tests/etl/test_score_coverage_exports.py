@@ -4,6 +4,8 @@ secondary and therapy-related AML, ECOG with one impossible and one unreadable v
 declaration reaches the table, the registry and the scores; ELN 2022 is decided where its rules
 allow, never against the truth, and counts the patients it could not score."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from etl.pipeline import run_etl
 from etl.registry import DatasetRegistry
 from etl.table import fingerprint
+from fl_engine.node.cli import main as node_main
 from fl_engine.scores import eln2022
 from fl_engine.scores.aml import APL_REASON, ELN2022_INPUTS
 from fl_engine.scores.conventional import conventional_risks, coverage, coverage_report
@@ -206,3 +209,19 @@ def test_fhir_bundles_of_the_new_fields_read_back(runs, tmp_path):
     cols = ["ecog", "secondary_aml", "therapy_related", "t_15_17"]
     pd.testing.assert_frame_equal(back.table[cols], declared.table[cols])
 
+
+
+def test_the_node_prints_score_coverage_of_its_etl_output(runs, capsys):
+    t, declared, silent, d = runs
+    assert node_main(["scores", "--dataset", str(declared.out_dir), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = coverage_report(declared.table, "AML", top=8)["eln2022"]
+    assert got["not_tested"] == sorted(NOT_EXPORTED + PANEL_LACKS)
+    assert (got["scores"]["eln2022"]["n"], got["scores"]["eln2022"]["of"]) == (want["n"], N)
+    assert node_main(["scores", "--dataset", str(silent.out_dir)]) == 0
+    text = capsys.readouterr().out
+    n = coverage_report(silent.table, "AML")["eln2022"]["n"]
+    assert f"ELN 2022: computable on {n} of {N} patients" in text and "a study would not compare it" in text
+    assert "missing t_9_22" in text or "missing t_8_16" in text
+    assert node_main(["scores", "--dataset", str(d)]) == 2
+    assert "not an ETL output folder" in capsys.readouterr().err
