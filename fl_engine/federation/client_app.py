@@ -65,6 +65,12 @@ def reference(msg: Message, context: Context) -> Message:
     return _answer(msg, context)
 
 
+@app.query("cox_sums")
+def cox_sums(msg: Message, context: Context) -> Message:
+    """The exact Cox model's Newton step (fl_engine.federation.cox_kinds)."""
+    return _answer(msg, context)
+
+
 # Synthetic-cohort generation (fl_engine.federation.synthesis): one handler per message kind.
 for _kind in ("synth_summary", "synth_round", "synth_mixture", "synth_structure", "synth_counts",
               "synth_validate", "synth_alone", "synth_share"):
