@@ -83,6 +83,11 @@ def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
         total = time.time() - t0
     if status["status"] != "finished:completed":
         raise RuntimeError(f"{name}: run ended {status['status']}")
+    return summarise(metrics, t0, total)
+
+
+def summarise(metrics: Path, t0: float, total: float) -> dict:
+    """Round time, round overhead (medians), run start and total from a run's metrics file."""
     recs = [json.loads(l) for l in metrics.read_text().splitlines()]
     started = next(r["time"] for r in recs if r.get("type") == "started")
     round_times, overheads = [], []

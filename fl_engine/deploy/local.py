@@ -26,6 +26,8 @@ class LocalFederation:
     launcher: str = "prefork"
     poll_interval_s: float | None = 0.1
     tuning: bool = False
+    release_after_s: float | None = None  # prefork launcher: shed warm imports after this idle time
+    superlink_poll_s: float | None = None  # the SuperLink's SuperExec poll (None: poll_interval_s)
     events_key_file: Path | None = None  # the portal's run-events key (portal tests)
     pki: Pki | None = None
     superlink: SuperLinkHandle | None = None
@@ -37,7 +39,8 @@ class LocalFederation:
         self.pki = ensure_dev_pki(self.root / "pki")
         try:
             self.superlink = start_superlink(self.pki, self.root / "superlink",
-                                             poll_interval_s=self.poll_interval_s, tuning=self.tuning,
+                                             poll_interval_s=self.superlink_poll_s or self.poll_interval_s,
+                                             tuning=self.tuning,
                                              events_key_file=self.events_key_file)
         except Exception:
             self.close()
@@ -68,7 +71,8 @@ class LocalFederation:
             register_table(ndir / "data", dataset, table, use_case)
         h = start_supernode(name, self.address, self.pki.ca_cert, keys.private_key, ndir / "data",
                             ndir, launcher=self.launcher, poll_interval_s=self.poll_interval_s or 1.0,
-                            tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"})
+                            tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"},
+                            release_after_s=self.release_after_s)
         self.nodes[name] = h
         return h
 

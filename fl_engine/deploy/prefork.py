@@ -9,6 +9,12 @@ Runtime API exactly as SuperExec does (``AcquireTask``), and ``fork()``s a child
 runs Flower's own ``run_clientapp()`` with the task token. No torch operation runs before a fork
 (torch's thread pools are not fork-safe once started), and the parent stays single-threaded.
 
+Lean when idle: an idle launcher holds only flwr's Runtime API client (~100 MB instead of ~460 MB
+with torch and the ClientApp). The first task after an idle spell is forked cold (its child
+imports what it needs), then the parent warms its imports for the tasks that follow; once it
+has had no task and no child for `--release-after` seconds (300), it re-executes itself (same
+pid, same arguments) to give that memory back.
+
 Uses Flower internals without patching them (pinned to flwr 1.42; tests/federation cover it).
 TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
 
@@ -66,12 +72,25 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
         os._exit(code)
 
 
+def _release(argv: list[str]) -> None:
+    """Re-execute this launcher (same pid and arguments) without its warm imports."""
+    log.info("idle: re-executing to release the ClientApp's memory")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "fl_engine.deploy.prefork", *argv])
+
+
 def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
-          poll_interval_s: float, secret: bytes | None = None, idle_poll_s: float = 0.0) -> None:
+          poll_interval_s: float, secret: bytes | None = None, idle_poll_s: float = 0.0,
+          release_after_s: float | None = None, argv: list[str] | None = None) -> None:
     """Acquire ClientApp tasks forever and fork one child per task. Polls every
     `poll_interval_s` while children run or within 30 s of the last task, every `idle_poll_s`
-    (if longer) otherwise."""
-    _warm_imports()
+    (if longer) otherwise. With `release_after_s` the parent starts lean, warms its imports after
+    its first task, and re-executes itself with `argv` after that long without work; without
+    it, the parent warms at once and stays warm."""
+    warm = release_after_s is None
+    if warm:
+        _warm_imports()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
         flower_tuning.apply()
 
@@ -109,6 +128,8 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     signal.signal(signal.SIGINT, _stop)
     while True:
         _reap(children)
+        if children:  # busy until the last child has exited: idle time counts from then
+            activity.mark()
         if parent_pid is not None and not _alive(parent_pid):
             log.info("SuperNode %d is gone; exiting", parent_pid)
             _stop(None, None)
@@ -127,7 +148,13 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             children.add(pid)
             activity.mark()
             log.info("task %s (run %s) -> child %d", res.task.task_id, res.task.run_id, pid)
+            if not warm:  # after the fork: this task's child imports for itself
+                _warm_imports()
+                warm = True
             continue  # there may be more queued tasks
+        if (warm and release_after_s is not None and not children
+                and time.monotonic() - activity.last > release_after_s):
+            _release(argv or [])
         time.sleep(activity.poll_s() if not children else poll_interval_s)
 
 
@@ -150,13 +177,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll-interval", type=float, default=0.1, help="seconds between AcquireTask polls")
     p.add_argument("--idle-poll-interval", type=float, default=None,
                    help="seconds between polls once idle for 30 s (default: FEDHAEM_FLOWER_IDLE_POLL_S or 2)")
+    p.add_argument("--release-after", type=float, default=300.0,
+                   help="seconds without work after which an idle launcher re-executes itself lean; "
+                        "0: import everything at start and stay warm")
     p.add_argument("--superexec-auth-secret-file", default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     secret = open(a.superexec_auth_secret_file, "rb").read() if a.superexec_auth_secret_file else None
     idle = a.idle_poll_interval if a.idle_poll_interval is not None else flower_tuning.idle_poll_s()
-    serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret, idle)
+    serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret, idle,
+          release_after_s=a.release_after or None, argv=list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""Real processes: an idle worker node is lean. The prefork launcher starts without torch or the
+ClientApp, forks its first task cold, warms up for the tasks that follow, and re-executes itself
+lean once idle; runs before and after the release finish the same way."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fl_engine.deploy import control
+from fl_engine.deploy.local import APP_DIR, LocalFederation
+
+pytestmark = pytest.mark.slow
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def _run(fed: LocalFederation, tmp_path, seed: int) -> dict:
+    cfg = {"dataset": "study", "num_rounds": 1, "min_nodes": 1, "local_epochs": 1, "seed": seed,
+           "round_timeout_s": 120.0, "portal_run_id": str(seed),
+           "metrics_path": str(tmp_path / f"metrics-{seed}.jsonl"), "model_dir": str(tmp_path / f"model-{seed}")}
+    run_id = control.start_run(APP_DIR, cfg, fed.address, **fed.conn_kwargs())
+    status = fed.wait_run(run_id, 300)
+    assert status["status"] == "finished:completed", control.run_logs(run_id, fed.address, **fed.conn_kwargs())[-3000:]
+    return status
+
+
+def test_launcher_is_lean_when_idle_and_serves_runs_before_and_after_releasing(tmp_path, node_tables):
+    table = next(iter(node_tables.values()))
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, release_after_s=20.0) as fed:
+        node = fed.add_node("H1", table, dataset="study")
+        fed.wait_nodes_online(120)
+        launcher = node.launcher
+        lean = _rss_mb(launcher.pid)
+        assert lean < 200, f"idle launcher holds {lean:.0f} MB before any task"
+
+        _run(fed, tmp_path, 1)
+        assert launcher.alive()
+        # warm after its first task, then released (same pid) once idle for 20 s
+        deadline = time.monotonic() + 120
+        while "re-executing to release" not in launcher.log_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = launcher.log_text()
+        assert "re-executing to release" in log, log[-2000:]
+        time.sleep(2)  # the new image starts
+        assert launcher.alive() and launcher.pid == node.launcher.pid
+        released = _rss_mb(launcher.pid)
+        assert released < 200, f"launcher holds {released:.0f} MB after releasing"
+
+        _run(fed, tmp_path, 2)
+        assert launcher.log_text().count("serving 127.0.0.1") >= 2  # started, and re-executed at least once
