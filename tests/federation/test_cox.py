@@ -3,12 +3,14 @@ its small-cell merging, its message kind and the "cox" model trained through the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fl_engine.analytics import cox
+from fl_engine.datasets.iwgpm import load_iwgpm
 from fl_engine.features import Preprocessor, survival_arrays
 from fl_engine.federation import parse_run_config, run_in_process
 from fl_engine.federation.core import NodeReply, NodeRequest, check_reply_privacy, split_holdout
@@ -283,3 +285,47 @@ def test_the_cox_model_fits_alone_like_the_federation_on_one_table():
     np.testing.assert_allclose(m.get_weights()[0], ref.coef, atol=1e-8)
     with pytest.raises(ValueError, match="shape"):
         m.set_weights([np.zeros(3)])
+
+
+def test_a_newton_step_that_lowers_the_objective_is_halved_back():
+    # l(b) = -sqrt(1 + b^2): concave, but a full Newton step from b = 2 lands on -8 (worse)
+    def terms(b):
+        v = float(b[0])
+        return -np.sqrt(1 + v * v), np.array([-v / np.sqrt(1 + v * v)]), np.array([[-(1 + v * v) ** -1.5]])
+
+    state, b, accepted = cox.CoxNewton(tol=1e-10), np.array([2.0]), []
+    for _ in range(60):
+        ll, g, h = terms(b)
+        nxt = state.step(b, ll, g, h)
+        if state.halvings == 0:
+            accepted.append(ll)
+        if state.converged:
+            break
+        b = nxt
+    assert state.converged and abs(b[0]) < 1e-8
+    assert all(y >= x - 1e-12 for x, y in zip(accepted, accepted[1:]))  # accepted points only improve
+    assert len(state.history) > len(accepted)  # some steps were halved back
+
+
+SHARED_IWGPM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mds_iwgpm"
+
+
+@pytest.mark.slow
+def test_on_iwgpm_three_hospitals_equal_the_pooled_breslow_fit():
+    if not (SHARED_IWGPM / "df_clinical.tsv").exists():
+        pytest.skip(f"IWG-PM cohort not found at {SHARED_IWGPM} (needs ../shared/data)")
+    sksurv = pytest.importorskip("sksurv.linear_model")
+    from sksurv.util import Surv  # scikit-survival is optional: imported only when installed
+
+    df = load_iwgpm(SHARED_IWGPM)
+    df = df[df.os_months.notna() & df.os_event.isin([0, 1])].reset_index(drop=True)
+    cols = ["age", "hb", "plt", "anc", "bm_blast", "cyto_ipssr", "TP53", "SF3B1", "ASXL1", "RUNX1"]
+    x = Preprocessor.fit("MDS", df, cols).transform(df).astype(np.float64)
+    d, e = df.os_months.to_numpy(float), df.os_event.to_numpy(float)
+    assert len(np.unique(d[e > 0])) < e.sum()  # real tied times: Breslow's handling is tested
+    ref = sksurv.CoxPHSurvivalAnalysis(alpha=0.01 * len(x), ties="breslow", tol=1e-12, n_iter=200).fit(
+        x, Surv.from_arrays(e.astype(bool), d))
+    fit = cox.fit_federated(_split(x, d, e, (0.6, 0.3, 0.1)), 0.01, edges=cox.event_time_grid(d, e))
+    np.testing.assert_allclose(fit.coef, ref.coef_, atol=1e-6, rtol=0)
+    monthly = cox.fit_federated(_split(x, d, e, (0.6, 0.3, 0.1)), 0.01, step_months=1.0, min_cell=10)
+    assert monthly.moved > 0 and np.abs(monthly.coef - fit.coef).max() < 0.1
