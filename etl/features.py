@@ -132,7 +132,11 @@ def bundle_to_row(bundle: dict, cat: Catalogue, conversions: list | None = None)
                     break
                 if sys != LOCAL_SYSTEM:
                     continue
-                if code == "karyotype":
+                if code == "not-tested":  # the hospital's declaration (etl.fhir.build_bundle)
+                    row["_not_tested"] = sorted(c2 for comp in res.get("component") or []
+                                                for s2, c2 in _codings(comp.get("code"))
+                                                if s2 == LOCAL_SYSTEM and "dataAbsentReason" in comp)
+                elif code == "karyotype":
                     for comp in res.get("component") or []:
                         for s2, c2 in _codings(comp.get("code")):
                             if s2 == LOCAL_SYSTEM and "valueBoolean" in comp:

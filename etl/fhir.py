@@ -40,6 +40,7 @@ VARIANT_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition
 REGION_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition/region-studied"
 _NS = uuid.UUID("6f1c1d2e-3b4a-5c6d-8e9f-0a1b2c3d4e5f")
 
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 LOINC_VARIANT = "69548-6"
 LOINC_REGION = "53041-0"
 LOINC_GENE = "48018-6"
@@ -88,8 +89,11 @@ def _panel_components(genes: tuple[str, ...]) -> list[dict]:
             for g in genes]
 
 
-def build_bundle(rec: PatientRecord, cat: Catalogue) -> dict:
-    """One patient -> FHIR R4 ``collection`` Bundle (plain JSON dict)."""
+def build_bundle(rec: PatientRecord, cat: Catalogue, not_tested: Iterable[str] = ()) -> dict:
+    """One patient -> FHIR R4 ``collection`` Bundle (plain JSON dict). not_tested: the fields the
+    hospital declares never tested, carried as one Observation (local code ``not-tested``) with a
+    component per field whose dataAbsentReason is ``not-performed``, so a table built again from
+    the bundles keeps the declaration."""
     pid = rec.patient_id
     p_uuid = _uid(cat.use_case, pid, "Patient")
     subject = {"reference": f"urn:uuid:{p_uuid}"}
@@ -197,6 +201,13 @@ def build_bundle(rec: PatientRecord, cat: Catalogue) -> dict:
             obs["component"] = [{"code": _local("event-observed", "Event observed (1) or censored (0)"),
                                  "valueBoolean": bool(e)}]
         add(obs, f"endpoint:{name}")
+    declared = sorted(not_tested)
+    if declared:
+        add({"resourceType": "Observation", "status": "final", "category": _category("laboratory"),
+             "code": _local("not-tested", "Fields the hospital declares never tested"), "subject": subject,
+             "component": [{"code": _local(f, cat.fields[f].display if f in cat.fields else f),
+                            "dataAbsentReason": _cc(DATA_ABSENT, "not-performed", "Not Performed")}
+                           for f in declared]}, "not-tested")
     for name, value in sorted(rec.extra.items()):
         # A field outside the schema (mapping 'extra'): carried as text under a local code; the
         # table never reads it back (its columns are the schema's), extra.csv holds it too.

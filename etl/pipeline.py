@@ -106,8 +106,10 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
     conversions: list = []
     n_resources = 0
     invalid = 0
+    # fields the mapping declares never tested: in every bundle, then the table's attrs
+    declared = sorted(k for k, v in src.declared.items() if v == "not tested" and k in cat.schema.feature_names)
     if bundles is None:
-        items = [(rec, build_bundle(rec, cat)) for rec in src.records]
+        items = [(rec, build_bundle(rec, cat, declared)) for rec in src.records]
     else:
         items = [(None, b) for b in bundles]
     for rec, b in items:
@@ -149,7 +151,9 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
                                          "how": "FHIR unit", "rows": 0})["rows"] += 1
         src.conversions.extend(seen.values())
     table = rows_to_table(rows, cat) if rows else pd.DataFrame(columns=["patient_id"])
-    declared = sorted(k for k, v in src.declared.items() if v == "not tested" and k in cat.schema.feature_names)
+    if bundles is not None and rows:  # FHIR input: what every bundle declares
+        sets = [set(r.get("_not_tested") or ()) for r in rows]
+        declared = sorted(set.intersection(*sets) & set(cat.schema.feature_names))
     if declared:
         # scores read a declared-untested lesion by their own rules (fl_engine.scores); Parquet
         # keeps attrs, so the declaration travels with the table to the registry and the node

@@ -208,6 +208,10 @@ def test_fhir_bundles_of_the_new_fields_read_back(runs, tmp_path):
     back = run_etl("aml", [declared.out_dir / "bundles.ndjson"], tmp_path / "back")
     cols = ["ecog", "secondary_aml", "therapy_related", "t_15_17"]
     pd.testing.assert_frame_equal(back.table[cols], declared.table[cols])
+    # the declaration travels in the bundles (dataAbsentReason not-performed) and comes back
+    assert back.table.attrs[NOT_TESTED_ATTR] == declared.table.attrs[NOT_TESTED_ATTR]
+    assert back.manifest["fingerprint"] == declared.manifest["fingerprint"]
+    assert '"code":"not-performed"' in (declared.out_dir / "bundles.ndjson").read_text()
 
 
 
