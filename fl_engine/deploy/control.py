@@ -133,13 +133,41 @@ def run_status(run_id: str, superlink_control_address: str, *, root_certificates
 
 
 def list_runs(superlink_control_address: str, *, root_certificates: str | Path | None = None,
-              flwr_home: str | Path | None = None) -> list[dict]:
-    """Flower's records of all runs (run ids as strings)."""
-    conn = connection(superlink_control_address, root_certificates, flwr_home)
-    runs = _flwr(conn, ["ls", CONNECTION, "--format", "json"], 60).get("runs") or []
+              flwr_home: str | Path | None = None, in_process: bool = True) -> list[dict]:
+    """Flower's records of all runs (run ids as strings), in the JSON rows of ``flwr ls``.
+
+    The portal's reconciler asks every few seconds, and a ``flwr`` CLI process costs ~1.5 s of
+    CPU to start; so by default the same ListRuns request goes from this process through the
+    CLI's own HTTP client and row formatting (`in_process=False`: the CLI itself)."""
+    if not in_process:
+        conn = connection(superlink_control_address, root_certificates, flwr_home)
+        runs = _flwr(conn, ["ls", CONNECTION, "--format", "json"], 60).get("runs") or []
+    else:
+        runs = _list_runs_in_process(superlink_control_address, root_certificates)
     for r in runs:
         r["run-id"] = str(r.get("run-id"))
     return runs
+
+
+def _list_runs_in_process(address: str, root_certificates: str | Path | None) -> list[dict]:
+    # flwr 1.42's CLI internals (ls._list_runs/_to_json): pinned like the rest of this adapter
+    from flwr.cli import ls as flwr_ls
+    from flwr.supercore.control import ControlHttpClient
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+    certificates = Path(root_certificates).read_bytes() if root_certificates else None
+    try:
+        client = ControlHttpClient.from_server_address(
+            server_address=address, insecure=certificates is None, root_certificates=certificates,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
+    except Exception as err:
+        raise ControlError(f"Control API at {address}: {err}") from err
+    try:
+        return json.loads(flwr_ls._to_json(flwr_ls._list_runs(client))).get("runs") or []
+    except (SystemExit, Exception) as err:  # the CLI's error handler exits; keep Flower's words
+        raise ControlError(f"ListRuns at {address} failed: {err!r}") from err
+    finally:
+        client.close()
 
 
 def stop_run(run_id: str, superlink_control_address: str, *, root_certificates: str | Path | None = None,

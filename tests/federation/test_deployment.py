@@ -75,6 +75,19 @@ def test_two_round_study_metrics_model_and_in_process_equivalence(fed, tmp_path)
     np.testing.assert_allclose(risk, hist.model(_cfg(cfg)).predict_risk(pre.transform(table)), rtol=1e-4, atol=1e-5)
 
 
+def test_runs_listed_in_process_match_the_flwr_cli(fed):
+    fast = control.list_runs(fed.address, **fed.conn_kwargs())
+    cli = control.list_runs(fed.address, in_process=False, **fed.conn_kwargs())
+    assert fast, "the first test's run is listed"
+    volatile = {"elapsed"}
+    key = lambda rows: sorted(({k: v for k, v in r.items() if k not in volatile} for r in rows),
+                              key=lambda r: r["run-id"])
+    assert key(fast) == key(cli)
+    assert all(r["status"].startswith("finished") for r in fast)
+    with pytest.raises(control.ControlError, match="127.0.0.1:9"):
+        control.list_runs("127.0.0.1:9", root_certificates=fed.pki.ca_cert)
+
+
 def _cfg(d):
     from fl_engine.federation import parse_run_config
     return parse_run_config(d)
