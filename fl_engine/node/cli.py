@@ -63,7 +63,7 @@ def cmd_start(args) -> int:
     state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
     node = start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
                            state_dir, runtime_port=args.port, launcher=args.launcher,
-                           tuning=args.flower_tuning,
+                           tuning=args.flower_tuning, release_after_s=args.release_after,
                            node_options={"manager": args.manager,
                                          "token-file": str(Path(args.token_file).resolve()) if args.token_file else ""})
     log.info("node %s: SuperNode pid %d (log %s)", name, node.process.pid, node.process.log_path)
@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", default=None, help="file with the portal API token")
     s.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink")
     s.add_argument("--launcher", choices=("prefork", "flower"), default="prefork")
+    s.add_argument("--release-after", type=float, default=None,
+                   help="seconds without work after which the prefork launcher sheds torch and the "
+                        "ClientApp (default 300; 0 keeps it warm)")
     s.add_argument("--flower-tuning", action=argparse.BooleanOptionalAction, default=True,
                    help="shorten Flower 1.42's fixed SuperNode waits (fl_engine/deploy/flower_tuning.py; "
                         "on by default, --no-flower-tuning for stock Flower)")
