@@ -59,8 +59,8 @@ def test_the_builder_takes_python_values_and_names_what_is_wrong():
         build_contract(training={"num_rounds": 2})
     with pytest.raises(ValueError, match=r"fraction_train=0.0: must be in \(0, 1\]"):
         build_contract(federation={"fraction_train": 0})
-    with pytest.raises(ValueError, match="model='cox': must be one of deepsurv, savae"):
-        build_contract(model={"model": "cox"})
+    with pytest.raises(ValueError, match="model='coxnet': must be one of deepsurv, savae, cox"):
+        build_contract(model={"model": "coxnet"})
 
 
 def test_a_node_reads_a_newer_managers_contract_leniently():
