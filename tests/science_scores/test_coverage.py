@@ -170,3 +170,20 @@ def test_coverage_report_names_the_missing_inputs():
 def test_every_eln_input_is_either_a_karyotype_lesion_or_a_gene():
     assert set(ELN2022_INPUTS) - {"complex"} == set(KARYOTYPE_LESIONS) | set(GENE_LESIONS)
     assert set(MYELODYSPLASIA_GENES) <= set(GENE_LESIONS)
+
+
+def test_point_scores_count_a_patient_only_when_the_missing_input_cannot_matter():
+    # R-ISS without iFISH (not tested): ISS II patients are R-ISS II whatever it shows; ISS I
+    # and III patients cannot be staged; CPSS-Mol without SETBP1: decided when the genetic
+    # group is already high
+    mm = pd.DataFrame({"b2m": [2.0, 4.0, 6.0, 2.0], "albumin": [4.0, 4.0, 4.0, 4.0], "ldh": [150.0] * 4,
+                       "ldh_uln": [250.0] * 4, "del17p": [NA, NA, NA, 0.0], "t_4_14": [NA, NA, NA, 0.0],
+                       "t_14_16": [NA, NA, NA, 0.0]})
+    risks = conventional_risks(mm, "MM", not_tested=["del17p", "t_4_14", "t_14_16"])
+    np.testing.assert_array_equal(np.isnan(risks["riss"]), [True, False, True, False])
+    assert coverage(risks)["riss"]["n"] == 2 and coverage(risks)["iss"]["n"] == 4
+    cmml = pd.DataFrame({"who_cmml": ["CMML-1"] * 2, "bm_blast": [3.0, 3.0], "pb_blast": [1.0, 1.0],
+                         "wbc": [8.0, 8.0], "cyto_cpss": ["High", "Low"], "rbc_transfusion": [0.0, 0.0],
+                         "ASXL1": [1.0, 0.0], "NRAS": [0.0, 0.0], "RUNX1": [0.0, 0.0], "SETBP1": [NA, NA]})
+    c = coverage(conventional_risks(cmml, "CMML"))
+    assert (c["cpss"]["n"], c["cpss_mol"]["n"]) == (2, 1)
