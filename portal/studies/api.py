@@ -19,6 +19,8 @@ from portal.studies.serializers import RunSerializer, StudySerializer
 
 class StartRunSerializer(serializers.Serializer):
     rounds = serializers.IntegerField(min_value=ROUNDS.lo, max_value=ROUNDS.hi, required=False)
+    comparison = serializers.BooleanField(required=False, default=True,
+                                          help_text="run the comparison phase after the last round")
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
@@ -70,7 +72,7 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
     @extend_schema(request=StartRunSerializer, responses={201: RunSerializer, 200: RunSerializer(many=True)})
     @action(detail=True, methods=["get", "post"])
     def runs(self, request, pk=None):
-        """GET: the study's runs. POST {"rounds": n}: start a run (coordinators)."""
+        """GET: the study's runs. POST {"rounds": n, "comparison": true}: start a run (coordinators)."""
         study = self.get_object()
         if request.method == "GET":
             runs = runs_visible_to(request.user).filter(study=study)
@@ -78,7 +80,8 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
         ser = StartRunSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         try:
-            run = services.start_run(request.user, study, ser.validated_data.get("rounds"))
+            run = services.start_run(request.user, study, ser.validated_data.get("rounds"),
+                                     comparison=ser.validated_data["comparison"])
         except services.RunRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)

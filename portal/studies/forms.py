@@ -279,6 +279,11 @@ def endpoints_by_use_case() -> dict[str, list[str]]:
 
 class StartRunForm(forms.Form):
     rounds = forms.IntegerField(label="Rounds for this run", min_value=ROUNDS.lo, max_value=ROUNDS.hi)
+    comparison = forms.BooleanField(
+        label="Comparison phase", required=False, initial=True,
+        help_text="after the last round, each hospital also trains a model alone and scores its held-out "
+                  "patients with the conventional scores (the comparison page); off: the run ends with the "
+                  "federated model")
 
 
 class ApprovalForm(forms.Form):

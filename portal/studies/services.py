@@ -136,9 +136,10 @@ def check_startable(study: Study, datasets: list) -> None:
                          + ", ".join(stale))
 
 
-def start_run(actor, study: Study, rounds: int | None = None) -> Run:
+def start_run(actor, study: Study, rounds: int | None = None, comparison: bool = True) -> Run:
     """Queue a run of `study` (pinning dataset versions, participants and approved settings);
-    the lifecycle's start task submits it after commit."""
+    the lifecycle's start task submits it after commit. `comparison`: after the last round, the
+    isolated models and conventional scores of the comparison page (reported as their own phase)."""
     datasets = list(study.datasets.select_related("node"))
     if not datasets:
         raise RunRefused("the study has no participating dataset")
@@ -167,11 +168,13 @@ def start_run(actor, study: Study, rounds: int | None = None) -> Run:
                 "strategy": study.strategy, "privacy": study.privacy,
                 # pinned per run: the page labels the one-phase lag of fused evaluation
                 "fuse_evaluation": bool(settings.FLOWER_FUSED_EVALUATION),
+                "comparison": bool(comparison),
                 "datasets": [{"node": d.node.name, "name": d.name, "version": d.version,
                               "fingerprint": d.fingerprint, "patients": d.patient_count} for d in datasets],
                 "participants": participants, "study_settings": study_settings(study),
             })
-        record(actor, "run.start", run, {"rounds": rounds, "nodes": [p["node"] for p in participants]})
+        record(actor, "run.start", run, {"rounds": rounds, "nodes": [p["node"] for p in participants],
+                                         "comparison": bool(comparison)})
         lifecycle.dispatch(run.pk)
     publish_run(run.pk, "status", {"status": run.status})
     return run
@@ -209,7 +212,9 @@ def run_contract_sections(run: Run) -> dict:
                        "participants": c.get("participants") or []},
         # runs queued before privacy options: the strict defaults
         "privacy": flower_privacy(c.get("privacy")),
-        "analysis": {"comparison": True},  # isolated models and conventional scores for the comparison page
+        # isolated models and conventional scores for the comparison page (runs queued before the
+        # switch: on)
+        "analysis": {"comparison": bool(c.get("comparison", True))},
         "reporting": {"events_url": f"{settings.RUN_EVENTS_BASE_URL or settings.PORTAL_BASE_URL}"
                                     f"/api/runs/{run.pk}/events/",
                       "portal_run_id": str(run.pk)},

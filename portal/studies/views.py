@@ -133,7 +133,8 @@ def study_start(request, pk: int):
         messages.error(request, "Rounds: " + " ".join(form.errors.get("rounds", ["invalid"])))
         return redirect("page-study-detail", pk=pk)
     try:
-        run = services.start_run(request.user, study, form.cleaned_data["rounds"])
+        run = services.start_run(request.user, study, form.cleaned_data["rounds"],
+                                 comparison=form.cleaned_data["comparison"])
     except services.RunRefused as exc:
         messages.error(request, f"The run was not started: {exc}.")
         return redirect("page-study-detail", pk=pk)

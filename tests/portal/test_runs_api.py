@@ -44,6 +44,29 @@ def test_run_needs_node_operator_approval(study, personas, api, django_capture_o
     assert api(personas["clinician"]).post(f"/api/studies/{study.pk}/runs/", {}, format="json").status_code == 403
 
 
+def test_the_comparison_phase_is_switched_per_run(study, personas, api, django_capture_on_commit_callbacks):
+    from portal.audit.models import AuditEvent
+    from portal.studies import services
+    from portal.studies.models import Run
+
+    services.decide_approval(personas["node_operator"], study, study.datasets.get(), "approved")
+    coord = api(personas["coordinator"])
+    with django_capture_on_commit_callbacks(execute=False):
+        on = coord.post(f"/api/studies/{study.pk}/runs/", {"rounds": 1}, format="json")
+        off = coord.post(f"/api/studies/{study.pk}/runs/", {"rounds": 1, "comparison": False}, format="json")
+        bad = coord.post(f"/api/studies/{study.pk}/runs/", {"rounds": 1, "comparison": "perhaps"}, format="json")
+    assert on.status_code == off.status_code == 201 and bad.status_code == 400, bad.json()
+    assert "comparison" in bad.json()["errors"]
+    run_on, run_off = Run.objects.get(pk=on.json()["id"]), Run.objects.get(pk=off.json()["id"])
+    assert services.flower_run_config(run_on)["analysis"]["comparison"] is True
+    assert services.flower_run_config(run_off)["analysis"]["comparison"] is False
+    event = AuditEvent.objects.filter(action="run.start", object_id=str(run_off.pk)).get()
+    assert event.detail["comparison"] is False
+    legacy = Run.objects.get(pk=run_off.pk)  # a run queued before the switch existed: on
+    legacy.config.pop("comparison")
+    assert services.flower_run_config(legacy)["analysis"]["comparison"] is True
+
+
 def _approved_run(study, personas):
     from portal.studies import services
 
