@@ -385,7 +385,7 @@ def _settle_silent(g: GridRun) -> str:
     cancelled; GRID_MAX_ATTEMPTS workers have taken it up -> failed. Returns the status it
     moved to ("" when the grid must be handed to another worker, or another writer moved it)."""
     S = GridRun.Status
-    if g.status == S.CONCLUDING and g.results:
+    if g.status == S.CONCLUDING and (g.results or {}).get("summary"):  # not seeds kept while running
         moved = move(g.pk, S.FINISHED, from_=(S.CONCLUDING,))
     elif g.cancel_requested and g.status != S.CONCLUDING:
         moved = move(g.pk, S.CANCELLED, error="cancelled (its worker had stopped)")
@@ -427,8 +427,9 @@ def _claim(grid_id: int, owner: str) -> tuple[GridRun | None, str]:
         return None, GridRun.objects.get(pk=grid_id).status
     took = GridRun.objects.filter(pk=grid_id, status=g.status, task_id=g.task_id, heartbeat_at=g.heartbeat_at).update(
         task_id=owner, heartbeat_at=now, attempts=F("attempts") + 1,
-        progress=(g.progress + f"{now:%H:%M:%S} restarted from the beginning: the worker computing it "
-                               f"stopped ({_silent_for(g, now):.0f} s without a sign of life)\n")[-20_000:])
+        progress=(g.progress + f"{now:%H:%M:%S} restarted: the worker computing it stopped "
+                               f"({_silent_for(g, now):.0f} s without a sign of life); the seeds it finished "
+                               "are kept\n")[-20_000:])
     if not took:
         return None, GridRun.objects.get(pk=grid_id).status
     return GridRun.objects.get(pk=grid_id), ""
@@ -454,10 +455,15 @@ def execute_grid(grid_id: int, task_id: str = "") -> str:
         with _Heartbeat(grid_id, owner):
             cfg = grid_config(grid)
             df = load_grid_cohort(grid)
+            done = stored_seeds(grid)  # seeds a worker before this one finished: kept
             progress = _progress_logger(grid.pk, owner)
-            progress(f"cohort loaded: {len(df)} rows; settings follow (cancellation is checked between them)")
-            results, rounds, extras = run_grid(df, cfg, log=progress)
-            payload = build_results(df, results, rounds, extras, cfg)
+            progress(f"cohort loaded: {len(df)} rows; settings follow (cancellation is checked between them)"
+                     + (f"; seed(s) {', '.join(sorted(done, key=int))} already computed, kept" if done else ""))
+            run_grid(df, cfg, log=progress, on_seed=_seed_keeper(grid_id, owner, cfg, done),
+                     skip_seeds=[int(s) for s in done])
+            results = _frame([r for s in cfg.seeds for r in done[str(s)]["results"]])
+            rounds = _frame([r for s in cfg.seeds for r in done[str(s)]["rounds"]])
+            payload = build_results(df, results, rounds, None, cfg, km=done[str(cfg.seeds[0])]["km"])
     except GridTakenOver:
         return GridRun.objects.get(pk=grid_id).status
     except GridCancelled:
@@ -534,10 +540,42 @@ def _records(df, columns) -> list[dict]:
     return [{c: _clean(v) for c, v in zip(cols, row)} for row in df[cols].itertuples(index=False, name=None)]
 
 
-def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
+def stored_seeds(grid: GridRun) -> dict:
+    """{seed (text): {"results", "rounds", "km"}} of the seeds of `grid` already computed (kept
+    in its results while it runs, so a worker that takes it over does not compute them again)."""
+    return dict((grid.results or {}).get("seeds_done") or {})
+
+
+def _seed_keeper(grid_id: int, owner: str, cfg, done: dict):
+    """on_seed of run_grid: store each finished seed in the grid's results as it finishes."""
+    def keep(seed, rows, round_rows, extras) -> None:
+        done[str(seed)] = {"results": [{k: _clean(v) for k, v in r.items()} for r in rows],
+                           "rounds": [{k: _clean(v) for k, v in r.items()} for r in round_rows],
+                           "km": km_panels(extras, cfg) if seed == cfg.seeds[0] else None}
+        if not GridRun.objects.filter(pk=grid_id, task_id=owner).update(results={"seeds_done": done}):
+            raise GridTakenOver
+    return keep
+
+
+_KEPT_AS_IS = {"setting", "case", "eval", "trained_on", "note", "score", "node", "coverage_ok"}
+
+
+def _frame(rows: list[dict]):
+    """Stored seed rows (None for NaN) back to a table with numeric columns."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for c in df.columns:
+        if c not in _KEPT_AS_IS:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def build_results(cohort_df, results, rounds, extras, cfg, km: dict | None = None) -> dict:
     """What a finished grid stores: summary rows (mean over seeds, mean bootstrap interval),
     the per-seed rows (results.csv), per-round C on the nodes' hold-outs (mean over seeds) and
-    Kaplan-Meier curves of the first seed's test set by group (months)."""
+    Kaplan-Meier curves of the first seed's test set by group (months; from `extras`, or `km`
+    as km_panels made them when the seed finished)."""
     summary = summarise(results)
     rows = []
     for rec in _records(summary, list(SUMMARY_KEYS.values())):
@@ -549,7 +587,7 @@ def build_results(cohort_df, results, rounds, extras, cfg) -> dict:
         agg = agg.rename(columns={"mean": "c_index", "count": "seeds"})
         out_rounds = _records(agg, ["setting", "case", "node", "round", "c_index", "seeds"])
     return {"summary": rows, "per_seed": _records(results, PER_SEED_COLUMNS), "rounds": out_rounds,
-            "km": km_panels(extras, cfg), "cohort_rows": int(len(cohort_df)),
+            "km": km if km is not None else km_panels(extras, cfg), "cohort_rows": int(len(cohort_df)),
             "usable_rows": int(len(usable_rows(cohort_df, cfg))), "seeds": list(cfg.seeds)}
 
 

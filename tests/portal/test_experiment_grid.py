@@ -229,7 +229,8 @@ def test_a_grid_whose_worker_died_is_taken_over_and_finishes(world, personas, mo
     assert services.reconcile_grids()["taken_over"] == 0  # queued once per stale period
     assert services.execute_grid(grid.pk, "w2") == "finished"
     grid.refresh_from_db()
-    assert grid.attempts == 2 and "restarted from the beginning" in grid.progress
+    assert grid.attempts == 2 and "restarted: the worker computing it stopped" in grid.progress
+    assert "seeds_done" not in grid.results  # the finished grid's results replace the kept seeds
     assert grid.results["summary"] and grid.finished_at and grid.status_changed_at
 
     # a grid whose workers keep dying is failed with the reason, not retried for ever
@@ -245,6 +246,51 @@ def test_a_grid_whose_worker_died_is_taken_over_and_finishes(world, personas, mo
                                                 started_at=silent, heartbeat_at=silent)
     assert services.reconcile_grids()["cancelled"] == 1
     assert GridRun.objects.get(pk=third.pk).status == "cancelled"
+
+
+@pytest.mark.slow
+def test_each_seed_is_kept_as_it_finishes_and_a_takeover_does_not_compute_it_again(world, personas, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.experiments import services, tasks
+    from portal.experiments.models import GridRun
+
+    monkeypatch.setattr(tasks.execute_grid, "delay", lambda pk: None)
+    two = {**TINY, "seeds": 2, "cases": ["best"], "isolated": False, "n_boot": 0}
+    first = services.start_grid(personas["coordinator"], world["study"], **two)
+    seen = []
+    real_keeper = services._seed_keeper
+
+    def watching(grid_id, owner, cfg, done):  # what is stored when each seed finishes
+        keep = real_keeper(grid_id, owner, cfg, done)
+
+        def wrapped(seed, *rest):
+            keep(seed, *rest)
+            seen.append(sorted(services.stored_seeds(GridRun.objects.get(pk=grid_id))))
+        return wrapped
+
+    monkeypatch.setattr(services, "_seed_keeper", watching)
+    assert services.execute_grid(first.pk, "w1") == "finished"
+    assert seen == [["0"], ["0", "1"]]  # seed 0 was stored before seed 1 was computed
+    first.refresh_from_db()
+    stored0 = [r for r in first.results["per_seed"] if r["seed"] == 0]
+    # a second grid whose first worker finished seed 0 and died: the next one keeps seed 0
+    second = services.start_grid(personas["coordinator"], world["study"], **two)
+    marked = [{**r, "harrell_c": 0.5 if r["setting"] == "centralised" else r["harrell_c"]} for r in stored0]
+    silent = timezone.now() - timedelta(seconds=services.GRID_STALE_S + 5)
+    GridRun.objects.filter(pk=second.pk).update(
+        status="running", task_id="w2", attempts=1, started_at=silent, heartbeat_at=silent,
+        results={"seeds_done": {"0": {"results": marked, "rounds": [], "km": first.results["km"]}}})
+    seen.clear()
+    assert services.execute_grid(second.pk, "w3") == "finished"
+    second.refresh_from_db()
+    assert seen == [["0", "1"]]  # only seed 1 was computed
+    assert "seed(s) 0 already computed, kept" in second.progress
+    central = {r["seed"]: r["harrell_c"] for r in second.results["per_seed"]
+               if r["setting"] == "centralised" and r["eval"] == "global"}
+    assert central[0] == 0.5 and central[1] != 0.5 and second.results["seeds"] == [0, 1]
 
 
 def test_a_grid_storing_its_results_cannot_be_cancelled_and_a_final_grid_never_moves(world, personas, api):
