@@ -187,7 +187,12 @@ def node_sums(x, durations, events, beta, edges, min_cell: int = 0) -> CoxSums:
     s1 = np.zeros((k, p))
     np.add.at(s1, ii, xw)
     s2 = np.zeros((k, p, p))
-    np.add.at(s2, ii, xw[:, :, None] * x[inside][:, None, :])
+    # one p x p product per grid step with exits (memory K p^2, not n p^2)
+    order = np.argsort(ii, kind="stable")
+    steps, starts = np.unique(ii[order], return_index=True)
+    xs, xws = x[inside][order], xw[order]
+    for j, a, b in zip(steps, starts, np.append(starts[1:], len(order))):
+        s2[j] = xws[a:b].T @ xs[a:b]
     s0, s1, s2 = (a[::-1].cumsum(axis=0)[::-1] for a in (s0, s1, s2))
     x_events = x[inside & (e > 0)].sum(axis=0) if p else np.zeros(0)
     return CoxSums(ev, s0, s1, s2, x_events, n=int(len(x)), moved=moved)
