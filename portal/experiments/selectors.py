@@ -120,8 +120,9 @@ def global_table(grid: GridRun) -> dict:
 
 
 def node_tables(grid: GridRun) -> list[dict]:
-    """Per federation and case, per node: federated vs isolated on the node's own test rows, and
-    the isolated model on the global test set (the federated model's global C above them)."""
+    """Per federation and case, per node: federated vs isolated on the node's own test rows, the
+    isolated model on the global test set (the federated model's global C above them), the Cox
+    baseline and the conventional scores on the node's test rows (with their coverage)."""
     summary = (grid.results or {}).get("summary") or []
     cfg = grid.config or {}
     idx = {(r["setting"], r["case"], r["eval"], r["trained_on"]): r for r in summary}
@@ -136,8 +137,13 @@ def node_tables(grid: GridRun) -> list[dict]:
                 i_node = _cell(idx.get((f"isolated_{k}", case, node, node)))
                 i_glob = _cell(idx.get((f"isolated_{k}", case, "global", node)))
                 gain = f_node["c"] - i_node["c"] if f_node and i_node else None
+                cox = _cell(idx.get((f"cox_{fed}", case, node, f"cox_{fed}")))
+                scores = [{"label": SCORE_LABELS.get(r["setting"][:-len(f"_{k}")], r["setting"]), "cell": _cell(r)}
+                          for r in summary if r["case"] == case and r["eval"] == node
+                          and r["setting"].endswith(f"_{k}") and r["setting"][:-len(f"_{k}")] in SCORE_LABELS]
                 rows.append({"node": node, "n": (f_node or i_node or {}).get("n"), "federated": f_node,
-                             "isolated": i_node, "gain": gain, "isolated_global": i_glob})
+                             "isolated": i_node, "gain": gain, "isolated_global": i_glob, "cox": cox,
+                             "scores": scores})
             out.append({"k": k, "case": case, "case_label": CASE_LABELS.get(case, case),
                         "federated_global": _cell(idx.get((fed, case, "global", fed))), "rows": rows})
     return out

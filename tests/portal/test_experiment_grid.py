@@ -404,6 +404,9 @@ def test_a_tiny_generated_grid_runs_and_reaches_api_csv_and_page(world, personas
     assert "Cox baseline, centralised" in html and "Cox baseline, federated, 3 nodes" in html
     worst_ipssr = glob[("ipss_r_3", "worst")]  # a hospital without karyotypes: IPSS-R on few patients
     assert worst_ipssr["coverage"] < 0.8 and "low coverage: not comparable" in html
+    # each simulated hospital's test rows: the Cox baseline and the conventional scores beside the model
+    assert "Conventional scores, node's test rows" in html and "Cox baseline, node's test rows" in html
+    assert "IPSS-M: " in html and "not computable on this node's patients" in html
     assert f"{glob[('centralised', 'best')]['harrell_c']:.3f}" in html
     assert f"IBS {glob[('centralised', 'best')]['ibs']:.3f} vs KM {glob[('centralised', 'best')]['ibs_km']:.3f}" in html
     assert 'class="grid-node-table" data-k="3" data-case="worst"' in html and 'id="grid-km-3"' in html
