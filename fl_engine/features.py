@@ -91,9 +91,14 @@ class Preprocessor:
 
     @classmethod
     def from_stats(cls, use_case: str, stats: dict) -> "Preprocessor":
-        """Build from merged statistics (`merge_stats`)."""
+        """Build from merged statistics (`merge_stats`). A column with no observed value in any
+        table (a field nobody measured, e.g. one the schema gained since the data were exported)
+        is left out: it carries no information, and its constant missing-indicator made a
+        generative model (SAVAE) fit a degenerate likelihood."""
         specs = {}
         for name, c in stats["columns"].items():
+            if not (c["counts"] if c["kind"] == "categorical" else c["count"]):
+                continue
             has_missing = c["missing"] > 0
             if c["kind"] == "categorical":
                 cats = sorted(c["counts"])
@@ -112,7 +117,7 @@ class Preprocessor:
                 if c["kind"] == "binary":
                     std = 1.0  # keep 0/1 meaning; centring only
                 specs[name] = {"kind": c["kind"], "mean": mean, "std": std, "missing": has_missing}
-        return cls(use_case=use_case, columns=list(stats["columns"]), specs=specs)
+        return cls(use_case=use_case, columns=[n for n in stats["columns"] if n in specs], specs=specs)
 
     @classmethod
     def fit(cls, use_case: str, df: pd.DataFrame, columns: list[str]) -> "Preprocessor":

@@ -257,7 +257,11 @@ def build_preprocessor(cfg: RunConfig, stats: list[dict]) -> Preprocessor:
     merged = merge_stats(stats)
     if not merged["columns"]:
         raise FederationError("no feature column found on any node for the requested features/groups")
-    return Preprocessor.from_stats(cfg.use_case, merged)
+    pre = Preprocessor.from_stats(cfg.use_case, merged)
+    if not pre.columns:
+        raise FederationError("every requested feature is missing for every patient on every node: "
+                              + ", ".join(merged["columns"]))
+    return pre
 
 
 def initial_weights(cfg: RunConfig, n_features: int) -> list[np.ndarray]:
