@@ -27,6 +27,47 @@ class SurvivalModel(Protocol):
         """Survival probabilities (n, len(times)) at `times` (months)."""
 
 
+class BreslowBaseline:
+    """Survival curves of a proportional-hazards model, S(t | x) = exp(-H0(t) exp(risk(x))), with
+    Breslow's baseline cumulative hazard H0; shared by DeepSurv and the Cox model, whose
+    predict_risk gives the log relative hazard."""
+
+    baseline_times: np.ndarray | None = None
+    baseline_cumhaz: np.ndarray | None = None
+
+    def predict_risk(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - each model's own
+        raise NotImplementedError
+
+    def predict_survival(self, x: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """S(t | x) = exp(-H0(t) exp(risk)) at `times` (months); shape (n, len(times))."""
+        if self.baseline_times is None:
+            raise RuntimeError(f"{type(self).__name__}.predict_survival: no baseline hazard; call "
+                               "fit_baseline, or set_baseline after loading weights")
+        times = np.asarray(times, dtype=float)
+        idx = np.searchsorted(self.baseline_times, times, side="right") - 1
+        h0 = np.where(idx >= 0, self.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
+        return np.exp(-np.outer(np.exp(self.predict_risk(x)), h0))
+
+    def fit_baseline(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray) -> None:
+        """Breslow baseline cumulative hazard on (x, durations in months, events)."""
+        risk = np.exp(self.predict_risk(x))
+        d, e = np.asarray(durations, dtype=float), np.asarray(events, dtype=float)
+        times = np.unique(d[e > 0])
+        if times.size == 0:
+            self.baseline_times, self.baseline_cumhaz = np.zeros(1), np.zeros(1)
+            return
+        order = np.argsort(d)
+        at_risk = np.cumsum(risk[order][::-1])[::-1]  # sum of exp(risk) over d >= d_(i)
+        first = np.searchsorted(d[order], times, side="left")
+        n_ev = np.array([e[d == t].sum() for t in times])
+        self.set_baseline(times, np.cumsum(n_ev / at_risk[first]))
+
+    def set_baseline(self, times: np.ndarray, cumhaz: np.ndarray) -> None:
+        """Baseline cumulative hazard H0 at increasing `times` (months)."""
+        self.baseline_times = np.asarray(times, dtype=float)
+        self.baseline_cumhaz = np.asarray(cumhaz, dtype=float)
+
+
 def module_weights(net) -> list[np.ndarray]:
     """A torch module's state as float32 numpy arrays, in state_dict order (what FedAvg averages)."""
     return [v.detach().cpu().numpy().copy() for v in net.state_dict().values()]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from fl_engine.analytics.cox import CoxNewton, newton_terms, node_sums, penalise
+from fl_engine.models.base import BreslowBaseline
 
 
-class CoxPH:
+class CoxPH(BreslowBaseline):
     """Cox model over encoded inputs x (n, p); durations in months. Weights: [coefficients (p,)]."""
 
     def __init__(self, n_features: int, penalizer: float = 0.01, time_step_months: float = 1.0,
@@ -70,31 +71,3 @@ class CoxPH:
     def predict_risk(self, x: np.ndarray) -> np.ndarray:
         """Linear predictor x.b (n,); higher means shorter expected survival."""
         return np.asarray(x, dtype=np.float64) @ self.beta
-
-    def predict_survival(self, x: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """S(t | x) = exp(-H0(t) exp(x.b)) at `times` (months); shape (n, len(times))."""
-        if self.baseline_times is None:
-            raise RuntimeError("CoxPH.predict_survival: no baseline hazard; call fit_baseline or set_baseline")
-        times = np.asarray(times, dtype=float)
-        idx = np.searchsorted(self.baseline_times, times, side="right") - 1
-        h0 = np.where(idx >= 0, self.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
-        return np.exp(-np.outer(np.exp(self.predict_risk(x)), h0))
-
-    def fit_baseline(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray) -> None:
-        """Breslow baseline cumulative hazard on (x, durations in months, events)."""
-        risk = np.exp(self.predict_risk(x))
-        d, e = np.asarray(durations, float), np.asarray(events, float)
-        times = np.unique(d[e > 0])
-        if times.size == 0:
-            self.baseline_times, self.baseline_cumhaz = np.zeros(1), np.zeros(1)
-            return
-        order = np.argsort(d)
-        at_risk = np.cumsum(risk[order][::-1])[::-1]  # sum of exp(risk) over d >= d_(i)
-        first = np.searchsorted(d[order], times, side="left")
-        n_ev = np.array([e[d == t].sum() for t in times])
-        self.set_baseline(times, np.cumsum(n_ev / at_risk[first]))
-
-    def set_baseline(self, times: np.ndarray, cumhaz: np.ndarray) -> None:
-        """Baseline cumulative hazard H0 at increasing `times` (months)."""
-        self.baseline_times = np.asarray(times, dtype=float)
-        self.baseline_cumhaz = np.asarray(cumhaz, dtype=float)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fl_engine.models.base import load_module_weights, module_weights
+from fl_engine.models.base import BreslowBaseline, load_module_weights, module_weights
 
 
 def cox_ph_loss(risk: torch.Tensor, durations: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def cox_ph_loss(risk: torch.Tensor, durations: torch.Tensor, events: torch.Tenso
     return -((r - log_risk_set) * e).sum() / n_events
 
 
-class DeepSurv:
+class DeepSurv(BreslowBaseline):
     """Cox MLP over encoded inputs x (n, p) float32; durations in months."""
 
     def __init__(self, n_features: int, hidden: tuple[int, ...] | list[int] = (32, 32),
@@ -108,34 +108,6 @@ class DeepSurv:
         self.net.eval()
         with torch.no_grad():
             return self.net(torch.as_tensor(np.asarray(x, dtype=np.float32))).squeeze(-1).numpy().astype(float)
-
-    def predict_survival(self, x: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """S(t | x) = exp(-H0(t) exp(risk)) at `times` (months); shape (n, len(times))."""
-        if self.baseline_times is None:
-            raise RuntimeError("DeepSurv.predict_survival: no baseline hazard; call fit_baseline "
-                               "or set_baseline after loading weights")
-        times = np.asarray(times, dtype=float)
-        idx = np.searchsorted(self.baseline_times, times, side="right") - 1
-        h0 = np.where(idx >= 0, self.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
-        return np.exp(-np.outer(np.exp(self.predict_risk(x)), h0))
-
-    # --- baseline hazard --------------------------------------------------------------------
-    def fit_baseline(self, x: np.ndarray, durations: np.ndarray, events: np.ndarray) -> None:
-        """Breslow baseline cumulative hazard on (x, durations in months, events)."""
-        risk = np.exp(self.predict_risk(x))
-        d = np.asarray(durations, dtype=float)
-        e = np.asarray(events, dtype=float)
-        times = np.unique(d[e > 0])
-        if times.size == 0:
-            self.baseline_times, self.baseline_cumhaz = np.zeros(1), np.zeros(1)
-            return
-        hazard = np.array([e[d == t].sum() / risk[d >= t].sum() for t in times])
-        self.set_baseline(times, np.cumsum(hazard))
-
-    def set_baseline(self, times: np.ndarray, cumhaz: np.ndarray) -> None:
-        """Baseline cumulative hazard H0 at increasing `times` (months)."""
-        self.baseline_times = np.asarray(times, dtype=float)
-        self.baseline_cumhaz = np.asarray(cumhaz, dtype=float)
 
     @staticmethod
     def _tensors(x, durations, events):
