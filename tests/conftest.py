@@ -125,6 +125,17 @@ def approved_node(db, orgs, personas, p384_public_key):
     return node, token
 
 
+@pytest.fixture
+def mds_dataset(approved_node):
+    """A 300-patient MDS dataset (age, hb, overall survival) announced by `approved_node`."""
+    from portal.datasets.models import Dataset
+
+    node, _ = approved_node
+    return Dataset.objects.create(node=node, name="mds", version=1, use_case="MDS", cdm_version="1.0",
+                                  patient_count=300, feature_schema=["age", "hb", "os_months", "os_event"],
+                                  fingerprint="f" * 64)
+
+
 @pytest.fixture(scope="session")
 def dev_idp():
     """The real development identity provider (django-oauth-toolkit, OIDC) in its own process."""

@@ -8,27 +8,17 @@ from fl_engine.models import build_model
 from fl_engine.models.params import PARAMS_BY_KIND, field_bounds
 
 
-@pytest.fixture
-def dataset(approved_node):
-    from portal.datasets.models import Dataset
-
-    node, _ = approved_node
-    return Dataset.objects.create(node=node, name="mds", version=1, use_case="MDS", cdm_version="1.0",
-                                  patient_count=300, feature_schema=["age", "hb", "os_months", "os_event"],
-                                  fingerprint="f" * 64)
-
-
-def _study(dataset, **over):
+def _study(mds_dataset, **over):
     return {"title": "Bounds", "use_case": "MDS", "endpoint": "os", "features": ["age", "hb"],
-            "model_kind": "deepsurv", "datasets": [dataset.pk], "rounds": 3, "min_nodes": 1, **over}
+            "model_kind": "deepsurv", "datasets": [mds_dataset.pk], "rounds": 3, "min_nodes": 1, **over}
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("hidden", [[1000000000], [-5], [0], [32, True], [8] * 7, "32", [32.5]])
-def test_api_refuses_out_of_bound_hidden_layers(api, personas, dataset, hidden):
+def test_api_refuses_out_of_bound_hidden_layers(api, personas, mds_dataset, hidden):
     from portal.studies.models import Study
 
-    r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, hyperparameters={"hidden": hidden}),
+    r = api(personas["coordinator"]).post("/api/studies/", _study(mds_dataset, hyperparameters={"hidden": hidden}),
                                           format="json")
     assert r.status_code == 400, r.json()
     assert "hyperparameters" in r.json()["errors"] and "hidden" in r.json()["detail"]
@@ -38,26 +28,26 @@ def test_api_refuses_out_of_bound_hidden_layers(api, personas, dataset, hidden):
 @pytest.mark.django_db
 @pytest.mark.parametrize("field,value", [("dropout", 0.95), ("lr", 0), ("lr", 2.0), ("batch_size", 10**12),
                                          ("local_epochs", 0), ("weight_decay", -1), ("lr", "NaN")])
-def test_api_refuses_each_out_of_bound_number(api, personas, dataset, field, value):
-    r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, hyperparameters={field: value}),
+def test_api_refuses_each_out_of_bound_number(api, personas, mds_dataset, field, value):
+    r = api(personas["coordinator"]).post("/api/studies/", _study(mds_dataset, hyperparameters={field: value}),
                                           format="json")
     assert r.status_code == 400 and field in r.json()["detail"], r.json()
 
 
 @pytest.mark.django_db
-def test_api_accepts_the_largest_allowed_network_and_stores_defaults(api, personas, dataset):
+def test_api_accepts_the_largest_allowed_network_and_stores_defaults(api, personas, mds_dataset):
     widest = field_bounds("deepsurv", "hidden")
     hidden = [widest["items"]["maximum"]] * widest["maxItems"]
-    r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, hyperparameters={"hidden": hidden}),
+    r = api(personas["coordinator"]).post("/api/studies/", _study(mds_dataset, hyperparameters={"hidden": hidden}),
                                           format="json")
     assert r.status_code == 201, r.json()
     assert r.json()["hyperparameters"]["hidden"] == hidden and r.json()["hyperparameters"]["dropout"] == 0.1
 
 
 @pytest.mark.django_db
-def test_api_patch_cannot_widen_the_bounds(api, personas, dataset):
+def test_api_patch_cannot_widen_the_bounds(api, personas, mds_dataset):
     coord = api(personas["coordinator"])
-    pk = coord.post("/api/studies/", _study(dataset), format="json").json()["id"]
+    pk = coord.post("/api/studies/", _study(mds_dataset), format="json").json()["id"]
     r = coord.patch(f"/api/studies/{pk}/", {"hyperparameters": {"hidden": [1000000000]}}, format="json")
     assert r.status_code == 400 and "hidden" in r.json()["detail"]
     from portal.studies.models import Study
@@ -69,8 +59,8 @@ def test_api_patch_cannot_widen_the_bounds(api, personas, dataset):
 @pytest.mark.parametrize("features,why", [(["f%d" % i for i in range(100_000)], "2000"),
                                           (["f%d" % i for i in range(2001)], "2000"),
                                           (["x" * 121], "120")])
-def test_api_refuses_oversized_feature_lists(api, personas, dataset, features, why):
-    r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, features=features), format="json")
+def test_api_refuses_oversized_feature_lists(api, personas, mds_dataset, features, why):
+    r = api(personas["coordinator"]).post("/api/studies/", _study(mds_dataset, features=features), format="json")
     assert r.status_code == 400
     assert "features" in r.json()["errors"] and why in r.json()["detail"]
 
@@ -90,12 +80,12 @@ def test_study_clean_refuses_oversized_features(personas):
 
 
 @pytest.mark.django_db
-def test_form_refuses_huge_layers_next_to_the_field(dataset):
+def test_form_refuses_huge_layers_next_to_the_field(mds_dataset):
     from portal.studies.forms import StudyForm
     from portal.datasets.models import Dataset
 
     data = {"title": "t", "use_case": "MDS", "endpoint": "os", "feature_groups": ["clinical"],
-            "datasets": [dataset.pk], "model_kind": "deepsurv", "hp_hidden_layers": "32, 1000000000",
+            "datasets": [mds_dataset.pk], "model_kind": "deepsurv", "hp_hidden_layers": "32, 1000000000",
             "rounds": "3", "fraction_nodes": "1.0", "min_nodes": "1", "strategy": "fedavg"}
     form = StudyForm(data, datasets_qs=Dataset.objects.all())
     assert not form.is_valid()
@@ -176,11 +166,11 @@ def test_no_hyperparameter_bound_is_written_in_the_portal():
     ({"fraction_nodes": 1.5}, "fraction_nodes"),
     ({"privacy": {"min_patients_per_node": 10**12}}, "privacy"),
 ])
-def test_api_refuses_other_oversized_study_inputs(api, personas, dataset, over, field):
+def test_api_refuses_other_oversized_study_inputs(api, personas, mds_dataset, over, field):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as queries:
-        r = api(personas["coordinator"]).post("/api/studies/", _study(dataset, **over), format="json")
+        r = api(personas["coordinator"]).post("/api/studies/", _study(mds_dataset, **over), format="json")
     assert r.status_code == 400 and field in r.json()["errors"], r.json()
-    assert len(queries) < 50  # refused before looking up 100,000 dataset ids one by one
+    assert len(queries) < 50  # refused before looking up 100,000 mds_dataset ids one by one
