@@ -6,4 +6,5 @@ class UseCase(models.TextChoices):
     AML = "AML", "Acute myeloid leukaemia"
     CMML = "CMML", "Chronic myelomonocytic leukaemia"
     MM = "MM", "Multiple myeloma"
+    SCD = "SCD", "Sickle cell disease"
     OTHER = "OTHER", "Other"

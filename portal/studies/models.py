@@ -41,6 +41,9 @@ class Study(models.Model):
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FEDAVG)
     privacy = models.JSONField(default=default_privacy, blank=True,
                                help_text="Privacy options (portal.studies.config.PrivacyOptions).")
+    analysis = models.JSONField(default=dict, blank=True,
+                                help_text="Federated analysis settings (descriptive statistics, Kaplan-Meier, "
+                                          "log-rank, exact Cox); empty when the study runs no analysis.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies")
     organisation = models.ForeignKey(Organisation, null=True, blank=True, on_delete=models.SET_NULL)
@@ -119,10 +122,11 @@ class Run(models.Model):
     class Kind(models.TextChoices):
         SURVIVAL = "survival", "Survival model"
         SYNTHESIS = "synthesis", "Synthetic cohort generation"
+        ANALYSIS = "analysis", "Federated analysis"
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="runs")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.SURVIVAL, db_index=True,
-                            help_text="What the run produces: a survival model or a synthetic cohort.")
+                            help_text="What the run produces: a survival model, a synthetic cohort or an analysis report.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     rounds = models.PositiveSmallIntegerField()
     config = models.JSONField(default=dict, help_text="Snapshot of the study settings and dataset versions used.")
