@@ -52,6 +52,7 @@ class RunConfig:
     synth_rows: int
     fuse_evaluation: bool
     comparison: bool
+    analysis: dict
     min_patients_per_node: int
     min_cell_count: int
     dp_enabled: bool
@@ -67,7 +68,7 @@ class RunConfig:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("model_params", "generator_params", "study_settings"):
+            if f.name in ("model_params", "generator_params", "study_settings", "analysis"):
                 v = json.dumps(v, sort_keys=True)
             elif f.name == "participants":
                 v = json.dumps([dict(p) for p in v], sort_keys=True)
@@ -97,7 +98,7 @@ def build_contract(**sections: dict) -> dict:
     every default filled in. Values may be Python objects (dicts, lists, tuples) where the flat
     form holds JSON or comma-separated text. Raises ValueError naming the bad setting."""
     flat = flatten(sections)
-    for key in ("model_params", "generator_params", "study_settings", "participants"):
+    for key in ("model_params", "generator_params", "study_settings", "participants", "analysis"):
         if key in flat and not isinstance(flat[key], str):
             flat[key] = json.dumps(flat[key], sort_keys=True)
     for key in ("features", "feature_groups"):
@@ -137,7 +138,7 @@ def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"run config: {key}={merged[key]!r}: {err}") from None
         out[key] = v
-    for key in ("model_params", "generator_params", "study_settings"):
+    for key in ("model_params", "generator_params", "study_settings", "analysis"):
         out[key] = _json_object(key, out[key])
     out["participants"] = _participants(out["participants"])
     out["features"] = _split(out["features"])
@@ -200,6 +201,13 @@ def _check(c: dict) -> None:
         except ValueError as err:
             key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
+    if c["task"] == "analysis":
+        from fl_engine.analytics.settings import validate_analysis
+
+        try:
+            c["analysis"] = validate_analysis(c["use_case"], c["endpoint"], c["analysis"])
+        except ValueError as err:
+            bad("analysis", str(err))
     if c["model"] == "cox" and c["dp_enabled"]:
         bad("dp_enabled", "DP-FedAvg clips and noises model updates; the exact Cox model sends sums, not "
                           "updates: turn differential privacy off or choose deepsurv or savae")

@@ -97,14 +97,16 @@ SETTINGS: tuple[Setting, ...] = (
     S("dp_clip_norm", "privacy", 1.0, "L2 norm a node's update is clipped to", lo=0, lo_open=True),
     S("dp_noise_multiplier", "privacy", 1.0, "noise standard deviation over the clip norm", lo=0),
     # synthesis
-    S("task", "synthesis", "survival", "survival (a model) or synthesis (a synthetic cohort)",
-      choices=("survival", "synthesis")),
+    S("task", "synthesis", "survival", "survival (a model), synthesis (a synthetic cohort) or analysis "
+      "(description, Kaplan-Meier, log-rank, Cox from aggregates)", choices=("survival", "synthesis", "analysis")),
     S("generator", "synthesis", "vae_bgm", "synthetic-data generator"),
     S("generator_params", "synthesis", "{}", "JSON object of the generator's hyper-parameters"),
     S("synth_rows", "synthesis", 0, "rows of the final cohort (0 = the training patients)", lo=0, hi=1_000_000),
     # analysis
     S("comparison", "analysis", False, "after the last round: each node's own model and the "
       "conventional scores on its held-out split"),
+    S("analysis", "analysis", "{}", "JSON object: the analysis study's settings "
+      "(fl_engine.analytics.settings.validate_analysis; task analysis)"),
     # reporting: where results go
     S("metrics_path", "reporting", "", "JSON-lines file, one line per event (\"\" = none)"),
     S("events_url", "reporting", "", "the portal's run-events endpoint (events POSTed, HMAC token)"),
