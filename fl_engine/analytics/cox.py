@@ -372,3 +372,114 @@ def event_time_grid(durations, events) -> np.ndarray:
     if t.size == 0:
         raise CoxInputError("no events: a Cox model cannot be fitted")
     return t
+
+
+# --- Efron's ties (issue 17's analysis: the tie handling of lifelines' CoxPHFitter) -------------
+#
+# On a grid, many events share a time; Efron's approximation needs, besides the risk-set sums,
+# the same sums over the events tied at each grid time: e0 (K,), e1 (K, p), e2 (K, p, p). They are
+# sums over patients too, so the federated Efron fit equals the pooled one exactly:
+#
+#   l(b) = sum_i events_i x_i.b - sum_j sum_{l<d_j} log(S0_j - (l / d_j) e0_j)
+#
+# (gradient and Hessian likewise, with S1 - (l/d) e1 and S2 - (l/d) e2).
+
+@dataclass
+class EfronSums:
+    """CoxSums plus the tied events' sums per grid time (e0, e1, e2)."""
+
+    base: CoxSums
+    e0: np.ndarray
+    e1: np.ndarray
+    e2: np.ndarray
+
+    def to_arrays(self) -> list[np.ndarray]:
+        """[events, s0, s1, s2, x_events, e0, e1, e2]."""
+        return self.base.to_arrays() + [self.e0, self.e1, self.e2]
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray], n: int, moved: int = 0) -> "EfronSums":
+        check_efron_arrays(arrays)
+        base = CoxSums.from_arrays(list(arrays[:5]), n, moved)
+        e0, e1, e2 = (np.asarray(a, dtype=np.float64) for a in arrays[5:])
+        return cls(base, e0, e1, e2)
+
+
+def check_efron_arrays(arrays, n_grid: int | None = None, p: int | None = None) -> None:
+    """CoxInputError unless `arrays` are the five CoxSums arrays (check_sums_arrays) then e0 (K,),
+    e1 (K, p), e2 (K, p, p), finite, e0 >= 0, and e0 = 0 where no event."""
+    if not isinstance(arrays, (list, tuple)) or len(arrays) != 8:
+        raise CoxInputError("Efron sums are 8 arrays (events, s0, s1, s2, x_events, e0, e1, e2)")
+    check_sums_arrays(list(arrays[:5]), n_grid, p)
+    ev = np.asarray(arrays[0])
+    k, q = ev.shape[0], np.asarray(arrays[4]).shape[0]
+    e0, e1, e2 = (np.asarray(a) for a in arrays[5:])
+    if [e0.shape, e1.shape, e2.shape] != [(k,), (k, q), (k, q, q)]:
+        raise CoxInputError(f"Efron sums: e0, e1, e2 have shapes {[e0.shape, e1.shape, e2.shape]}; "
+                            f"expected ({k},), ({k}, {q}), ({k}, {q}, {q})")
+    for name, a in (("e0", e0), ("e1", e1), ("e2", e2)):
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+            raise CoxInputError(f"Efron sums: {name} holds non-numeric or non-finite values")
+    if np.any(e0 < 0) or np.any((ev == 0) & (e0 != 0)):
+        raise CoxInputError("Efron sums: e0 must be >= 0 and 0 at grid times without events")
+
+
+def efron_node_sums(x, steps, events, beta, min_cell: int = 0) -> EfronSums:
+    """One hospital's Efron aggregates at `beta`: x (n, p), steps (n,) the grid step index of each
+    patient's time (whole numbers >= 0), events (n,) 0/1; small-cell merging as node_sums."""
+    x, d, e = _check(x, steps, events, beta)
+    if np.any(d != np.round(d)):
+        raise CoxInputError("steps must be whole grid step indices")
+    idx = d.astype(np.int64)
+    k = int(idx.max()) + 1 if idx.size else 0
+    idx, moved = merge_small_cells(idx, e, k, int(min_cell))
+    beta = np.asarray(beta, dtype=np.float64)
+    edges = np.arange(max(k, 1), dtype=np.float64)
+    base = node_sums(x, idx.astype(np.float64), e, beta, edges, min_cell=0)
+    base.moved = moved
+    kk = len(base.events)
+    p = x.shape[1]
+    ev_rows = e > 0
+    w = np.exp(x[ev_rows] @ beta)
+    ii = idx[ev_rows]
+    e0 = np.bincount(ii, weights=w, minlength=kk)[:kk]
+    e1 = np.zeros((kk, p))
+    np.add.at(e1, ii, x[ev_rows] * w[:, None])
+    e2 = np.zeros((kk, p, p))
+    np.add.at(e2, ii, np.einsum("na,nb->nab", x[ev_rows] * w[:, None], x[ev_rows]))
+    return EfronSums(base, e0, e1, e2)
+
+
+def add_efron(parts: list[EfronSums]) -> EfronSums:
+    """Sum hospitals' Efron sums (grids padded to the longest): the pooled sums exactly."""
+    base = add_sums([s.base for s in parts])
+    k, p = len(base.events), len(base.x_events)
+    e0, e1, e2 = np.zeros(k), np.zeros((k, p)), np.zeros((k, p, p))
+    for s in parts:
+        m = len(s.e0)
+        e0[:m] += s.e0
+        e1[:m] += s.e1
+        e2[:m] += s.e2
+    return EfronSums(base, e0, e1, e2)
+
+
+def efron_terms(s: EfronSums, beta) -> tuple[float, np.ndarray, np.ndarray]:
+    """Unpenalised Efron (log partial likelihood, gradient, Hessian) at `beta` from summed (or one
+    stratum's) Efron sums."""
+    beta = np.asarray(beta, dtype=np.float64)
+    b = s.base
+    j = np.flatnonzero(b.events > 0)
+    d = b.events[j].astype(np.int64)
+    # one row per tied event: its grid time's index and l = 0 .. d - 1
+    rep = np.repeat(np.arange(len(j)), d)
+    frac = (np.arange(int(d.sum())) - np.repeat(np.cumsum(d) - d, d)) / np.repeat(d, d).astype(np.float64)
+    jj = j[rep]
+    phi = b.s0[jj] - frac * s.e0[jj]
+    if np.any(phi <= 0):
+        raise CoxInputError("an event at a grid time with an empty risk set: the sums are inconsistent")
+    a = b.s1[jj] - frac[:, None] * s.e1[jj]
+    bb = b.s2[jj] - frac[:, None, None] * s.e2[jj]
+    ll = float(b.x_events @ beta - np.sum(np.log(phi)))
+    grad = b.x_events - (a / phi[:, None]).sum(axis=0)
+    hess = -(np.einsum("nab,n->ab", bb, 1.0 / phi) - np.einsum("na,nb,n->ab", a, a, 1.0 / phi ** 2))
+    return ll, grad, hess
