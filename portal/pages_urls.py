@@ -2,6 +2,7 @@
 from django.urls import path
 
 from portal.accounts import views as account_views
+from portal.analyses import views as analysis_views
 from portal.audit import views as audit_views
 from portal.datasets import views as dataset_views
 from portal.experiments import views as grid_views
@@ -35,6 +36,9 @@ urlpatterns: list = [
     path("cohorts/<int:pk>/download.parquet", cohort_views.cohort_download_parquet, name="page-cohort-download-parquet"),
     path("studies/<int:pk>/generate/", cohort_views.generation_start, name="page-generation-start"),
     path("generation-runs/<int:pk>/", cohort_views.generation_run, name="page-generation-run"),
+    path("studies/<int:pk>/analyse/", analysis_views.analysis_start, name="page-analysis-start"),
+    path("analysis-runs/<int:pk>/", analysis_views.analysis_run, name="page-analysis-run"),
+    path("analysis-runs/<int:pk>/<str:table>.csv", analysis_views.analysis_csv, name="page-analysis-csv"),
     path("studies/<int:pk>/grid/", grid_views.grid_start, name="page-grid-start"),
     path("grid-runs/<int:pk>/cancel/", grid_views.grid_cancel, name="page-grid-cancel"),
     path("grid-runs/<int:pk>/results.csv", grid_views.grid_results_csv, name="page-grid-results-csv"),

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "portal.datasets",
     "portal.studies",
     "portal.synthesis",
+    "portal.analyses",
     "portal.experiments",
     "portal.ops",
 ]

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from portal.accounts.api import MeView, OrganisationViewSet
+from portal.analyses.api import AnalysisCsvView, AnalysisReportView, AnalysisRunsView
 from portal.audit.api import AuditEventViewSet
 from portal.datasets.api import AnnounceView, DatasetViewSet
 from portal.experiments.api import GridResultsCsvView, GridRunCancelView, GridRunView, StudyGridRunsView
@@ -42,6 +43,9 @@ api_patterns = [
     path("nodes/refusals/", NodeRefusalView.as_view(), name="node-refusals"),
     path("runs/<int:pk>/events/", RunEventsView.as_view(), name="run-events"),
     path("studies/<int:pk>/generation-runs/", GenerationRunsView.as_view(), name="study-generation-runs"),
+    path("studies/<int:pk>/analysis-runs/", AnalysisRunsView.as_view(), name="study-analysis-runs"),
+    path("analysis-runs/<int:pk>/report/", AnalysisReportView.as_view(), name="analysis-run-report"),
+    path("analysis-runs/<int:pk>/<str:table>.csv", AnalysisCsvView.as_view(), name="analysis-run-csv"),
     path("studies/<int:pk>/grid-runs/", StudyGridRunsView.as_view(), name="study-grid-runs"),
     path("grid-runs/<int:pk>/", GridRunView.as_view(), name="grid-run-detail"),
     path("grid-runs/<int:pk>/cancel/", GridRunCancelView.as_view(), name="grid-run-cancel"),

@@ -26,7 +26,7 @@ GROUP_LABELS = [
 _ENDPOINTS = {
     "os": "Overall survival (OS)", "lfs": "Leukaemia-free survival (LFS)",
     "amlt": "Time to AML transformation", "efs": "Event-free survival (EFS)",
-    "pfs": "Progression-free survival (PFS)",
+    "pfs": "Progression-free survival (PFS)", "sev": "Time to the first severe event (SEV)",
 }
 ENDPOINT_CHOICES = [(k, v) for k, v in _ENDPOINTS.items()]
 
@@ -51,6 +51,19 @@ PRIVACY_FIELDS = {
     "priv_dp_noise": "dp_noise_multiplier",
 }
 _PRIVACY_DEFAULTS = default_privacy()
+
+# Form field -> analysis setting (fl_engine.analytics.settings; the engine validates and fills in
+# the defaults of the use case). Lists are typed comma-separated; empty = the use case's default.
+ANALYSIS_FIELDS = {
+    "an_analyses": "analyses", "an_group_by": "group_by", "an_numeric": "numeric",
+    "an_categorical": "categorical", "an_covariates": "covariates", "an_cox_stratified": "cox_stratified",
+    "an_time_step": "time_step_months",
+}
+ANALYSIS_LISTS = ("an_numeric", "an_categorical", "an_covariates")
+ANALYSIS_CHOICES = [("describe", "Cohort description (counts, missingness, means, quantiles, categories)"),
+                    ("km", "Kaplan-Meier curves with the number at risk and median survival"),
+                    ("logrank", "Log-rank test between the groups (and stratified by hospital)"),
+                    ("cox", "Exact federated Cox model (hazard ratios, forest plot)")]
 
 
 def _number(v) -> str:
@@ -166,6 +179,33 @@ class StudyForm(forms.Form):
                   "the round; 0 = no noise (clipping only), higher = more private. With few hospitals the "
                   "noise is large and costs accuracy: compare runs before relying on it.")
 
+    an_enabled = forms.BooleanField(
+        label="Run a federated analysis", required=False,
+        help_text="Descriptive statistics, Kaplan-Meier, log-rank and an exact Cox model computed from each "
+                  "hospital's counts and sums; no patient row and no raw time leaves a hospital.")
+    an_analyses = forms.MultipleChoiceField(
+        label="Analyses", choices=ANALYSIS_CHOICES, widget=forms.CheckboxSelectMultiple, required=False,
+        initial=[c for c, _ in ANALYSIS_CHOICES])
+    an_group_by = forms.CharField(
+        label="Group by", required=False, max_length=80,
+        help_text="A categorical or yes/no column of the disease's schema (e.g. genotype), or “hospital”; "
+                  "empty = no grouping. Kaplan-Meier curves and the description are shown per group.")
+    an_numeric = forms.CharField(
+        label="Numeric columns to describe", required=False, max_length=2000,
+        help_text="Comma-separated; empty = every numeric clinical column of the disease.")
+    an_categorical = forms.CharField(
+        label="Categorical columns to describe", required=False, max_length=2000,
+        help_text="Comma-separated; empty = every categorical and yes/no clinical column.")
+    an_covariates = forms.CharField(
+        label="Cox covariates", required=False, max_length=2000,
+        help_text="Comma-separated columns of the Cox model; empty = a small clinical default of the disease.")
+    an_cox_stratified = forms.BooleanField(
+        label="Cox stratified by hospital", required=False,
+        help_text="Each hospital keeps its own baseline hazard; the hazard ratios are shared.")
+    an_time_step = forms.FloatField(
+        label="Time grid step (months)", required=False, initial=1.0,
+        help_text="Hospitals report event and at-risk counts on this grid only (no raw times). Empty = 1.")
+
     def __init__(self, *args, user=None, datasets_qs=None, **kwargs):
         super().__init__(*args, **kwargs)
         if datasets_qs is not None:
@@ -186,6 +226,12 @@ class StudyForm(forms.Form):
         privacy = {**_PRIVACY_DEFAULTS, **(study.privacy or {})}
         for field, name in PRIVACY_FIELDS.items():
             init[field] = privacy.get(name)
+        analysis = study.analysis or {}
+        init["an_enabled"] = bool(analysis)
+        for field, name in ANALYSIS_FIELDS.items():
+            if name in analysis:
+                value = analysis[name]
+                init[field] = ", ".join(value) if field in ANALYSIS_LISTS else value
         for field, (name, kinds) in HP_FIELDS.items():
             if study.model_kind in kinds and name in hp:
                 value = hp[name]
@@ -244,6 +290,7 @@ class StudyForm(forms.Form):
         fraction = data.get("fraction_nodes")
         if fraction is not None and not 0 < fraction <= 1:
             self.add_error("fraction_nodes", "Must be more than 0 and at most 1.")
+        data["analysis"] = self._analysis(use_case, endpoint) if data.get("an_enabled") else {}
         if use_case in SCHEMAS and endpoint and endpoint not in [e.name for e in SCHEMAS[use_case].endpoints]:
             self.add_error("endpoint", f"{_ENDPOINTS.get(endpoint, endpoint)} is not recorded for {use_case}; "
                                        f"choose one of: " + ", ".join(_ENDPOINTS.get(e.name, e.name)
@@ -254,6 +301,40 @@ class StudyForm(forms.Form):
                 self.add_error("datasets", problem)
         return data
 
+    def _analysis(self, use_case, endpoint) -> dict:
+        """The Analysis section through the engine's validator (fl_engine.analytics.settings):
+        the complete settings, or {} with each error placed on its field."""
+        from fl_engine.analytics.settings import validate_analysis
+
+        raw: dict = {}
+        for field, name in ANALYSIS_FIELDS.items():
+            value = self.cleaned_data.get(field)
+            if field in ANALYSIS_LISTS:
+                if value and value.strip():
+                    raw[name] = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
+            elif field == "an_time_step":
+                if value is not None:
+                    raw[name] = value
+            elif field == "an_group_by":
+                raw[name] = (value or "").strip()
+            else:
+                raw[name] = value
+        if not use_case or not endpoint:
+            return {}
+        try:
+            return validate_analysis(use_case, endpoint, raw)
+        except ValueError as exc:
+            by_name = {n: f for f, n in ANALYSIS_FIELDS.items()}
+            for line in str(exc).splitlines() or [str(exc)]:
+                head, _, why = line.partition(": ")
+                name = head.split(".")[1] if head.startswith("analysis.") and "." in head else ""
+                field = by_name.get(name)
+                if field is None:  # a setting the form does not show (or the use case itself)
+                    self.add_error("an_enabled", line)
+                else:
+                    self.add_error(field, why or line)
+            return {}
+
     def service_data(self, status: str) -> dict:
         """The dict `services.create_study` / `update_study` take (same keys as the API)."""
         d = self.cleaned_data
@@ -262,13 +343,15 @@ class StudyForm(forms.Form):
                 "features": [], "model_kind": d["model_kind"], "hyperparameters": d["hyperparameters"],
                 "datasets": list(d.get("datasets") or []), "rounds": d["rounds"],
                 "fraction_nodes": d["fraction_nodes"], "min_nodes": d["min_nodes"],
-                "strategy": d["strategy"], "privacy": d["privacy"], "status": status}
+                "strategy": d["strategy"], "privacy": d["privacy"], "analysis": d.get("analysis") or {},
+                "status": status}
 
     def add_service_errors(self, exc) -> None:
         """Place a model ValidationError from the service next to the matching field."""
         for field, messages in getattr(exc, "message_dict", {"__all__": exc.messages}).items():
             target = field if field in self.fields else {"hyperparameters": "model_kind",
-                                                         "privacy": "priv_min_patients"}.get(field)
+                                                         "privacy": "priv_min_patients",
+                                                         "analysis": "an_enabled"}.get(field)
             for m in messages:
                 self.add_error(target, m)
 

@@ -74,13 +74,16 @@ class RunKind:
 
 
 def _kinds() -> dict[str, RunKind]:
-    # The kinds live in their apps (studies, synthesis).
+    # The kinds live in their apps (studies, synthesis, analyses).
+    from portal.analyses import services as analysis_services  # cycle: it imports this module
     from portal.studies import services as study_services  # cycle: it imports this module
     from portal.synthesis import services as synthesis_services  # cycle: it imports this module
 
     return {Run.Kind.SURVIVAL: RunKind(study_services.flower_run_config, study_services.conclude_survival),
             Run.Kind.SYNTHESIS: RunKind(synthesis_services.flower_generation_config,
-                                        synthesis_services.conclude_generation_files)}
+                                        synthesis_services.conclude_generation_files),
+            Run.Kind.ANALYSIS: RunKind(analysis_services.flower_analysis_config,
+                                       analysis_services.conclude_analysis)}
 
 
 def kind_of(run: Run) -> RunKind:
@@ -259,7 +262,7 @@ def validate_event(ev: dict) -> dict:
     return ev
 
 
-ARTEFACT_NAMES = {"model.npz", "model.json", "synthetic.csv", "synthesis.json"}
+ARTEFACT_NAMES = {"model.npz", "model.json", "synthetic.csv", "synthesis.json", "analysis.json"}
 
 
 def ingest_event(run_id: int, ev: dict, source: str = "push") -> bool:

@@ -233,6 +233,8 @@ def run_detail(request, pk: int):
     run = get_object_or_404(runs_visible_to(request.user), pk=pk)
     if run.kind == "synthesis":  # generation runs have their own live page (portal.synthesis)
         return redirect("page-generation-run", pk=pk)
+    if run.kind == "analysis":  # so do analysis runs (portal.analyses)
+        return redirect("page-analysis-run", pk=pk)
     return render(request, "studies/run_detail.html", {
         "run": run, "chart": run_chart_data(run), "final": final_metrics(run),
         "can_cancel": request.user.has_perm("studies.cancel_run") and run.active and run.status != "concluding",

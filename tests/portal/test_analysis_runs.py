@@ -1,0 +1,313 @@
+"""Analysis runs in the portal without Flower processes: who may start one (same roles and
+approvals as a survival run), the run contract handed to the engine, the conclusion storing a
+report or refusing a malformed one with the reason, the report API and CSV downloads with the
+survival runs' scoping, the live page and the study report."""
+import copy
+import csv
+import io
+import json
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+FEATURES = ["age", "sex", "hb", "plt", "bm_blast", "cyto_ipssr", "TP53", "SF3B1"]
+
+
+def sample_report(hospitals=("hosp-a-node",)) -> dict:
+    """A hand-written analysis.json (version 1) of an MDS study grouped by sex: two KM groups on
+    a 1-month grid, a log-rank test, a two-covariate Cox model, a suppressed hospital cell."""
+    def summary(n, mean):
+        return {"n": n, "numeric": {"hb": {"n": n - 2, "missing": 2, "mean": mean, "sd": 1.5, "q25": mean - 1,
+                                           "median": mean, "q75": mean + 1, "quantile_error": 0.05,
+                                           "histogram": {"edges": [4, 6, 8, 10, 12, 14],
+                                                         "counts": [None, 20, n - 52, 30, None]}}},
+                "categorical": {"sex": {"missing": 0, "counts": {"F": n // 2, "M": n - n // 2}}}}
+    time = [0.0, 1.0, 2.0, 3.0]
+    return {
+        "version": 1, "use_case": "MDS", "endpoint": "os", "time_unit": "months", "min_cell_count": 10,
+        "hospitals": list(hospitals),
+        "settings": {"analyses": ["describe", "km", "logrank", "cox"], "group_by": "sex", "numeric": ["hb"],
+                     "categorical": ["sex"], "covariates": ["age", "hb"], "cox_stratified": False,
+                     "cox_penalizer": 0.0, "time_step_months": 1.0, "quantile_bins": 200,
+                     "at_risk_every_months": 12.0},
+        "describe": {"pooled": summary(300, 9.5), "by_hospital": {h: summary(300, 9.5) for h in hospitals},
+                     "by_group": {"F": summary(150, 9.1), "M": summary(150, 9.9), "unknown": None}},
+        "km": {"groups": {
+            "F": {"time": time, "survival": [1.0, 0.9, 0.8, 0.75], "lower": [1.0, 0.85, 0.73, 0.67],
+                  "upper": [1.0, 0.94, 0.86, 0.82], "at_risk": [150, 135, 120, 110], "events": [0, 15, 15, None],
+                  "median": None, "median_ci": [None, None]},
+            "M": {"time": time, "survival": [1.0, 0.8, 0.6, 0.45], "lower": [1.0, 0.73, 0.52, 0.37],
+                  "upper": [1.0, 0.86, 0.68, 0.53], "at_risk": [150, 120, 90, 67], "events": [0, 30, 30, 22],
+                  "median": 2.6, "median_ci": [2.1, 3.0]}},
+            "at_risk_table": {"times": [0.0, 12.0], "groups": {"F": [150, 40], "M": [150, None]}}},
+        "logrank": {"statistic": 12.345, "df": 1, "p": 0.00044, "groups": ["F", "M"]},
+        "logrank_stratified": {"statistic": 11.9, "df": 1, "p": 0.00056},
+        "cox": {"covariates": ["age", "hb"], "coef": [0.03, -0.2], "se": [0.01, 0.05], "hr": [1.0305, 0.8187],
+                "hr_lower": [1.0105, 0.7423], "hr_upper": [1.0509, 0.9030], "p": [0.0027, 0.00006],
+                "stratified": False, "n": 298, "events": 112, "iterations": 5, "loglik": -523.4},
+        "notes": ["Group 'unknown' has fewer than 10 patients: its description is suppressed.",
+                  "hosp-a-node merged grid steps with fewer than 10 patients at risk after month 40."],
+    }
+
+
+@pytest.fixture
+def study(personas, approved_node):
+    from portal.datasets.models import Dataset
+    from portal.studies.models import Study
+
+    node, _ = approved_node
+    ds = Dataset.objects.create(node=node, name="mds", version=1, use_case="MDS", cdm_version="1.0",
+                                patient_count=300, feature_schema=FEATURES + ["os_months", "os_event"],
+                                fingerprint="f" * 64)
+    s = Study.objects.create(title="MDS analysis", use_case="MDS", owner=personas["coordinator"], min_nodes=1,
+                             hyperparameters={"local_epochs": 1},
+                             analysis={"group_by": "sex", "numeric": ["hb"], "categorical": ["sex"],
+                                       "covariates": ["age", "hb"]})
+    s.datasets.add(ds)
+    return s
+
+
+def _approve(study, personas):
+    from portal.studies import services
+
+    services.decide_approval(personas["node_operator"], study, study.datasets.get(), "approved")
+
+
+def _finished_run(study, personas, report=None):
+    """An analysis run moved through the lifecycle to concluding with `report` as its analysis.json."""
+    from fl_engine.federation import events as run_events
+    from portal.analyses import services
+    from portal.studies import lifecycle
+
+    _approve(study, personas)
+    run = services.start_analysis_run(personas["coordinator"], study)
+    lifecycle.transition(run.pk, "starting")
+    lifecycle.transition(run.pk, "running", flower_run_id="42")
+    data = json.dumps(report if report is not None else sample_report()).encode()
+    lifecycle.ingest_event(run.pk, {"seq": 1, "type": "phase", "phase": "describe"})
+    lifecycle.ingest_event(run.pk, {"seq": 2, "type": "finished",
+                                    "artefacts": {"analysis.json": run_events.pack_artefact(data)}})
+    run.refresh_from_db()
+    assert run.status == "concluding"
+    return run
+
+
+def test_only_coordinators_start_an_analysis_and_every_approval_is_needed(study, personas, api,
+                                                                          django_capture_on_commit_callbacks):
+    from portal.audit.models import AuditEvent
+
+    url = f"/api/studies/{study.pk}/analysis-runs/"
+    for role in ("clinician", "data_manager", "node_operator"):
+        assert api(personas[role]).post(url).status_code == 403, role
+    coord = api(personas["coordinator"])
+    refused = coord.post(url)
+    assert refused.status_code == 409 and "approval" in refused.json()["detail"]
+    _approve(study, personas)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        started = coord.post(url)
+    assert started.status_code == 201, started.json()
+    body = started.json()
+    assert body["kind"] == "analysis" and body["status"] == "queued" and not body["has_report"]
+    assert body["analysis"]["group_by"] == "sex" and body["analysis"]["covariates"] == ["age", "hb"]
+    assert body["page"] == f"/analysis-runs/{body['id']}/" and len(callbacks) == 1
+    assert AuditEvent.objects.filter(action="run.start_analysis", object_id=str(body["id"])).exists()
+    listed = api(personas["clinician"]).get(url)
+    assert listed.status_code == 200 and [r["id"] for r in listed.json()] == [body["id"]]
+
+
+def test_a_study_without_valid_analysis_settings_is_refused_naming_the_field(study, personas, api):
+    """A study without analysis settings cannot run one, and the refusal names the field."""
+    from portal.studies.models import Run
+
+    _approve(study, personas)
+    study.analysis = {}
+    study.save()
+    r = api(personas["coordinator"]).post(f"/api/studies/{study.pk}/analysis-runs/")
+    assert r.status_code == 400 and "analysis" in r.json()["errors"], r.json()
+    study.analysis = {"group_by": "not_a_column"}
+    study.save()
+    r = api(personas["coordinator"]).post(f"/api/studies/{study.pk}/analysis-runs/")
+    assert r.status_code == 400 and "not_a_column" in r.json()["detail"], r.json()
+    assert not Run.objects.filter(study=study).exists()
+
+
+def test_a_node_that_cannot_take_part_refuses_the_start(study, personas, api):
+    from portal.nodes.models import WorkerNode
+
+    _approve(study, personas)
+    WorkerNode.objects.update(flower_node_id="")
+    r = api(personas["coordinator"]).post(f"/api/studies/{study.pk}/analysis-runs/")
+    assert r.status_code == 409 and "no Flower node id" in r.json()["detail"]
+
+
+def test_flower_config_is_a_valid_analysis_contract(study, personas):
+    from fl_engine.federation.config import parse_contract
+    from portal.analyses import services
+    from portal.studies import lifecycle
+
+    _approve(study, personas)
+    run = services.start_analysis_run(personas["coordinator"], study)
+    contract = lifecycle.kind_of(run).flower_config(run)
+    cfg = parse_contract(contract)
+    assert cfg.task == "analysis" and cfg.num_rounds == 1
+    assert cfg.analysis["group_by"] == "sex" and cfg.analysis["covariates"] == ["age", "hb"]
+    assert cfg.analysis["analyses"] == ["describe", "km", "logrank", "cox"]
+    assert cfg.min_cell_count == study.privacy["min_cell_count"]
+    assert cfg.events_url.endswith(f"/api/runs/{run.pk}/events/") and cfg.comparison is False
+    assert [p["node"] for p in cfg.participants] == ["hosp-a-node"]
+
+
+def test_the_conclusion_stores_the_report_once(study, personas):
+    from portal.analyses.models import AnalysisReport
+    from portal.studies import lifecycle
+
+    run = _finished_run(study, personas)
+    assert lifecycle.conclude(run.pk) == "finished"
+    rep = AnalysisReport.objects.get(run=run)
+    assert rep.content["cox"]["hr"] == [1.0305, 0.8187] and rep.content["hospitals"] == ["hosp-a-node"]
+    run.refresh_from_db()
+    assert lifecycle.kind_of(run).conclude(run, lifecycle.artefacts(run)) == ""  # a redelivered conclusion
+    assert AnalysisReport.objects.filter(run=run).count() == 1
+
+
+def _broken(change):
+    rep = sample_report()
+    change(rep)
+    return rep
+
+
+@pytest.mark.parametrize("report, words", [
+    (_broken(lambda r: r.pop("version")), "version"),
+    (_broken(lambda r: r["km"]["groups"]["F"]["survival"].pop()), "km.groups.F"),
+    (_broken(lambda r: r["cox"]["hr"].append(2.0)), "cox"),
+    (_broken(lambda r: r["describe"]["pooled"]["numeric"]["hb"]["histogram"]["counts"].pop()), "histogram"),
+    (_broken(lambda r: r["km"]["at_risk_table"]["groups"]["M"].append(3)), "at_risk_table"),
+    (_broken(lambda r: r.update(use_case="AML")), "use_case"),
+])
+def test_a_malformed_report_fails_the_run_naming_the_field(study, personas, report, words):
+    from portal.analyses.models import AnalysisReport
+    from portal.studies import lifecycle
+
+    run = _finished_run(study, personas, report)
+    assert lifecycle.conclude(run.pk) == "failed"
+    run.refresh_from_db()
+    assert run.status == "failed" and "analysis.json" in run.error and words in run.error, run.error
+    assert not AnalysisReport.objects.filter(run=run).exists()
+
+
+def test_nan_or_a_missing_file_is_refused_with_the_reason(study, personas):
+    from portal.analyses import services
+    from portal.analyses.report import ReportRefused, parse_report
+
+    with pytest.raises(ReportRefused, match="cox.coef"):
+        parse_report(json.dumps(sample_report()).replace("0.03", "NaN").encode())
+    with pytest.raises(ReportRefused, match="not valid JSON"):
+        parse_report(b"{nope")
+    run = _finished_run(study, personas)
+    why = services.conclude_analysis(run, {"model.npz": b""})
+    assert "analysis.json missing" in why and "model.npz" in why
+
+
+def test_report_api_and_csv_follow_the_run_scoping(study, personas, api):
+    from portal.studies import lifecycle
+
+    run = _finished_run(study, personas)
+    assert api(personas["clinician"]).get(f"/api/analysis-runs/{run.pk}/report/").status_code == 404  # not yet
+    lifecycle.conclude(run.pk)
+    for who in ("clinician", "coordinator", "node_operator", "administrator", "data_manager"):
+        r = api(personas[who]).get(f"/api/analysis-runs/{run.pk}/report/")
+        assert r.status_code == 200, who
+        assert r.json()["report"]["logrank"]["statistic"] == 12.345
+    # a node operator of another hospital does not see runs of studies without its datasets
+    assert api(personas["outsider"]).get(f"/api/analysis-runs/{run.pk}/report/").status_code == 404
+    assert api(personas["outsider"]).get(f"/api/analysis-runs/{run.pk}/km.csv").status_code == 404
+    assert api(personas["norole"]).get(f"/api/analysis-runs/{run.pk}/report/").status_code == 403
+    assert api().get(f"/api/analysis-runs/{run.pk}/report/").status_code in (401, 403)
+    assert api(personas["clinician"]).get(f"/api/analysis-runs/{run.pk}/bogus.csv").status_code == 404
+
+
+def _csv(resp):
+    assert resp.status_code == 200 and resp["Content-Type"].startswith("text/csv")
+    assert "attachment" in resp["Content-Disposition"]
+    return list(csv.DictReader(io.StringIO(resp.content.decode())))
+
+
+def test_csv_downloads_hold_the_report_tables(study, personas, api, client):
+    from portal.audit.models import AuditEvent
+    from portal.studies import lifecycle
+
+    run = _finished_run(study, personas)
+    lifecycle.conclude(run.pk)
+    reader = api(personas["clinician"])
+    km = _csv(reader.get(f"/api/analysis-runs/{run.pk}/km.csv"))
+    assert len(km) == 8 and {r["group"] for r in km} == {"F", "M"}
+    m3 = next(r for r in km if r["group"] == "M" and float(r["time"]) == 3.0)
+    assert (float(m3["survival"]), float(m3["lower"]), int(m3["at_risk"]), int(m3["events"])) == (0.45, 0.37, 67, 22)
+    f3 = next(r for r in km if r["group"] == "F" and float(r["time"]) == 3.0)
+    assert f3["events"] == ""  # suppressed small cell stays empty, never 0
+    cox = _csv(reader.get(f"/api/analysis-runs/{run.pk}/cox.csv"))
+    assert [r["covariate"] for r in cox] == ["age", "hb"] and float(cox[1]["hr_upper"]) == 0.9030
+    desc = _csv(reader.get(f"/api/analysis-runs/{run.pk}/describe.csv"))
+    pooled_hb = next(r for r in desc if r["scope"] == "pooled" and r["column"] == "hb")
+    assert (pooled_hb["n"], float(pooled_hb["mean"]), float(pooled_hb["quantile_error"])) == ("298", 9.5, 0.05)
+    shares = [float(r["share"]) for r in desc if r["scope"] == "group" and r["name"] == "F" and r["column"] == "sex"]
+    assert sum(shares) == pytest.approx(1.0)
+    assert any(r["kind"] == "suppressed" and r["name"] == "unknown" for r in desc)
+    client.force_login(personas["clinician"])
+    page_csv = client.get(f"/analysis-runs/{run.pk}/cox.csv")
+    assert page_csv.status_code == 200 and page_csv.content.decode() == reader.get(
+        f"/api/analysis-runs/{run.pk}/cox.csv").content.decode()
+    assert AuditEvent.objects.filter(action="analysis.download", object_id=str(run.pk)).count() == 5
+
+
+def test_run_page_study_page_and_study_report(study, personas, client):
+    from portal.studies import lifecycle
+
+    client.force_login(personas["coordinator"])
+    page = client.get(f"/studies/{study.pk}/")
+    assert b'id="start-analysis"' in page.content
+    run = _finished_run(study, personas)
+    live = client.get(f"/analysis-runs/{run.pk}/")
+    assert live.status_code == 200 and b"Cancel this run" not in live.content  # concluding
+    assert [p["state"] for p in live.context["phases"]] == ["running", "waiting", "waiting"]
+    assert client.get(f"/runs/{run.pk}/").url == f"/analysis-runs/{run.pk}/"
+    lifecycle.conclude(run.pk)
+    client.force_login(personas["clinician"])
+    assert b'id="start-analysis"' not in client.get(f"/studies/{study.pk}/").content  # clinicians only view
+    done = client.get(f"/analysis-runs/{run.pk}/")
+    html = done.content.decode()
+    assert [p["state"] for p in done.context["phases"]] == ["done", "done", "done"]
+    for fragment in ('id="chart-km"', 'id="chart-forest"', 'id="at-risk"', "p = &lt; 0.001", "χ² = 12.345",
+                     "has fewer than 10 patients", 'id="csv-km"', "2.1 – 3.0", "not reached"):
+        assert fragment in html, fragment
+    plots = done.context["plots"]
+    assert set(plots["km"]) == {"F", "M"} and plots["cox"]["covariates"] == ["age", "hb"]
+    assert plots["histograms"]["hb"]["counts"][0] is None and plots["categories"]["sex"] == {"F": 150, "M": 150}
+    report = client.get(f"/studies/{study.pk}/report/")
+    assert report.status_code == 200
+    text = report.content.decode()
+    assert f"Federated analysis (run {run.pk})" in text and 'id="report-chart-forest"' in text
+    assert "report-analysis-plots" in text
+    standalone = client.get(f"/studies/{study.pk}/report/?download=1").content.decode()
+    assert "FedHaemAnalysisPlots" in standalone  # the downloaded report draws its figures without the portal
+
+
+def test_outsider_cannot_open_the_run_page(study, personas, client):
+    run = _finished_run(study, personas)
+    client.force_login(personas["outsider"])
+    assert client.get(f"/analysis-runs/{run.pk}/").status_code == 404
+    client.force_login(personas["norole"])
+    assert client.get(f"/analysis-runs/{run.pk}/").status_code in (302, 403)
+
+
+def test_cancel_is_the_lifecycle_cancel_and_is_audited(study, personas, api):
+    from portal.analyses import services
+    from portal.audit.models import AuditEvent
+
+    _approve(study, personas)
+    run = services.start_analysis_run(personas["coordinator"], study)
+    assert api(personas["clinician"]).post(f"/api/runs/{run.pk}/cancel/").status_code == 403
+    r = api(personas["coordinator"]).post(f"/api/runs/{run.pk}/cancel/")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert AuditEvent.objects.filter(action="run.cancel", object_id=str(run.pk)).exists()
