@@ -424,6 +424,49 @@ def check_efron_arrays(arrays, n_grid: int | None = None, p: int | None = None) 
         raise CoxInputError("Efron sums: e0 must be >= 0 and 0 at grid times without events")
 
 
+def merge_steps(index: np.ndarray, events: np.ndarray, n_grid: int, min_cell: int) -> tuple[np.ndarray, int]:
+    """The analysis' small-cell coarsening of one hospital's grid step indices (all >= 0): merge
+    consecutive steps until every reported step has >= min_cell exits, and 0 or >= min_cell
+    events and 0 or >= min_cell censored patients (so neither count nor their difference is a
+    small cell); a too-small tail joins the steps before it. Merged patients go to the merged
+    step's first grid step. Returns (new index, patients moved); ValueError when no reportable
+    grouping exists (fewer than min_cell patients, or 1 .. min_cell - 1 events or censored in all)."""
+    index = np.asarray(index, dtype=np.int64)
+    if min_cell <= 0 or index.size == 0:
+        return index, 0
+    ev = np.bincount(index[events > 0], minlength=n_grid)
+    ce = np.bincount(index[events <= 0], minlength=n_grid)
+
+    def fine(a: int, c: int) -> bool:
+        return a + c >= min_cell and (a == 0 or a >= min_cell) and (c == 0 or c >= min_cell)
+
+    runs: list[list[int]] = []  # [start, end, events, censored]
+    open_run = None
+    for j in np.flatnonzero(ev + ce):
+        if open_run is None:
+            open_run = [int(j), int(j), 0, 0]
+        open_run[1] = int(j)
+        open_run[2] += int(ev[j])
+        open_run[3] += int(ce[j])
+        if fine(open_run[2], open_run[3]):
+            runs.append(open_run)
+            open_run = None
+    while open_run is not None:  # the tail joins the runs before it until reportable
+        if not runs:
+            raise ValueError(f"{int(index.size)} patients ({int(ev.sum())} events, {int(ce.sum())} censored) cannot "
+                             f"be reported without a count below the small-cell threshold of {min_cell}")
+        prev = runs.pop()
+        open_run = [prev[0], open_run[1], prev[2] + open_run[2], prev[3] + open_run[3]]
+        if fine(open_run[2], open_run[3]):
+            runs.append(open_run)
+            open_run = None
+    start_of = np.arange(n_grid)
+    for a, b, _, _ in runs:
+        start_of[a:b + 1] = a
+    new = start_of[index]
+    return new, int(np.sum(new != index))
+
+
 def efron_node_sums(x, steps, events, beta, min_cell: int = 0) -> EfronSums:
     """One hospital's Efron aggregates at `beta`: x (n, p), steps (n,) the grid step index of each
     patient's time (whole numbers >= 0), events (n,) 0/1; small-cell merging as node_sums."""
@@ -432,7 +475,7 @@ def efron_node_sums(x, steps, events, beta, min_cell: int = 0) -> EfronSums:
         raise CoxInputError("steps must be whole grid step indices")
     idx = d.astype(np.int64)
     k = int(idx.max()) + 1 if idx.size else 0
-    idx, moved = merge_small_cells(idx, e, k, int(min_cell))
+    idx, moved = merge_steps(idx, e, k, int(min_cell))
     beta = np.asarray(beta, dtype=np.float64)
     edges = np.arange(max(k, 1), dtype=np.float64)
     base = node_sums(x, idx.astype(np.float64), e, beta, edges, min_cell=0)

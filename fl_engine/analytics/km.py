@@ -18,8 +18,8 @@ k - 1 groups, a pseudo-inverse (lifelines' multivariate_logrank_test); stratifie
 same sums added over hospitals, each hospital's own risk sets (Mantel-Haenszel across strata).
 
 Small cells: a hospital merges consecutive grid steps of one group until each reported step holds
-at least `min_cell` patients leaving the risk set and 0 or >= `min_cell` events
-(fl_engine.analytics.cox.merge_small_cells); its merged patients are placed at the merged step's
+at least `min_cell` patients leaving the risk set, 0 or >= `min_cell` events and 0 or >=
+`min_cell` censored (fl_engine.analytics.cox.merge_steps); its merged patients are placed at the merged step's
 first grid time (coarsened), and it reports how many it moved. A group with fewer than `min_cell`
 patients at a hospital is not reported by it at all (its patients are left out of that group's
 curve; the caller notes it).
@@ -31,7 +31,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from fl_engine.analytics.cox import merge_small_cells
+from fl_engine.analytics.cox import merge_steps
 
 Z95 = 1.959963984540054
 MAX_GRID_MONTHS = 1200.0  # durations beyond 100 years are refused as implausible
@@ -82,7 +82,7 @@ def node_counts(durations, events, step_months: float, min_cell: int = 0) -> tup
     k = int(idx.max()) + 1 if idx.size else 0
     moved = 0
     if min_cell > 0 and idx.size:
-        idx, moved = merge_small_cells(idx, e, k, int(min_cell))
+        idx, moved = merge_steps(idx, e, k, int(min_cell))
     ev = np.bincount(idx[e > 0], minlength=k).astype(np.float64)[:k]
     ce = np.bincount(idx[e == 0], minlength=k).astype(np.float64)[:k]
     return ev, ce, int(moved)

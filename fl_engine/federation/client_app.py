@@ -75,3 +75,7 @@ def cox_sums(msg: Message, context: Context) -> Message:
 for _kind in ("synth_summary", "synth_round", "synth_mixture", "synth_structure", "synth_counts",
               "synth_validate", "synth_alone", "synth_share"):
     app.query(_kind)(_answer)
+
+# Analysis studies (fl_engine.federation.analysis): describe, Kaplan-Meier counts, Cox sums.
+for _kind in ("analysis_describe", "analysis_km", "analysis_cox"):
+    app.query(_kind)(_answer)

@@ -133,8 +133,8 @@ def parse_run_config(values: dict, strict: bool = True) -> RunConfig:
                 v = int(v)
             elif isinstance(default, float):
                 v = float(v)
-            else:
-                v = "" if v is None else str(v)
+            else:  # JSON-object settings may come as dicts (parsed below)
+                v = "" if v is None else (v if isinstance(v, dict) and isinstance(default, str) else str(v))
         except (TypeError, ValueError) as err:
             raise ValueError(f"run config: {key}={merged[key]!r}: {err}") from None
         out[key] = v

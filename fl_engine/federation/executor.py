@@ -46,4 +46,22 @@ def run_in_process(config: dict | RunConfig, node_tables: dict[str, pd.DataFrame
     cfg = config if isinstance(config, RunConfig) else parse_run_config(config)
     if not node_tables:
         raise ValueError("run_in_process: no node tables")
+    if cfg.task == "analysis":
+        raise ValueError("run_in_process runs survival studies; an analysis run: run_analysis_in_process")
     return run_federation(cfg, LocalTransport(cfg, node_tables), EventSink.from_config(cfg))
+
+
+def run_analysis_in_process(config: dict | RunConfig, node_tables: dict[str, pd.DataFrame],
+                            keep_replies: bool = False) -> tuple[dict, LocalTransport]:
+    """Run an analysis study (task "analysis") over {node name: ML-ready table} in this process,
+    every reply passing the nodes' reply check; returns (analysis.json document, the transport,
+    whose `replies` hold the accepted replies when `keep_replies`)."""
+    from fl_engine.federation.analysis import run_analysis
+
+    cfg = config if isinstance(config, RunConfig) else parse_run_config(config)
+    if not node_tables:
+        raise ValueError("run_analysis_in_process: no node tables")
+    if cfg.task != "analysis":
+        raise ValueError(f"run_analysis_in_process: task is {cfg.task!r}, not 'analysis'")
+    transport = LocalTransport(cfg, node_tables, keep_replies=keep_replies)
+    return run_analysis(cfg, transport, EventSink.from_config(cfg)), transport

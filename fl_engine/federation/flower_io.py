@@ -22,7 +22,8 @@ MESSAGE_TYPES = {"stats": "query.stats", "train": "train", "evaluate": "evaluate
                  "synth_mixture": "query.synth_mixture", "synth_structure": "query.synth_structure",
                  "synth_counts": "query.synth_counts", "synth_validate": "query.synth_validate",
                  "synth_alone": "query.synth_alone", "synth_share": "query.synth_share",
-                 "reference": "query.reference"}
+                 "reference": "query.reference", "analysis_describe": "query.analysis_describe",
+                 "analysis_km": "query.analysis_km", "analysis_cox": "query.analysis_cox"}
 KIND_OF_TYPE = {v: k for k, v in MESSAGE_TYPES.items()}
 
 

@@ -10,7 +10,8 @@ must be scalar numbers, whatever its kind.
 `fl_engine.federation.core.handle_request` and `check_reply_privacy` are lookups here; a kind
 nobody registered is refused with an error naming the known ones. The kinds come from
 `PROVIDERS`: survival studies (`fl_engine.federation.survival_kinds`), the exact Cox model
-(`fl_engine.federation.cox_kinds`) and synthetic cohorts (`fl_engine.federation.synthesis.kinds`),
+(`fl_engine.federation.cox_kinds`), synthetic cohorts (`fl_engine.federation.synthesis.kinds`) and
+analysis studies (`fl_engine.federation.analysis.kinds`),
 each a module with a ``MESSAGE_KINDS`` tuple.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ ReplyCheck = Callable[[str, "NodeReply", "list[tuple] | None", "NodeRequest | No
 Aggregation = Callable[[dict, object], object]
 
 PROVIDERS = ("fl_engine.federation.survival_kinds", "fl_engine.federation.cox_kinds",
-             "fl_engine.federation.synthesis.kinds")
+             "fl_engine.federation.synthesis.kinds", "fl_engine.federation.analysis.kinds")
 
 
 @dataclass(frozen=True)

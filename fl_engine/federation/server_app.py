@@ -102,4 +102,8 @@ def main(grid: Grid, context: Context) -> None:
         from fl_engine.federation.synthesis import run_synthesis  # the generators: only for synthesis runs
         run_synthesis(cfg, transport)
         return
+    if cfg.task == "analysis":
+        from fl_engine.federation.analysis import run_analysis  # aggregates only: describe, KM, Cox
+        run_analysis(cfg, transport)
+        return
     run_federation(cfg, transport)
