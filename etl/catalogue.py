@@ -19,6 +19,7 @@ MAPPINGS_DIR = Path(__file__).resolve().parent / "mappings"
 LOCAL_SYSTEM = "urn:fedhaem:code"
 SYSTEMS = {
     "loinc": "http://loinc.org",
+    "snomed": "http://snomed.info/sct",
     "atc": "http://www.whocc.no/atc",
     "icd10": "http://hl7.org/fhir/sid/icd-10",
     "local": LOCAL_SYSTEM,
@@ -66,6 +67,9 @@ class FieldSpec:
     typical: tuple[float, float] | None = None
     codes: dict[str, list[str]] = field(default_factory=dict)  # canonical -> tokens
     detect: list[str] = field(default_factory=list)  # units told apart per row by the value
+    # categorical value -> (system, code, display) of a standard concept, carried as a second
+    # coding beside the local one (SCD genotypes -> SNOMED CT disorders)
+    value_codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def code_lookup(self) -> dict[str, str]:
         key = repr(self.codes)  # cached; recomputed when a hospital mapping adds codes
@@ -143,6 +147,14 @@ def _int_codes(d: dict) -> dict[str, int]:
     return out
 
 
+def _value_code(text: str) -> tuple[str, str, str]:
+    """'snomed|127040003|Sickle cell anemia' -> (system URL, code, display)."""
+    sys_key, code, display = (str(text).split("|", 2) + ["", ""])[:3]
+    if sys_key not in SYSTEMS or not code:
+        raise ValueError(f"features.yaml: value code {text!r} is not '<system>|<code>|<display>'")
+    return SYSTEMS[sys_key], code, display
+
+
 @lru_cache(maxsize=1)
 def gene_table() -> GeneTable:
     g = load_yaml(MAPPINGS_DIR / "genes.yaml")
@@ -156,7 +168,7 @@ def gene_table() -> GeneTable:
 
 @lru_cache(maxsize=8)
 def catalogue(use_case: str) -> Catalogue:
-    """The merged catalogue (features.yaml + <use case>.yaml) for MDS, AML, CMML or MM."""
+    """The merged catalogue (features.yaml + <use case>.yaml) for MDS, AML, CMML, MM or SCD."""
     schema = get_schema(use_case)
     base = load_yaml(MAPPINGS_DIR / "features.yaml")
     uc = load_yaml(MAPPINGS_DIR / f"{schema.use_case.lower()}.yaml")
@@ -171,6 +183,7 @@ def catalogue(use_case: str) -> Catalogue:
             typical=(float(typical[0]), float(typical[1])) if typical else None,
             codes={k: list(v) for k, v in spec.get("codes", {}).items()},
             detect=list(spec.get("detect", [])),
+            value_codes={k: _value_code(v) for k, v in (spec.get("value_codes") or {}).items()},
         )
     for name, syns in base.get("cytogenetic_synonyms", {}).items():
         fields[name] = FieldSpec(name=name, fhir="karyotype.component", code=f"local|{name}",
@@ -184,6 +197,14 @@ def catalogue(use_case: str) -> Catalogue:
             else:
                 fields[f.name] = FieldSpec(name=f.name, fhir="variant.gene",
                                            synonyms=[f.name, f"{f.name}_mut", f"mut_{f.name}"])
+    # A use case may carry a field differently (SCD: age at baseline is an Observation, not the
+    # Condition's onset age): fhir, code and display only.
+    for name, over in (uc.get("fields") or {}).items():
+        if name not in fields:
+            raise ValueError(f"{schema.use_case.lower()}.yaml: fields.{name}: not in features.yaml")
+        for key in ("fhir", "code", "display"):
+            if key in over:
+                setattr(fields[name], key, over[key])
     for name, syns in (uc.get("synonyms") or {}).items():
         if name in fields:
             fields[name].synonyms.extend(syns)

@@ -182,7 +182,7 @@ def _fraction(text: str) -> float:
 def add_subcommands(subparsers) -> None:
     """Register ``etl``, ``map-check``, ``report`` and ``register`` on an argparse subparsers object."""
     p = subparsers.add_parser("etl", help="convert local files to FHIR, the ML-ready table and a quality report")
-    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM"])
+    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM", "SCD"])
     p.add_argument("--source", required=True, nargs="+", help="files or folders (IWG-PM folder, CSV, FHIR ndjson)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mapping", help="hospital column-mapping file (YAML or JSON)")
@@ -193,7 +193,7 @@ def add_subcommands(subparsers) -> None:
     p.set_defaults(func=cmd_etl)
 
     p = subparsers.add_parser("map-check", help="dry run: how each field and source column would be read")
-    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM"])
+    p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM", "SCD"])
     p.add_argument("--source", required=True, nargs="+", help="CSV/TSV export file(s) or folder")
     p.add_argument("--mapping", help="hospital mapping file to check with the export (YAML or JSON)")
     p.add_argument("--write-mapping", metavar="FILE", help="write a suggested starting mapping here")

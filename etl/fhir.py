@@ -121,7 +121,8 @@ def build_bundle(rec: PatientRecord, cat: Catalogue, not_tested: Iterable[str] =
     cond = {"resourceType": "Condition", "subject": subject, "code": code,
             "verificationStatus": _cc("http://terminology.hl7.org/CodeSystem/condition-ver-status",
                                       "confirmed")}
-    if rec.values.get("age") is not None:
+    age_spec = cat.fields.get("age")
+    if rec.values.get("age") is not None and (age_spec is None or age_spec.fhir == "condition.onset_age"):
         cond["onsetAge"] = _qty(rec.values["age"], "a")
     add(cond, "Condition")
 
@@ -143,6 +144,10 @@ def build_bundle(rec: PatientRecord, cat: Catalogue, not_tested: Iterable[str] =
                 obs["valueBoolean"] = bool(v)
             else:
                 obs["valueCodeableConcept"] = _local(f"{f.name}:{v}", str(v))
+                if v in spec.value_codes:  # the standard concept beside the local code
+                    vsys, vcode, vdisp = spec.value_codes[v]
+                    obs["valueCodeableConcept"]["coding"].append(
+                        {"system": vsys, "code": vcode, **({"display": vdisp} if vdisp else {})})
             add(obs, f"obs:{f.name}")
         elif kind == "karyotype.component":
             karyo_components.append({"code": _local(f.name, f.description), "valueBoolean": bool(v)})

@@ -79,7 +79,7 @@ MAPPING_SCHEMA: dict = {
     "additionalProperties": False,
     "properties": {
         "version": {"type": ["string", "integer"], "enum": ["1", "2", 1, 2]},
-        "use_case": {"type": "string", "enum": ["MDS", "AML", "CMML", "MM", "mds", "aml", "cmml", "mm"]},
+        "use_case": {"type": "string", "enum": ["MDS", "AML", "CMML", "MM", "SCD", "mds", "aml", "cmml", "mm", "scd"]},
         "delimiter": {"type": "string", "minLength": 1},
         "encoding": {"type": "string", "minLength": 1},
         "date_format": {"type": "string", "minLength": 1},

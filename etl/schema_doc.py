@@ -42,7 +42,8 @@ def render(used_by: Callable[[str], dict[str, tuple[str, ...]]] | None = None) -
         "(tests/etl/test_schema_doc.py fails when this file is stale). -->",
         "",
         f"Schema version {SCHEMA_VERSION}. Every table has `patient_id`, the features below in this "
-        "order, and per endpoint `<endpoint>_months` (time from diagnosis, months) and "
+        "order, and per endpoint `<endpoint>_months` (time from diagnosis, months; SCD, diagnosed at "
+        "birth: from the baseline visit) and "
         "`<endpoint>_event` (1 event, 0 censored). Missing values are empty (NaN). A value outside "
         "its range is set missing by the ETL and listed in the quality report; a row is rejected "
         "only when its patient id, survival time or event, or a required field is unusable.",
@@ -75,6 +76,9 @@ def render(used_by: Callable[[str], dict[str, tuple[str, ...]]] | None = None) -
         out += ["", "Endpoints:", "", "| columns | description |", "|---|---|"]
         for e in schema.endpoints:
             out.append(f"| `{e.time_column}` (months), `{e.event_column}` (0/1) | {_cell(e.description)} |")
+        if used_by and not scores:
+            out += ["", "No conventional prognostic score is computed for this use case: models are "
+                        "compared with each other and with the Cox baseline only."]
         if schema.embeddings:
             out += ["", "Embedding blocks (optional): " + "; ".join(
                 f"`{g.prefix}_0 .. {g.prefix}_<d-1>` {g.description.lower()}" for g in schema.embeddings) + "."]

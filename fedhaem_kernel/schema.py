@@ -1,4 +1,4 @@
-"""Feature schemas per use case (MDS, AML, CMML, MM), shared by the ETL, the models and the
+"""Feature schemas per use case (MDS, AML, CMML, MM, SCD), shared by the ETL, the models and the
 prognostic scores.
 
 One schema names every column of an ML-ready table: its type, unit, allowed range and the
@@ -286,11 +286,51 @@ MM = UseCaseSchema(
     embeddings=_EMBEDDINGS,
 )
 
-SCHEMAS: dict[str, UseCaseSchema] = {s.use_case: s for s in (MDS, AML, CMML, MM)}
+# Sickle cell disease: the non-oncological use case (docs/scd.md). SCD is diagnosed at birth or
+# in infancy (newborn screening), so ``age`` is the age at baseline (entry into the cohort or
+# registry, when the laboratory values are taken: steady state, away from a crisis) and the
+# endpoints run from that baseline. Genotypes by HGVS-free clinical names; HbS-beta0-thal is
+# clinically like HbSS, HbS-beta+-thal milder.
+SCD_GENOTYPES = ("HbSS", "HbSC", "HbS-beta0-thal", "HbS-beta+-thal")
+
+SCD = UseCaseSchema(
+    use_case="SCD",
+    title="Sickle cell disease",
+    features=(
+        _num("age", "clinical", "Age at baseline (cohort entry; SCD is diagnosed at birth, so "
+             "times run from this visit)", "a", 0, 100),
+        _cat("sex", "clinical", "Sex at birth", ("F", "M")),
+        _cat("genotype", "clinical", "Sickle genotype (HBB): HbSS, HbSC, HbS/beta0-thalassaemia or "
+             "HbS/beta+-thalassaemia", SCD_GENOTYPES),
+        _num("hbf", "clinical", "Fetal haemoglobin, % of total haemoglobin (steady state)", "%", 0, 60),
+        _num("hb", "clinical", "Haemoglobin (steady state)", "g/dL", 2, 20),
+        _num("retic", "clinical", "Reticulocytes, % of red cells (not the absolute count)", "%", 0, 60),
+        _num("ldh", "clinical", "Serum lactate dehydrogenase", "U/L", 0, 10000),
+        _num("bilirubin", "clinical", "Total serum bilirubin", "mg/dL", 0, 50),
+        _num("wbc", "clinical", "White blood cell count (steady state)", "10*9/L", 0, 100),
+        _num("voc_per_year", "clinical", "Vaso-occlusive crises needing medical care, per year "
+             "(the 12 months before baseline)", "/a", 0, 50),
+        _bin("acs_history", "clinical", "Acute chest syndrome ever, before baseline"),
+        _bin("stroke_history", "clinical", "Overt ischaemic or haemorrhagic stroke ever, before baseline"),
+        _num("tcd_velocity", "clinical", "Transcranial Doppler time-averaged mean of the maximum "
+             "velocity, highest of the intracranial arteries (children 2-16 years; >= 200 cm/s "
+             "abnormal)", "cm/s", 0, 400),
+        _bin("hydroxyurea", "therapy", "Taking hydroxyurea (hydroxycarbamide) at baseline"),
+        _bin("chronic_transfusion", "therapy", "On a chronic red-cell transfusion or exchange programme "
+             "at baseline"),
+    ),
+    endpoints=(
+        Endpoint("os", "Overall survival"),
+        Endpoint("sev", "Time to the first severe event: overt stroke, acute chest syndrome needing "
+                 "intensive care, or death from any cause"),
+    ),
+)
+
+SCHEMAS: dict[str, UseCaseSchema] = {s.use_case: s for s in (MDS, AML, CMML, MM, SCD)}
 
 
 def get_schema(use_case: str) -> UseCaseSchema:
-    """The schema of a use case by its code (MDS, AML, CMML, MM), case-insensitive."""
+    """The schema of a use case by its code (MDS, AML, CMML, MM, SCD), case-insensitive."""
     try:
         return SCHEMAS[use_case.upper()]
     except KeyError:
