@@ -309,7 +309,10 @@ def _store_event(run_id: int, ev: dict, source: str) -> list[tuple[str, dict]] |
             publish.append(("round" if phase == "round" else phase,
                             {"round": body["round"], "rounds": run.rounds, "metrics": metrics}))
         elif ev["type"] == "phase":
-            publish.append(("phase", {"phase": str(body.get("phase", ""))[:60]}))
+            shown = {"phase": str(body.get("phase", ""))[:60]}
+            if isinstance(body.get("round"), int):  # a phase's step (an analysis run's Cox iteration)
+                shown["round"] = body["round"]
+            publish.append(("phase", shown))
         elif ev["type"] == "node_missed":
             publish.append(("node_missed", missed_entry(body)))
     return publish

@@ -33,7 +33,7 @@
   ws.onmessage = function (ev) {
     forward(ev);
     const msg = JSON.parse(ev.data);
-    if (msg.event === "phase") mark(phaseOf(msg.data.phase), 0);
+    if (msg.event === "phase") mark(phaseOf(msg.data.phase), msg.data.round || 0);
     else if (order.includes(phaseOf(msg.event))) mark(phaseOf(msg.event), msg.data.round);
     else if (msg.event === "round" && msg.data.phase) mark(phaseOf(msg.data.phase), msg.data.round);
   };

@@ -2,8 +2,8 @@
 approvals as a survival run), the run contract handed to the engine, the conclusion storing a
 report or refusing a malformed one with the reason, the report API and CSV downloads with the
 survival runs' scoping, the live page and the study report."""
-import copy
 import csv
+import dataclasses
 import io
 import json
 
@@ -311,3 +311,41 @@ def test_cancel_is_the_lifecycle_cancel_and_is_audited(study, personas, api):
     r = api(personas["coordinator"]).post(f"/api/runs/{run.pk}/cancel/")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert AuditEvent.objects.filter(action="run.cancel", object_id=str(run.pk)).exists()
+
+
+def test_the_engine_run_from_the_portal_contract_concludes_into_the_report(study, personas, api):
+    """The contract the portal hands Flower, run by the engine's in-process executor over three
+    generated MDS hospitals: its analysis.json passes the portal's check, is stored unchanged
+    and the CSV downloads carry its figures."""
+    from fl_engine.cohort import generate_mds_cohort, split_nodes
+    from fl_engine.federation import events as run_events
+    from fl_engine.federation.config import parse_contract
+    from fl_engine.federation.executor import run_analysis_in_process
+    from portal.analyses import services
+    from portal.studies import lifecycle
+
+    _approve(study, personas)
+    run = services.start_analysis_run(personas["coordinator"], study)
+    cfg = parse_contract(services.flower_analysis_config(run))
+    # in process: no events endpoint and the three generated hospitals instead of the study's node
+    cfg = dataclasses.replace(cfg, events_url="", min_nodes=3, participants=())
+    parts = split_nodes(generate_mds_cohort(n=600, seed=3), (0.5, 0.3, 0.2), seed=3)
+    doc, _ = run_analysis_in_process(cfg, {f"hosp-{i}": p for i, p in enumerate(parts)})
+    data = json.dumps(doc, allow_nan=False).encode()
+    lifecycle.transition(run.pk, "starting")
+    lifecycle.transition(run.pk, "running", flower_run_id="7")
+    for seq, phase in enumerate(("describe", "km", "cox"), start=1):
+        lifecycle.ingest_event(run.pk, {"seq": seq, "type": "phase", "phase": phase, "round": 1})
+    lifecycle.ingest_event(run.pk, {"seq": 4, "type": "finished",
+                                    "artefacts": {"analysis.json": run_events.pack_artefact(data)}})
+    assert lifecycle.conclude(run.pk) == "finished"
+    run.refresh_from_db()
+    assert run.analysis_report.content == json.loads(data)
+    assert run.analysis_report.content["hospitals"] == ["hosp-0", "hosp-1", "hosp-2"]
+    reader = api(personas["clinician"])
+    cox = _csv(reader.get(f"/api/analysis-runs/{run.pk}/cox.csv"))
+    assert [r["covariate"] for r in cox] == doc["cox"]["covariates"]
+    assert [float(r["hr"]) for r in cox] == pytest.approx(doc["cox"]["hr"], rel=1e-12)
+    km = _csv(reader.get(f"/api/analysis-runs/{run.pk}/km.csv"))
+    assert len(km) == sum(len(g["time"]) for g in doc["km"]["groups"].values())
+    assert set(doc["km"]["groups"]) == {"F", "M"}
