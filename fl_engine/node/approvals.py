@@ -3,6 +3,12 @@ approved: the approvals come from the manager (this node's token), the decision 
 
 Node config keys (``fedhaem-node start`` sets them): ``manager`` (portal base URL) and
 ``token-file``; ``approval-cache-s`` (how long a fetched list is reused, default 5 s).
+A node started from a profile of a node home (fl_engine.node.profiles) also sets ``manager-ca``
+(the TLS root it trusts for that manager), ``manager-id`` (the identity pinned in the profile),
+``approvals-dir`` (the profile's approvals store) and ``profile``. Approvals are then bound to
+the manager's identity (its URL + the fingerprint of that TLS root, computed here, never a name
+the manager sends): the store keeps the identity it was fetched under, a store written under
+another identity is never read, and only approvals of this SuperNode's own manager count.
 ``trust-all-runs = "true"`` turns the check off: engine tests and benchmarks only, never set by
 ``fedhaem-node start``.
 """
@@ -38,6 +44,51 @@ def _token(node_cfg: dict) -> str:
         raise ParticipationRefused(f"token-file {path}: {err}") from None
 
 
+def manager_id_of(node_cfg: dict) -> str | None:
+    """The identity of the manager this SuperNode serves, from its own node config: computed
+    from ``manager`` and ``manager-ca``; must equal the pinned ``manager-id`` when that is set.
+    None for a node started without a profile (the single-manager layout)."""
+    ca = node_cfg.get("manager-ca")
+    pinned = node_cfg.get("manager-id") or None
+    if not ca:
+        if pinned:
+            raise ParticipationRefused("the node config pins manager-id but names no manager-ca to check it")
+        return None
+    from fl_engine.node.profiles import ProfileError, manager_identity
+    try:
+        now = manager_identity(str(node_cfg["manager"]), str(ca))
+    except ProfileError as err:
+        raise ParticipationRefused(str(err)) from None
+    if pinned and now != pinned:
+        raise ParticipationRefused(
+            f"profile {node_cfg.get('profile', '?')}: the manager's TLS root {ca} is not the one pinned in the "
+            f"profile ({now} != {pinned}); its approvals are not used until the operator re-pins the profile")
+    return now
+
+
+def _store_path(node_cfg: dict, manager: str, token: str, ident: str | None) -> Path:
+    if node_cfg.get("approvals-dir"):
+        d = Path(str(node_cfg["approvals-dir"]))
+        d.mkdir(parents=True, exist_ok=True)
+        return d / "approvals.json"
+    key = hashlib.sha256(f"{manager}|{token}|{ident or ''}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fedhaem-approvals-{key}.json"
+
+
+def _read_store(path: Path, ident: str | None) -> list[dict] | None:
+    """The stored list, or None when absent, unreadable or written under another identity."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(body, list):  # a cache written before identities: only for an identity-less node
+        return body if ident is None else None
+    if not isinstance(body, dict) or body.get("manager_id") != ident:
+        return None
+    approvals = body.get("approvals")
+    return approvals if isinstance(approvals, list) else None
+
+
 def fetch_approvals(node_cfg: dict, timeout: float = 10.0) -> list[dict]:
     """This node's approvals from the manager, reused for approval-cache-s seconds (a file cache
     under the temp folder: ClientApps may run in short-lived processes).
@@ -50,17 +101,16 @@ def fetch_approvals(node_cfg: dict, timeout: float = 10.0) -> list[dict]:
 
     manager = str(node_cfg["manager"]).rstrip("/")
     token = _token(node_cfg)
+    ident = manager_id_of(node_cfg)
     ttl = float(node_cfg.get("approval-cache-s", 5.0))
     retry_s = float(node_cfg.get("approval-retry-s", 20.0))
     stale_s = float(node_cfg.get("approval-stale-s", 600.0))
-    key = hashlib.sha256(f"{manager}|{token}".encode()).hexdigest()[:16]
-    cache = Path(tempfile.gettempdir()) / f"fedhaem-approvals-{key}.json"
+    cache = _store_path(node_cfg, manager, token, ident)
     age = time.time() - cache.stat().st_mtime if cache.exists() else float("inf")
     if age < ttl:
-        try:
-            return json.loads(cache.read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
+        stored = _read_store(cache, ident)
+        if stored is not None:
+            return _tagged(stored, ident)
     deadline = time.monotonic() + retry_s
     while True:
         try:
@@ -71,20 +121,29 @@ def fetch_approvals(node_cfg: dict, timeout: float = 10.0) -> list[dict]:
                 time.sleep(2.0)
                 continue
             if age < stale_s:
-                log.warning("the manager %s did not answer (%s); using its approvals of %.0f s ago", manager, err, age)
-                try:
-                    return json.loads(cache.read_text())
-                except (OSError, json.JSONDecodeError):
-                    pass
+                stored = _read_store(cache, ident)
+                if stored is not None:
+                    log.warning("the manager %s did not answer (%s); using its approvals of %.0f s ago",
+                                manager, err, age)
+                    return _tagged(stored, ident)
             raise ParticipationRefused(f"the manager {manager} did not answer for approvals: {err}") from None
     if r.status_code != 200:
         raise ParticipationRefused(f"the manager refused the approvals request: HTTP {r.status_code} {r.text[:200]}")
-    approvals = r.json().get("approvals", [])
+    approvals = [a for a in r.json().get("approvals", []) if isinstance(a, dict)]
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(approvals))
+    body = approvals if ident is None else {"manager": manager, "manager_id": ident, "approvals": approvals}
+    tmp.write_text(json.dumps(body))
     tmp.chmod(0o600)
     tmp.replace(cache)
-    return approvals
+    return _tagged(approvals, ident)
+
+
+def _tagged(approvals: list[dict], ident: str | None) -> list[dict]:
+    """Each approval with the identity of the manager it was fetched from (set here: whatever a
+    manager writes in its own list is overwritten)."""
+    if ident is None:
+        return list(approvals)
+    return [{**a, "manager_id": ident} for a in approvals if isinstance(a, dict)]
 
 
 def report_refusal(node_cfg: dict, cfg, reason: str) -> None:
@@ -112,7 +171,18 @@ def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str) -> No
         if not node_cfg.get("manager"):
             raise ParticipationRefused("the node has no manager to ask for approvals "
                                        "(start it with fedhaem-node start --manager ...)")
-        check_participation(cfg, node_name, fingerprint, fetch_approvals(node_cfg))
+        ident = manager_id_of(node_cfg)
+        approvals = fetch_approvals(node_cfg)
+        if ident is not None:  # only approvals given to this SuperNode's own manager count
+            approvals = [a for a in approvals if a.get("manager_id") == ident]
+        try:
+            check_participation(cfg, node_name, fingerprint, approvals)
+        except ParticipationRefused as err:
+            if ident is None:
+                raise
+            raise ParticipationRefused(
+                f"{err} [manager profile {node_cfg.get('profile', '?')}: {node_cfg['manager']}, identity "
+                f"{ident}; approvals given to this hospital's other managers never count here]") from None
     except ParticipationRefused as err:
         log.error("refused run %s of study %s: %s", cfg.portal_run_id or "?", cfg.study_id or "?", err)
         report_refusal(node_cfg, cfg, str(err))

@@ -10,6 +10,16 @@
         in DIR's local registry. Keeps running until SIGTERM / Ctrl-C: a SuperNode that exits
         (its SuperLink went away and refused it, a crash) is started again after a back-off of
         1, 2, 4 ... at most 30 s; heartbeats that fail (manager down) are logged and retried.
+    fedhaem-node profile add NAME --home HOME --manager URL --superlink HOST:PORT
+                       --root-certificates CA --token-file F [--name NODE] [--key-dir D] [--data-dir D]
+        A manager profile in a node home (one per manager the hospital serves: own key pair,
+        token, TLS root, dataset registry, approvals store; fl_engine/node/profiles.py,
+        docs/multi-manager.md). Prints the profile's SuperNode public key for that manager.
+    fedhaem-node start --home HOME [--profile NAME ...]
+        One SuperNode per profile (or the ones named), each supervised and restarted as above,
+        each sending heartbeats with its own token to its own manager.
+    fedhaem-node status --home HOME [--json]
+        The profiles, their manager identity, datasets and state (what `start` last wrote).
     fedhaem-node scores --dataset DIR [--json]
         On an ETL output folder, at the hospital: on how many patients each conventional score of
         the use case is computable, why the others are not (missing or not-tested inputs, APL
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -33,6 +44,7 @@ from etl.table import read_table_file
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
 from fl_engine.deploy.processes import start_supernode
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
+from fl_engine.node.profiles import ProfileError, add_profile, load_profiles, profile_state
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
 
 log = logging.getLogger("fedhaem.node")
@@ -47,7 +59,30 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-def cmd_start(args) -> int:
+class _Served:
+    """One SuperNode this start process supervises: its manager, token, registry and back-off
+    (one per manager profile; the single-manager flags make one without a profile)."""
+
+    def __init__(self, name, manager, token, data_dir, start, profile=None):
+        self.name, self.manager, self.token, self.data_dir = name, manager, token, Path(data_dir)
+        self.start, self.profile = start, profile
+        self.node = None
+        self.restarts, self.up_since, self.restart_at, self.next_beat = 0, 0.0, None, 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({'profile ' + self.profile.name if self.profile else self.manager})"
+
+    def beat(self, status: str) -> None:
+        node_id = self.node.node_id() if self.node is not None else None
+        send_heartbeat(self.manager, self.token, heartbeat_payload(self.name, self.data_dir, status, node_id))
+        if self.profile is not None:
+            pid = self.node.process.pid if self.node is not None and self.node.process.popen else None
+            self.profile.write_status(state=status, pid=os.getpid(), supernode_pid=pid, flower_node_id=node_id,
+                                      restarts=self.restarts)
+
+
+def _served_from_flags(args) -> _Served | int:
     keys = node_key_paths(args.key_dir)
     if not keys.private_key.exists():
         print(f"error: no node key in {args.key_dir}; run `fedhaem-node keygen --key-dir {args.key_dir}` "
@@ -61,12 +96,68 @@ def cmd_start(args) -> int:
     token = Path(args.token_file).read_text().strip() if args.token_file else None
     name = args.name or socket.gethostname()
     state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
-    node = start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
-                           state_dir, runtime_port=args.port, launcher=args.launcher,
-                           tuning=args.flower_tuning, release_after_s=args.release_after,
-                           node_options={"manager": args.manager,
-                                         "token-file": str(Path(args.token_file).resolve()) if args.token_file else ""})
-    log.info("node %s: SuperNode pid %d (log %s)", name, node.process.pid, node.process.log_path)
+    options = {"manager": args.manager,
+               "token-file": str(Path(args.token_file).resolve()) if args.token_file else ""}
+
+    def start():
+        return start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
+                               state_dir, runtime_port=args.port, launcher=args.launcher,
+                               tuning=args.flower_tuning, release_after_s=args.release_after,
+                               node_options=options)
+    return _Served(name, args.manager, token, data_dir, start)
+
+
+def _served_from_home(args) -> list[_Served] | int:
+    if args.port:
+        print("error: --port is for the single-manager form; each profile's SuperNode takes a free port",
+              file=sys.stderr)
+        return 2
+    try:
+        profiles = load_profiles(args.home, args.profile or None)
+        for prof in profiles:
+            prof.check_identity()
+            token = prof.token()
+            if not node_key_paths(prof.key_dir).private_key.is_file():
+                raise ProfileError(f"profile {prof.name}: no node key in {prof.key_dir}")
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    served = []
+    for prof in profiles:
+        prof.data_dir.mkdir(parents=True, exist_ok=True)
+
+        def start(prof=prof):
+            return start_supernode(prof.config.node_name, prof.config.superlink, prof.root_certificates,
+                                   node_key_paths(prof.key_dir).private_key, prof.data_dir, prof.state_dir,
+                                   launcher=args.launcher, tuning=args.flower_tuning,
+                                   release_after_s=args.release_after, node_options=prof.node_options())
+        served.append(_Served(prof.config.node_name, prof.config.manager, prof.token(), prof.data_dir, start,
+                              profile=prof))
+    return served
+
+
+def cmd_start(args) -> int:
+    if args.home:
+        clash = [f for f in ("manager", "superlink", "key_dir", "data_dir", "token_file", "root_certificates",
+                             "name", "state_dir") if getattr(args, f)]
+        if clash:
+            print(f"error: --home takes each manager's settings from its profile; drop "
+                  f"{', '.join('--' + c.replace('_', '-') for c in clash)}", file=sys.stderr)
+            return 2
+        served = _served_from_home(args)
+    else:
+        missing = [f for f in ("manager", "superlink", "key_dir", "data_dir") if not getattr(args, f)]
+        if missing:
+            print(f"error: without --home, start needs {', '.join('--' + m.replace('_', '-') for m in missing)}",
+                  file=sys.stderr)
+            return 2
+        if args.profile:
+            print("error: --profile selects profiles of a node home: give --home", file=sys.stderr)
+            return 2
+        served = _served_from_flags(args)
+    if isinstance(served, int):
+        return served
+    served = served if isinstance(served, list) else [served]
     stopping = {"flag": False}
 
     def _stop(signum, _frame):
@@ -74,41 +165,88 @@ def cmd_start(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    restarts, up_since, restart_at = 0, time.monotonic(), None
     try:
-        next_beat = 0.0
+        for sv in served:
+            sv.node = sv.start()
+            sv.up_since = time.monotonic()
+            log.info("node %s: SuperNode pid %d (log %s)", sv.label, sv.node.process.pid, sv.node.process.log_path)
         while not stopping["flag"]:
-            now = time.monotonic()
-            if restart_at is None and not node.alive():
-                dead = [p for p in node.processes() if not p.alive()]
-                if now - up_since >= RESTART_RESET_S:
-                    restarts = 0  # it ran a while: a new failure starts the back-off again
-                restarts += 1
-                wait = restart_backoff(restarts)
-                if activation_refused(node):
-                    # Killed without deactivating: the SuperLink holds the node online until its
-                    # last heartbeat expires (60 s in Flower 1.42) and refuses it meanwhile.
-                    wait = min(wait, ACTIVATION_RETRY_S)
-                    log.warning("the SuperLink still holds node %s as online (it was not stopped cleanly); "
-                                "retrying every %g s until it lets go (at most a minute)", name, wait)
-                log.error("%s exited with %s (see %s); restarting the SuperNode in %g s (attempt %d)",
-                          dead[0].name, dead[0].popen.returncode, dead[0].log_path, wait, restarts)
-                send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "error", node.node_id()))
-                restart_at = now + wait
-            if restart_at is not None:
-                if now < restart_at:
-                    time.sleep(0.2)
-                    continue
-                node.restart()
-                log.info("node %s: SuperNode restarted, pid %d", name, node.process.pid)
-                restart_at, up_since, next_beat = None, now, 0.0
-            if now >= next_beat:
-                send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "online", node.node_id()))
-                next_beat = time.monotonic() + args.heartbeat_interval
+            for sv in served:
+                _supervise(sv, args.heartbeat_interval)
             time.sleep(0.5)
     finally:
-        node.stop()
-        send_heartbeat(args.manager, token, heartbeat_payload(name, data_dir, "offline", node.node_id()))
+        for sv in served:
+            if sv.node is not None:
+                sv.node.stop()
+                sv.beat("offline")
+                if sv.profile is not None:
+                    sv.profile.write_status(state="stopped", pid=None, flower_node_id=sv.node.node_id())
+    return 0
+
+
+def _supervise(sv: _Served, heartbeat_interval: float) -> None:
+    """One step of one SuperNode's watch: restart it after a back-off when it died, heartbeat."""
+    node, now = sv.node, time.monotonic()
+    if sv.restart_at is None and not node.alive():
+        dead = [p for p in node.processes() if not p.alive()]
+        if now - sv.up_since >= RESTART_RESET_S:
+            sv.restarts = 0  # it ran a while: a new failure starts the back-off again
+        sv.restarts += 1
+        wait = restart_backoff(sv.restarts)
+        if activation_refused(node):
+            # Killed without deactivating: the SuperLink holds the node online until its
+            # last heartbeat expires (60 s in Flower 1.42) and refuses it meanwhile.
+            wait = min(wait, ACTIVATION_RETRY_S)
+            log.warning("the SuperLink still holds node %s as online (it was not stopped cleanly); "
+                        "retrying every %g s until it lets go (at most a minute)", sv.label, wait)
+        log.error("%s exited with %s (see %s); restarting the SuperNode in %g s (attempt %d)",
+                  dead[0].name, dead[0].popen.returncode, dead[0].log_path, wait, sv.restarts)
+        sv.beat("error")
+        sv.restart_at = now + wait
+    if sv.restart_at is not None:
+        if now < sv.restart_at:
+            return
+        node.restart()
+        log.info("node %s: SuperNode restarted, pid %d", sv.label, node.process.pid)
+        sv.restart_at, sv.up_since, sv.next_beat = None, now, 0.0
+    if now >= sv.next_beat:
+        sv.beat("online")
+        sv.next_beat = time.monotonic() + heartbeat_interval
+
+
+def cmd_profile_add(args) -> int:
+    try:
+        prof = add_profile(args.home, args.profile_name, manager=args.manager, superlink=args.superlink,
+                           root_certificates=args.root_certificates, token_file=args.token_file,
+                           node_name=args.name or socket.gethostname(), key_dir=args.key_dir,
+                           data_dir=args.data_dir, replace=args.replace)
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"# profile {prof.name} in {prof.folder}: manager {prof.config.manager}, identity "
+          f"{prof.config.manager_id}", file=sys.stderr)
+    print(f"# register datasets for this manager only with: fedhaem-node register --data-dir {prof.data_dir} "
+          f"--manager {prof.config.manager} --token-file {prof.token_file} ...", file=sys.stderr)
+    print(f"# the manager approves this SuperNode public key:", file=sys.stderr)
+    print(node_key_paths(prof.key_dir).public_text())
+    return 0
+
+
+def cmd_status(args) -> int:
+    try:
+        rows = [profile_state(p) for p in load_profiles(args.home, args.profile or None)]
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"home": str(Path(args.home).resolve()), "profiles": rows}, indent=1))
+        return 0
+    for r in rows:
+        ident = "ok" if r["identity_ok"] else f"CHANGED: {r['identity_error']}"
+        print(f"{r['profile']}: {r['state']}; node {r['node_name']} (Flower id {r['flower_node_id'] or '-'}) "
+              f"at {r['manager']} via {r['superlink']}")
+        print(f"    manager identity {r['manager_id']} ({ident}); key sha256 {r['public_key_sha256']}")
+        print(f"    datasets: {', '.join(r['datasets']) or 'none registered'}")
     return 0
 
 
@@ -170,11 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--key-dir", required=True)
     k.add_argument("--force", action="store_true", help="replace an existing key pair")
     k.set_defaults(func=cmd_keygen)
-    s = sub.add_parser("start", help="run the SuperNode and heartbeats")
-    s.add_argument("--manager", required=True, help="portal base URL, e.g. https://manager.example")
-    s.add_argument("--superlink", required=True, help="SuperLink Fleet address HOST:PORT")
-    s.add_argument("--key-dir", required=True)
-    s.add_argument("--data-dir", required=True, help="local dataset registry")
+    s = sub.add_parser("start", help="run the SuperNode(s) and heartbeats")
+    s.add_argument("--home", default=None, help="node home: one SuperNode per manager profile in it")
+    s.add_argument("--profile", action="append", default=None,
+                   help="with --home: serve only this profile (repeatable; default: every profile)")
+    s.add_argument("--manager", default=None, help="portal base URL, e.g. https://manager.example")
+    s.add_argument("--superlink", default=None, help="SuperLink Fleet address HOST:PORT")
+    s.add_argument("--key-dir", default=None)
+    s.add_argument("--data-dir", default=None, help="local dataset registry")
     s.add_argument("--port", type=int, default=None, help="SuperNode Runtime API port (default: free port)")
     s.add_argument("--name", default=None, help="node name (default: host name)")
     s.add_argument("--token-file", default=None, help="file with the portal API token")
@@ -189,6 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)
+    pr = sub.add_parser("profile", help="manager profiles of a node home (one per manager)")
+    prs = pr.add_subparsers(dest="profile_command", required=True)
+    pa = prs.add_parser("add", help="add a manager profile: own key pair, token, TLS root, registry, approvals")
+    pa.add_argument("profile_name", metavar="NAME", help="'default' = the home's top folder; others go "
+                                                         "under HOME/managers/NAME")
+    pa.add_argument("--home", required=True)
+    pa.add_argument("--manager", required=True, help="that manager's portal base URL")
+    pa.add_argument("--superlink", required=True, help="that manager's SuperLink Fleet address HOST:PORT")
+    pa.add_argument("--root-certificates", required=True, help="the TLS root (CA) to trust for that manager")
+    pa.add_argument("--token-file", required=True, help="the node token that manager issued (copied in)")
+    pa.add_argument("--name", default=None, help="this node's name at that manager (default: host name)")
+    pa.add_argument("--key-dir", default=None, help="adopt an existing key pair (default: a new one)")
+    pa.add_argument("--data-dir", default=None, help="adopt an existing registry (default: PROFILE/data)")
+    pa.add_argument("--replace", action="store_true", help="re-pin an existing profile (new CA or URL)")
+    pa.set_defaults(func=cmd_profile_add)
+    st = sub.add_parser("status", help="the profiles of a node home and their state")
+    st.add_argument("--home", required=True)
+    st.add_argument("--profile", action="append", default=None)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     c = sub.add_parser("scores", help="coverage of the conventional scores on an ETL output (local)")
     c.add_argument("--dataset", required=True, help="an ETL output folder")
     c.add_argument("--top", type=int, default=8, help="reasons listed per score")
