@@ -233,11 +233,13 @@ def check_describe_arrays(arrays: list, spec: DescribeSpec, min_cell: int) -> No
         for c, a in zip(spec.numeric, block[1:1 + len(spec.numeric)]):
             counts_ok(a[:2], f"{scope}/{c.name} n, missing")
             counts_ok(a[HEAD:], f"{scope}/{c.name} histogram")
+            if a[0] == SUPPRESSED:
+                if np.any(a[2:] != 0):
+                    raise ValueError(f"describe reply: {scope}/{c.name} is suppressed but carries sums")
+                continue
             if not np.all(np.isfinite(a[2:4])) or a[3] < 0 or a[4] < 1 or a[4] != round(a[4]):
                 raise ValueError(f"describe reply: {scope}/{c.name}: sums must be finite, sum of squares >= 0, "
                                  f"merged bins a whole number >= 1")
-            if a[0] == SUPPRESSED and np.any(a[2:] != 0):
-                raise ValueError(f"describe reply: {scope}/{c.name} is suppressed but carries sums")
             if a[0] >= 0 and a[HEAD:].sum() != a[0]:
                 raise ValueError(f"describe reply: {scope}/{c.name}: histogram total {a[HEAD:].sum():g} != n {a[0]:g}")
         for c, a in zip(spec.categorical, block[1 + len(spec.numeric):]):

@@ -4,6 +4,7 @@ refused."""
 import numpy as np
 import pytest
 
+from fl_engine.analytics.settings import validate_analysis
 from fl_engine.federation.config import parse_run_config
 from fl_engine.federation.core import NodeReply, NodeRequest, check_reply_privacy, handle_request
 from fl_engine.federation.curves import CURVE_EDGES_MONTHS
@@ -29,6 +30,8 @@ def _share_request():
     return NodeRequest("synth_share", arrays, {"payload": skel, "round": 1})
 
 
+ANALYSIS = validate_analysis("MDS", "os", {"numeric": ["hb"], "categorical": ["sex"], "covariates": ["age"]})
+
 # One reply each kind allows: (payload or reply fields, weight shapes sent, request).
 ALLOWED = {
     "stats": (dict(stats=STATS, metrics={"n": 3}), None, None),
@@ -49,6 +52,18 @@ ALLOWED = {
     "synth_validate": ({"n_train": 3, "parts": ["fidelity"], "scores": {"csf": 0.8, "gsf": 0.7}}, None, None),
     "synth_alone": ({"params": None}, None, None),
     "synth_share": (None, None, _share_request()),  # a node whose gate failed: scalars only
+    "analysis_describe": (dict(arrays=[np.array([3.0]), np.r_[3.0, 0.0, 0.5, 2.1, 1.0, np.eye(200)[90] * 3],
+                                       np.array([0.0, 1.0, 2.0])], metrics={"n": 3}), None,
+                          NodeRequest("analysis_describe", [], {"use_case": "MDS", "min_cell": 0,
+                                                                "settings": ANALYSIS})),
+    "analysis_km": (dict(arrays=[np.array([0.0, 2.0]), np.array([1.0, 0.0]), np.array([0.0])],
+                         metrics={"moved": 0}), None,
+                    NodeRequest("analysis_km", [], {"use_case": "MDS", "min_cell": 0, "settings": ANALYSIS})),
+    "analysis_cox": (dict(arrays=[np.array([0.0, 2.0]), np.array([3.0, 2.0]), np.zeros((2, 1)), np.zeros((2, 1, 1)),
+                                  np.zeros(1), np.array([0.0, 2.0]), np.zeros((2, 1)), np.zeros((2, 1, 1))],
+                          metrics={"n": 3, "events": 2, "moved": 0}), [(1,)],
+                     NodeRequest("analysis_cox", [np.zeros(1)], {"use_case": "MDS", "min_cell": 0,
+                                                                 "settings": ANALYSIS})),
 }
 
 
