@@ -1,4 +1,6 @@
-"""A generated MDS cohort in the MDS schema, for tests, demos and the experiment grid.
+"""Generated cohorts for tests, demos and the experiment grid: MDS (generate_mds_cohort, the
+model below) and sickle cell disease (generate_scd_cohort, its model in that function's
+docstring and docs/scd.md).
 
 Generative model (seeded, one `numpy.random.Generator`):
 
@@ -48,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fedhaem_kernel.schema import MDS, MDS_GENES
+from fedhaem_kernel.schema import MDS, MDS_GENES, SCD
 
 # Latent class weights and P(flag | class), five classes, from the IWG-PM mixture fit above.
 # Reading the classes: 0 SF3B1 / TET2 / DNMT3A / del(5q) lower risk; 1 ASXL1 / U2AF1 / RUNX1
@@ -277,6 +279,160 @@ def _add_missing(df: pd.DataFrame, rng: np.random.Generator) -> None:
     gen_cols = MDS.group("genomic")
     df.loc[rng.random(n) < 0.02, gen_cols] = np.nan
     df.loc[rng.random(n) < 0.06, list(_RARE_GENES)] = np.nan
+
+
+# --- Sickle cell disease -----------------------------------------------------------------------
+# Genotype shares (high-income registries; docs/scd.md): HbSS ~2/3, HbSC ~1/4, the two
+# HbS/beta-thalassaemias the rest.
+_SCD_GENOTYPE_P = {"HbSS": 0.66, "HbSC": 0.25, "HbS-beta0-thal": 0.04, "HbS-beta+-thal": 0.05}
+# Steady-state laboratory values per genotype, off hydroxyurea and transfusion:
+# (Hb g/dL mean, HbF % median, reticulocytes % median, LDH U/L median, bilirubin mg/dL median,
+# WBC 10^9/L median). HbS/beta0 is clinically HbSS-like, HbS/beta+ close to HbSC.
+_SCD_LABS = {
+    "HbSS": (7.6, 6.0, 10.0, 450.0, 3.0, 10.5),
+    "HbSC": (11.0, 2.0, 3.5, 260.0, 1.4, 7.5),
+    "HbS-beta0-thal": (7.9, 7.0, 8.5, 400.0, 2.6, 10.0),
+    "HbS-beta+-thal": (10.8, 4.5, 4.0, 270.0, 1.5, 8.0),
+}
+# Per genotype: (painful-crisis rate per year, stroke probability by age 20, ACS incidence per
+# 100 patient-years, log hazard ratio of death against HbSS).
+_SCD_RATES = {
+    "HbSS": (0.8, 0.11, 12.8, 0.0),
+    "HbSC": (0.4, 0.02, 5.2, -0.85),
+    "HbS-beta0-thal": (1.0, 0.08, 9.4, 0.0),
+    "HbS-beta+-thal": (0.4, 0.02, 3.9, -0.7),
+}
+_SCD_MISSING = {"hbf": 0.10, "retic": 0.15, "ldh": 0.15, "bilirubin": 0.10, "wbc": 0.05, "hb": 0.03,
+                "voc_per_year": 0.08, "acs_history": 0.05, "stroke_history": 0.03, "genotype": 0.0,
+                "hydroxyurea": 0.02, "chronic_transfusion": 0.02}
+# Gompertz mortality in attained age a (years): h(a) = h0 exp(b a) exp(lp); with lp = 0 (HbSS,
+# female, HbF 6%, no complication) the median age at death would be 58 years; the complications
+# the cohort carries bring HbSS to a median of ~53 (HbSC ~67), docs/scd.md.
+_SCD_GOMPERTZ_B = 0.05
+_SCD_GOMPERTZ_H0 = np.log(2) * _SCD_GOMPERTZ_B / (np.exp(_SCD_GOMPERTZ_B * 58.0) - 1.0)
+
+
+def generate_scd_cohort(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """n generated sickle cell disease patients (rows) in the SCD schema, with the os and sev
+    endpoints in months from the baseline visit.
+
+    Model (seeded; one `numpy.random.Generator`; figures and sources in docs/scd.md):
+
+    1. Genotype (HbSS 66%, HbSC 25%, HbS/beta0 4%, HbS/beta+ 5%), sex 1:1, age at baseline:
+       40% children (1-18 years, uniform), 60% adults (18 + Gamma(2, 9), at most 80).
+    2. Therapy by indication: hydroxyurea for 55% of HbSS / HbS-beta0 patients (15% of the
+       milder genotypes); a chronic transfusion programme for 8% of them, 70% after a stroke.
+    3. Laboratory values at steady state around the genotype's figures (`_SCD_LABS`). One
+       latent haemolysis score moves Hb down and reticulocytes, LDH and bilirubin up together;
+       HbF is log-normal around the genotype's median, higher in children, and hydroxyurea
+       about doubles it (+ Hb 0.6 g/dL, reticulocytes and WBC down); each % of HbF raises Hb
+       a little. Transfusion raises Hb and lowers HbF, reticulocytes and haemolysis markers.
+    4. History: painful crises per year ~ Gamma-Poisson around the genotype's rate, higher in
+       adults and with higher Hb, lower with HbF (-4% per HbF %) and hydroxyurea (-44%);
+       acute chest syndrome ever (a quarter of the episode incidence, up to age 30) and stroke
+       ever grow with age at the genotype's incidence.
+    5. Transcranial Doppler velocity only in HbSS / HbS-beta0 children 2-16 years (70%
+       screened): ~Normal(155, 35) cm/s at Hb 8 g/dL and age 8, higher with lower Hb and in
+       younger children, lower on hydroxyurea or transfusion; about 6% at 200 cm/s or above
+       (abnormal).
+    6. Death: Gompertz in attained age (median age at death ~53 years in HbSS, ~67 in HbSC,
+       measured with left-truncated Kaplan-Meier on 20,000 patients) with a log-risk for
+       genotype, male sex (+0.15), HbF (-0.04 per %), hydroxyurea (-0.4), ACS history (+0.5),
+       stroke history (+0.5), WBC > 15 (+0.4), crises (+0.08 per crisis/year, at most 10),
+       haemolysis (+0.25 per SD). First severe event: the earliest of death, an
+       overt stroke (hazard from the stroke incidence, x8 when TCD >= 200 cm/s and off
+       transfusion, x3 after a previous stroke, halved on hydroxyurea, x0.2 on transfusion)
+       and acute chest syndrome needing intensive care (15% of the ACS incidence, x1.6 after
+       ACS, -50% on hydroxyurea, +0.08 per crisis/year, a hinge in Hb above 10 g/dL in HbSS).
+    7. Censoring: administrative (uniform 12-180 months) and loss to follow-up (4% a year).
+    8. Missing completely at random like a registry export (`_SCD_MISSING`); TCD missing
+       where it is not done (adults, milder genotypes, unscreened children).
+    """
+    if n < 1:
+        raise ValueError(f"generate_scd_cohort: n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    gts = list(_SCD_GENOTYPE_P)
+    genotype = np.asarray(gts, dtype=object)[
+        rng.choice(len(gts), size=n, p=np.asarray(list(_SCD_GENOTYPE_P.values())))]
+    severe = np.isin(genotype, ["HbSS", "HbS-beta0-thal"])
+    ss = genotype == "HbSS"
+    child = rng.random(n) < 0.40
+    age = np.where(child, rng.uniform(1, 18, n), 18 + np.minimum(rng.gamma(2.0, 9.0, n), 62.0))
+    age = np.round(age, 1)
+    male = rng.random(n) < 0.5
+    sex = np.where(male, "M", "F")
+
+    def per_gt(table, j):
+        return np.array([table[g][j] for g in genotype], dtype=float)
+
+    # 4 (first the history that drives therapy): stroke ever, from the genotype's risk by age 20.
+    p20 = per_gt(_SCD_RATES, 1)
+    stroke_rate = -np.log(1 - p20) / 20.0  # per year, constant in age (a simplification)
+    stroke_hist = rng.random(n) < 1 - np.exp(-stroke_rate * np.maximum(age - 1, 0))
+    # 2. therapy by indication
+    hu = rng.random(n) < np.where(severe, 0.55, 0.15)
+    tx = rng.random(n) < np.where(stroke_hist, 0.70, np.where(severe, 0.08, 0.02))
+    # 3. laboratory values
+    hb_mu, hbf_med, ret_med, ldh_med, bili_med, wbc_med = (per_gt(_SCD_LABS, j) for j in range(6))
+    hbf = hbf_med * np.exp(rng.normal(0, 0.55, n)) * np.where(child, 1.3, 1.0)
+    hbf = hbf * np.where(hu, 2.0, 1.0) * np.where(tx, 0.6, 1.0)
+    hbf = np.clip(hbf, 0.3, 45)
+    haem = rng.standard_normal(n) - 0.4 * tx  # latent haemolysis score (SD 1)
+    hb = hb_mu + 0.04 * (hbf - hbf_med) + 0.6 * hu + 1.3 * tx - 0.5 * haem + rng.normal(0, 0.7, n)
+    hb = np.round(np.clip(hb, 4.0, 15.5), 1)
+    retic = ret_med * np.exp(0.3 * haem + rng.normal(0, 0.25, n)) * np.where(hu, 0.8, 1.0) * np.where(tx, 0.7, 1.0)
+    retic = np.round(np.clip(retic, 0.5, 40), 1)
+    ldh = np.round(np.clip(ldh_med * np.exp(0.3 * haem + rng.normal(0, 0.2, n)), 120, 3000))
+    bili = np.round(np.clip(bili_med * np.exp(0.35 * haem + rng.normal(0, 0.3, n)), 0.2, 20), 1)
+    wbc = wbc_med * np.exp(rng.normal(0, 0.25, n)) - 2.0 * hu
+    wbc = np.round(np.clip(wbc, 2.0, 40), 1)
+    # 4. crises and acute chest syndrome
+    voc_rate = (per_gt(_SCD_RATES, 0) * np.where(age >= 18, 1.4, 0.8) * np.exp(0.12 * (hb - hb_mu))
+                * np.exp(-0.04 * (hbf - hbf_med)) * np.where(hu, 0.56, 1.0))
+    voc = rng.poisson(voc_rate * rng.gamma(1.5, 1 / 1.5, n)).astype(float)
+    acs_inc = per_gt(_SCD_RATES, 2) / 100.0
+    # a first episode is rarer than the episode incidence (episodes recur in the same patients)
+    acs_hist = rng.random(n) < 1 - np.exp(-0.25 * acs_inc * np.minimum(age, 30) * np.where(hu, 0.7, 1.0))
+    # 5. transcranial Doppler (STOP screening: HbSS / HbS-beta0 children 2-16 years)
+    screened = severe & (age >= 2) & (age <= 16) & (rng.random(n) < 0.70)
+    tcd = (155 + 10.0 * (8.0 - hb) - 2.0 * (age - 8) - 15 * hu - 25 * tx + rng.normal(0, 35, n))
+    tcd = np.where(screened, np.round(np.clip(tcd, 40, 320)), np.nan)
+    abnormal_tcd = np.nan_to_num(tcd) >= 200
+    # 6. outcomes
+    lp_death = (per_gt(_SCD_RATES, 3) + 0.15 * male - 0.04 * (hbf - 6.0) - 0.4 * hu + 0.5 * acs_hist
+                + 0.5 * stroke_hist + 0.4 * (wbc > 15) + 0.08 * np.minimum(voc, 10) + 0.25 * haem)
+    b, h0 = _SCD_GOMPERTZ_B, _SCD_GOMPERTZ_H0
+    e = rng.exponential(size=n)
+    years = np.log1p(e * b / (h0 * np.exp(lp_death) * np.exp(b * age))) / b  # Gompertz from `age`
+    t_death = 12.0 * years
+    stroke_h = (stroke_rate * np.where(abnormal_tcd & ~tx, 8.0, 1.0) * np.where(stroke_hist, 3.0, 1.0)
+                * np.where(hu, 0.5, 1.0) * np.where(tx, 0.2, 1.0) * np.where(age > 30, 1.5, 1.0))
+    t_stroke = 12.0 * rng.exponential(1.0 / stroke_h)
+    lp_acs = (0.47 * acs_hist - 0.69 * hu + 0.08 * np.minimum(voc, 10)
+              + 0.35 * ss * np.maximum(hb - 10.0, 0))
+    acs_icu_h = 0.15 * acs_inc * np.exp(lp_acs)
+    t_acs = 12.0 * rng.exponential(1.0 / acs_icu_h)
+    t_sev = np.minimum(t_death, np.minimum(t_stroke, t_acs))
+    censor = np.minimum(rng.uniform(12, 180, n), rng.exponential(12 / 0.04, n))
+
+    def endpoint(t_event):
+        return (np.round(np.maximum(np.minimum(t_event, censor), 0.1), 2),
+                (t_event <= censor).astype(int))
+
+    os_m, os_e = endpoint(t_death)
+    sev_m, sev_e = endpoint(t_sev)
+    df = pd.DataFrame({
+        "patient_id": [f"SCD-{seed}-{i:06d}" for i in range(n)],
+        "age": age, "sex": sex, "genotype": genotype, "hbf": np.round(hbf, 1), "hb": hb,
+        "retic": retic, "ldh": ldh, "bilirubin": bili, "wbc": wbc, "voc_per_year": voc,
+        "acs_history": acs_hist.astype(float), "stroke_history": stroke_hist.astype(float),
+        "tcd_velocity": tcd, "hydroxyurea": hu.astype(float), "chronic_transfusion": tx.astype(float),
+        "os_months": os_m, "os_event": os_e, "sev_months": sev_m, "sev_event": sev_e,
+    })
+    for col, rate in _SCD_MISSING.items():
+        if rate:
+            df.loc[rng.random(n) < rate, col] = None if col == "genotype" else np.nan
+    return df[["patient_id"] + SCD.feature_names + ["os_months", "os_event", "sev_months", "sev_event"]]
 
 
 def split_nodes(df: pd.DataFrame, fractions=(0.6, 0.3, 0.1), seed: int = 0,

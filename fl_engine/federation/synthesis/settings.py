@@ -21,6 +21,8 @@ _MDS_GENES = ("SF3B1", "TET2", "ASXL1", "SRSF2", "DNMT3A", "RUNX1", "U2AF1", "TP
 DEFAULT_COLUMNS = {
     "MDS": ("age", "sex", "hb", "plt", "anc", "wbc", "bm_blast", "pb_blast", "cyto_ipssr", "complex",
             "del5q", "del7_7q", "del17_17p", "del20q", "plus8") + _MDS_GENES,
+    "SCD": ("age", "sex", "genotype", "hbf", "hb", "retic", "ldh", "bilirubin", "wbc", "voc_per_year",
+            "acs_history", "stroke_history", "hydroxyurea", "chronic_transfusion"),  # TCD: children only
 }
 # Right-skewed labs (and survival times) are modelled as log1p(x - minimum).
 LOG_COLUMNS = ("plt", "anc", "wbc", "bm_blast", "pb_blast", "ldh", "ferritin", "crp")
