@@ -295,6 +295,34 @@ MEDIA_URL = "/media/"
 # Django chmods stored files (synthetic cohorts) to these, whatever the umask.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+# --- encryption at rest -----------------------------------------------------------------------
+# Synthetic cohorts (media), run folders and the local MLflow artifact store are encrypted at rest
+# (fedhaem_kernel.atrest: AES-256-GCM per file, its data key wrapped by a key-encryption key).
+# Keys: FEDHAEM_AT_REST_KEYS (a JSON keyring in the environment; read-only) or the key file
+# FEDHAEM_AT_REST_KEYS_FILE (default var/secrets/at_rest_keys.json, generated at first start in
+# development; `manage.py rotate_at_rest_keys` adds keys to it). See SECURITY.md.
+AT_REST_ENCRYPTION = env.boolean("FEDHAEM_AT_REST_ENCRYPTION", True)
+AT_REST_KEYS = env.string("FEDHAEM_AT_REST_KEYS")
+AT_REST_KEYS_FILE = Path(env.string("FEDHAEM_AT_REST_KEYS_FILE", "") or (VAR_DIR / "secrets" / "at_rest_keys.json"))
+if AT_REST_KEYS or AT_REST_KEYS_FILE.exists():
+    from fedhaem_kernel.atrest import KeyringError, LocalKeyring  # noqa: E402
+
+    try:  # a malformed keyring stops start-up naming its source (its keys are not kept here)
+        LocalKeyring.from_json(AT_REST_KEYS, "FEDHAEM_AT_REST_KEYS") if AT_REST_KEYS \
+            else LocalKeyring.from_file(AT_REST_KEYS_FILE)
+    except KeyringError as _exc:
+        raise ImproperlyConfigured(str(_exc)) from None
+elif AT_REST_ENCRYPTION:
+    if PRODUCTION:
+        raise ImproperlyConfigured("FEDHAEM_AT_REST_KEYS or FEDHAEM_AT_REST_KEYS_FILE (an existing key file) "
+                                   "must be set in production while FEDHAEM_AT_REST_ENCRYPTION is on")
+    from fedhaem_kernel.atrest import LocalKeyring  # noqa: E402
+
+    LocalKeyring.load_or_create(AT_REST_KEYS_FILE)
+STORAGES = {
+    "default": {"BACKEND": "portal.core.at_rest.EncryptedFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """Reads for studies and runs."""
 from __future__ import annotations
 
+from fedhaem_kernel.atrest import AtRestError
 from fedhaem_kernel.schema import SCHEMAS
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_text, pooled_coverage
+from portal.core.at_rest import read_file
 from portal.studies.models import ModelVersion, Run, Study
 
 
@@ -181,7 +183,12 @@ def run_curves(run) -> dict:
 
     path = Path(settings.VAR_DIR) / "runs" / str(run.pk) / "model" / "model.json"
     try:
-        curves = json.loads(path.read_text()).get("curves") or {}
+        curves = json.loads(read_file(path)).get("curves") or {}  # encrypted at rest
+    except AtRestError as exc:
+        import logging
+
+        logging.getLogger(__name__).error("run %s: model.json unreadable: %s", run.pk, exc)
+        return {}
     except (OSError, ValueError):
         return {}
     if not curves.get("groups"):

@@ -11,6 +11,7 @@ from fl_engine.federation import approval as engine_approval
 from fl_engine.federation import events as run_events
 from fl_engine.federation.config import build_contract
 from portal.audit.services import record
+from portal.core import at_rest
 from portal.core.live import publish_run
 from portal.nodes.models import WorkerNode
 from portal.studies import lifecycle, tracking
@@ -234,7 +235,7 @@ def conclude_survival(run: Run, files: dict[str, bytes]) -> str:
     model_dir = run_dir(run) / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     for name in ("model.npz", "model.json"):
-        (model_dir / name).write_bytes(files[name])
+        at_rest.write_file(model_dir / name, files[name])  # encrypted when settings.AT_REST_ENCRYPTION
     if ModelVersion.objects.filter(run=run).exists():
         return ""
     try:
@@ -306,6 +307,6 @@ def model_archive(actor, mv) -> tuple[str, bytes] | None:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
-                zf.write(path, path.relative_to(folder))
+                zf.writestr(str(path.relative_to(folder)), at_rest.read_file(path))
     record(actor, "model.download", mv)
     return f"{mv.registered_model_name}-v{mv.version}.zip", buf.getvalue()

@@ -3,10 +3,15 @@ model as a pyfunc artifact) and a version in the model registry, linked by Model
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 
+from portal.core import at_rest
+from portal.core.private_files import private_dir
 from portal.studies.models import ModelVersion, Run
 
 log = logging.getLogger(__name__)
@@ -28,11 +33,26 @@ def model_requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", *(f"{name}=={version(name)}" for name in ("cloudpickle", "fedhaem"))]
 
 
+@contextmanager
+def _plaintext_copy(model_dir: Path):
+    """`model_dir`'s files decrypted into a private temporary folder under var/ (removed after),
+    for MLflow to copy into its (encrypted) artifact store."""
+    tmp = Path(tempfile.mkdtemp(prefix="model-", dir=private_dir(Path(settings.VAR_DIR) / "tmp")))
+    try:
+        for path in sorted(Path(model_dir).iterdir()):
+            if path.is_file():
+                (tmp / path.name).write_bytes(at_rest.read_file(path))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def log_run(run: Run, model_dir: Path) -> ModelVersion:
     import mlflow
     from mlflow import MlflowClient
 
     from fl_engine.serving import SurvivalPyfunc  # mlflow: heavy, only when a model is registered
+    from portal.core import mlflow_at_rest  # registers the encrypted artifact store's URI scheme
 
     uri = settings.MLFLOW_TRACKING_URI
     if uri.startswith("sqlite:///"):
@@ -44,7 +64,9 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
     if exp is None:
         artifacts = None
         if "://" not in settings.MLFLOW_ARTIFACT_ROOT or settings.MLFLOW_ARTIFACT_ROOT.startswith("file:"):
-            artifacts = Path(settings.MLFLOW_ARTIFACT_ROOT.removeprefix("file://")).joinpath(exp_name).as_uri()
+            folder = Path(settings.MLFLOW_ARTIFACT_ROOT.removeprefix("file://")).joinpath(exp_name)
+            # encrypted at rest: MLflow writes and reads it through portal.core.mlflow_at_rest
+            artifacts = mlflow_at_rest.path_to_uri(folder) if at_rest.enabled() else folder.as_uri()
         exp_id = client.create_experiment(exp_name, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id
@@ -61,10 +83,11 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
         for m in run.metrics.all():
             key = f"{m.name}.{m.node}".replace(" ", "_")
             mlflow.log_metric(key, m.value, step=m.round)
-        info = mlflow.pyfunc.log_model(name="model", python_model=SurvivalPyfunc(),
-                                       artifacts={"model_dir": str(model_dir)},
-                                       pip_requirements=model_requirements(),
-                                       registered_model_name=registered_name(run))
+        with _plaintext_copy(model_dir) as plain_dir:  # the run folder's files may be encrypted
+            info = mlflow.pyfunc.log_model(name="model", python_model=SurvivalPyfunc(),
+                                           artifacts={"model_dir": str(plain_dir)},
+                                           pip_requirements=model_requirements(),
+                                           registered_model_name=registered_name(run))
         mlflow_run_id = mrun.info.run_id
     versions = client.search_model_versions(f"name='{registered_name(run)}'")
     mine = [v for v in versions if v.run_id == mlflow_run_id] or versions

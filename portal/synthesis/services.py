@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from django.db import transaction
 from django.utils import timezone
 
+from fedhaem_kernel.atrest import AtRestError
 from fl_engine.federation.config import build_contract, parse_run_config
 from fl_engine.federation.contract import bounds as contract_setting
 from generative import build_data_card
@@ -76,6 +78,10 @@ def _checked_file(actor, cohort: SyntheticCohort):
         handle = cohort.file.open("rb")
     except FileNotFoundError:
         raise CohortRefused(f"the file of {cohort} is missing from storage") from None
+    except AtRestError as exc:  # tampered, truncated, unknown key, or plaintext not yet migrated
+        logging.getLogger(__name__).error("cohort %s: %s", cohort.pk, exc)
+        raise CohortRefused(f"the stored file of {cohort} cannot be decrypted ({exc.reason}); "
+                            "an administrator must look at it") from None
     return handle
 
 
