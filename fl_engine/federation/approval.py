@@ -65,6 +65,16 @@ def run_outside_settings(cfg, settings: dict) -> list[str]:
         same(k, _plain(getattr(cfg, k)), settings["privacy"][k])
     if cfg.num_rounds > settings["max_rounds"]:
         out.append(f"{cfg.num_rounds} rounds, more than the approved {settings['max_rounds']}")
+    if cfg.task == "analysis":  # aggregates of approved columns only; no model is trained
+        allowed = _approved_columns(settings)
+        a = cfg.analysis or {}
+        used = set(a.get("numeric", [])) | set(a.get("categorical", [])) | set(a.get("covariates", []))
+        if a.get("group_by") and a.get("group_by") != "hospital":
+            used.add(a["group_by"])
+        extra = sorted(used - allowed) if allowed is not None else []
+        if extra:
+            out.append(f"analyses columns outside the approved features: {extra}")
+        return out
     if cfg.task == "synthesis":
         allowed = None
         if settings["features"]:
@@ -82,6 +92,16 @@ def run_outside_settings(cfg, settings: dict) -> list[str]:
     same("features", sorted(cfg.features), settings["features"])
     same("feature_groups", sorted(cfg.feature_groups), settings["feature_groups"])
     return out
+
+
+def _approved_columns(settings: dict) -> set[str] | None:
+    """The features a study approved (None = every feature of its use case)."""
+    if settings["features"]:
+        return set(settings["features"])
+    if settings["feature_groups"]:
+        schema = get_schema(settings["use_case"])
+        return {f.name for f in schema.features if f.group in settings["feature_groups"]}
+    return None
 
 
 def check_participation(cfg, node_name: str, local_fingerprint: str, approvals: list[dict]) -> None:
