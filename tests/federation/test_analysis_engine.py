@@ -341,3 +341,28 @@ def test_a_node_refuses_an_analysis_of_columns_outside_the_approved_features():
     outside = parse_run_config({"task": "analysis", "analysis": {"numeric": ["age"], "categorical": [],
                                                                  "covariates": ["TP53"]}})
     assert run_outside_settings(outside, approved) == ["analyses columns outside the approved features: ['TP53']"]
+
+
+def test_an_scd_analysis_by_genotype_equals_lifelines_on_the_pooled_rows():
+    from fl_engine import cohort as cohorts
+
+    try:
+        schema = get_schema("SCD")
+    except KeyError:
+        pytest.skip("no SCD schema yet")
+    if not hasattr(cohorts, "generate_scd_cohort"):
+        pytest.skip("no SCD generator yet")
+    df = cohorts.generate_scd_cohort(800, seed=2)
+    tables = {f"H{i + 1}": p for i, p in enumerate(split_nodes(df, (0.5, 0.3, 0.2), seed=2))}
+    group = "genotype" if "genotype" in schema.feature_names else "sex"
+    doc, _ = run_analysis_in_process({"task": "analysis", "use_case": "SCD", "endpoint": "os", "min_nodes": 2,
+                                      "analysis": {"group_by": group, "covariates": ["age", "hb"]}}, tables)
+    pooled = _pooled(tables)
+    for g, curve in doc["km"]["groups"].items():
+        rows = pooled[pooled[group].astype(str) == g]
+        kmf = KaplanMeierFitter().fit(rows["T"], rows.os_event)
+        np.testing.assert_allclose(curve["survival"], kmf.survival_function_.iloc[:, 0].loc[curve["time"]], atol=1e-12)
+    x = pooled[["age", "hb", "T", "os_event"]].dropna()
+    ref = CoxPHFitter().fit(x, "T", "os_event", fit_options={"precision": 1e-12})
+    np.testing.assert_allclose(doc["cox"]["coef"], ref.params_.values, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(doc["cox"]["se"], ref.standard_errors_.values, atol=1e-6, rtol=0)
