@@ -68,3 +68,24 @@ def test_registry_and_heartbeat_payload(tmp_path, node_tables):
 
 def test_heartbeat_failure_is_not_fatal():
     assert send_heartbeat("http://127.0.0.1:9", "t", {"name": "x"}, timeout=1) is False
+
+
+def test_app_bundle_is_built_once_per_content_of_the_app(tmp_path):
+    import shutil
+
+    from fl_engine.deploy import control
+    from fl_engine.deploy.local import APP_DIR
+
+    app = tmp_path / "app"
+    shutil.copytree(APP_DIR, app)
+    first = control.app_bundle(app)
+    assert control.app_bundle(app) is first  # cached: not rebuilt for the next run
+    fab, digest, fab_id, version = first
+    assert fab[:2] == b"PK" and len(digest) == 64 and (fab_id, version) == ("fedhaem/fedhaem-study", "0.1.0")
+    readme = app / "README.md"
+    readme.write_text(readme.read_text() + "\nedited\n")
+    again = control.app_bundle(app)
+    assert again is not first and again[1] != digest  # an edited app is a new bundle
+    (app / "pyproject.toml").write_text("not toml [")
+    with pytest.raises(Exception, match="pyproject.toml|toml|TOML"):
+        control.app_bundle(app)

@@ -88,6 +88,27 @@ def test_runs_listed_in_process_match_the_flwr_cli(fed):
         control.list_runs("127.0.0.1:9", root_certificates=fed.pki.ca_cert)
 
 
+def test_runs_started_in_process_match_the_flwr_cli(fed, tmp_path):
+    """The portal submits runs from its own process (StartRun with a bundle built once per app
+    content); `flwr run` must see the same app bundle and run config."""
+    cfg = {"dataset": "study", "num_rounds": 1, "min_nodes": 3, "local_epochs": 1, "seed": 5,
+           "round_timeout_s": 120.0, "comparison": False}
+    ids = {}
+    for how, in_process in (("in_process", True), ("cli", False)):
+        metrics = tmp_path / f"{how}.jsonl"
+        ids[how] = control.start_run(APP_DIR, {**cfg, "metrics_path": str(metrics)}, fed.address,
+                                     in_process=in_process, **fed.conn_kwargs())
+        assert fed.wait_run(ids[how], 300)["status"] == "finished:completed"
+    rows = {r["run-id"]: r for r in control.list_runs(fed.address, **fed.conn_kwargs())}
+    a, b = rows[ids["in_process"]], rows[ids["cli"]]
+    assert {k: a[k] for k in ("fab-id", "fab-version", "fab-hash")} == {k: b[k] for k in ("fab-id", "fab-version", "fab-hash")}
+    c = [[m for m in r["metrics"] if m["name"] == "c_index"]
+         for how in ids for r in _records(tmp_path / f"{how}.jsonl") if r.get("round") == 1]
+    assert len(c) == 2 and c[0] == c[1], "the same seeded config gives the same round, however it was submitted"
+    with pytest.raises(control.ControlError, match="127.0.0.1:9"):
+        control.start_run(APP_DIR, cfg, "127.0.0.1:9", root_certificates=fed.pki.ca_cert)
+
+
 def _cfg(d):
     from fl_engine.federation import parse_run_config
     return parse_run_config(d)
