@@ -9,7 +9,6 @@ approved study on exactly this dataset and these settings; every reply passes
 from __future__ import annotations
 
 import numpy as np
-import torch._dynamo  # noqa: F401  (else the first optimizer.step imports it, inside training)
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 

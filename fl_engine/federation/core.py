@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fl_engine.features import Preprocessor, column_stats, merge_stats, resolve_columns, survival_arrays
 from fl_engine.federation import curves
@@ -266,6 +265,8 @@ def build_preprocessor(cfg: RunConfig, stats: list[dict]) -> Preprocessor:
 
 def initial_weights(cfg: RunConfig, n_features: int) -> list[np.ndarray]:
     """Seeded initial global weights of the configured model."""
+    import torch  # here, not at the top: a node answering a stats request never loads torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return build_model(cfg.model, n_features, cfg.model_params).get_weights()

@@ -6,6 +6,7 @@ Replies are collected with `Grid.push_messages` / `Grid.pull_messages` polled ev
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from flwr.app import Context, Message
@@ -85,6 +86,17 @@ class GridTransport:
         return out
 
 
+def _warm_torch() -> None:
+    """Import torch on a side thread while the run's first phase waits for the nodes' stats
+    replies (the model, built after them, needs it): start-up no longer waits for that import."""
+    def warm() -> None:
+        try:
+            import torch  # noqa: F401
+        except Exception:  # the main thread's own import reports any real problem
+            pass
+    threading.Thread(target=warm, name="warm-torch", daemon=True).start()
+
+
 app = ServerApp()
 
 
@@ -96,6 +108,8 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if flower_tuning.enabled():
         flower_tuning.apply()
+    if cfg.task == "survival":  # only survival models need torch on the manager
+        _warm_torch()
     transport = GridTransport(grid, cfg.poll_interval_s,
                               {p["node_id"] for p in cfg.participants} if cfg.participants else None)
     if cfg.task == "synthesis":

@@ -55,3 +55,30 @@ def test_launcher_is_lean_when_idle_and_serves_runs_before_and_after_releasing(t
 
         _run(fed, tmp_path, 2)
         assert launcher.log_text().count("serving 127.0.0.1") >= 2  # started, and re-executed at least once
+
+
+def test_a_cold_node_answers_the_stats_request_without_loading_torch(node_tables):
+    """A run's first message to a node is the stats request; after an idle spell the node answers
+    it from a cold child. That child must not pay for torch (seconds of CPU per node, at every
+    node at once): only training loads it."""
+    import json
+    import subprocess
+    import sys
+
+    table = next(iter(node_tables.values()))
+    code = f"""
+import sys, json, pandas as pd
+import fl_engine.federation.client_app  # what a cold ClientApp child imports
+from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.core import NodeRequest, check_reply_privacy, handle_request
+df = pd.read_json(sys.stdin, orient="split")
+cfg = parse_run_config({{"dataset": "study"}})
+reply = handle_request(df, cfg, NodeRequest("stats"), "H1")
+check_reply_privacy("stats", reply, None)
+print(json.dumps({{"torch": "torch" in sys.modules, "columns": len(reply.stats["columns"])}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], input=table.to_json(orient="split"), text=True,
+                         capture_output=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["columns"] > 0
+    assert got["torch"] is False
