@@ -39,9 +39,16 @@ def test_malformed_value_names_the_variable(tmp_path, name, value):
 def test_secret_key_file_and_production_requirements(tmp_path):
     key = tmp_path / "key"
     key.write_text("k" * 60)
+    from fedhaem_kernel.atrest import LocalKeyring
+
+    keyring = tmp_path / "at_rest_keys"
+    LocalKeyring.create(keyring)
     ok = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s",
-                "RUN_EVENTS_KEY_FILE": str(key)}, tmp_path)
+                "RUN_EVENTS_KEY_FILE": str(key), "FEDHAEM_AT_REST_KEYS_FILE": str(keyring)}, tmp_path)
     assert ok.returncode == 0, ok.stderr
+    no_at_rest_keys = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s",
+                             "RUN_EVENTS_KEY_FILE": str(key)}, tmp_path)
+    assert no_at_rest_keys.returncode != 0 and "FEDHAEM_AT_REST_KEYS" in no_at_rest_keys.stderr
     no_events_key = _load({"FEDHAEM_ENV": "production", "SECRET_KEY_FILE": str(key), "OIDC_RP_CLIENT_SECRET": "s",
                            "RUN_EVENTS_KEY_FILE": str(tmp_path / "absent")}, tmp_path)
     assert no_events_key.returncode != 0 and "RUN_EVENTS_KEY_FILE" in no_events_key.stderr
