@@ -298,7 +298,7 @@ _SCD_LABS = {
 # 100 patient-years, log hazard ratio of death against HbSS).
 _SCD_RATES = {
     "HbSS": (0.8, 0.11, 12.8, 0.0),
-    "HbSC": (0.4, 0.02, 5.2, -0.85),
+    "HbSC": (0.4, 0.02, 5.2, -0.8),
     "HbS-beta0-thal": (1.0, 0.08, 9.4, 0.0),
     "HbS-beta+-thal": (0.4, 0.02, 3.9, -0.7),
 }
@@ -307,7 +307,7 @@ _SCD_MISSING = {"hbf": 0.10, "retic": 0.15, "ldh": 0.15, "bilirubin": 0.10, "wbc
                 "hydroxyurea": 0.02, "chronic_transfusion": 0.02}
 # Gompertz mortality in attained age a (years): h(a) = h0 exp(b a) exp(lp); with lp = 0 (HbSS,
 # female, HbF 6%, no complication) the median age at death would be 58 years; the complications
-# the cohort carries bring HbSS to a median of ~53 (HbSC ~67), docs/scd.md.
+# the cohort carries bring HbSS to a median of ~53 (HbSC ~68), docs/scd.md.
 _SCD_GOMPERTZ_B = 0.05
 _SCD_GOMPERTZ_H0 = np.log(2) * _SCD_GOMPERTZ_B / (np.exp(_SCD_GOMPERTZ_B * 58.0) - 1.0)
 
@@ -335,15 +335,16 @@ def generate_scd_cohort(n: int = 3000, seed: int = 0) -> pd.DataFrame:
        screened): ~Normal(155, 35) cm/s at Hb 8 g/dL and age 8, higher with lower Hb and in
        younger children, lower on hydroxyurea or transfusion; about 6% at 200 cm/s or above
        (abnormal).
-    6. Death: Gompertz in attained age (median age at death ~53 years in HbSS, ~67 in HbSC,
+    6. Death: Gompertz in attained age (median age at death ~53 years in HbSS, ~68 in HbSC,
        measured with left-truncated Kaplan-Meier on 20,000 patients) with a log-risk for
-       genotype, male sex (+0.15), HbF (-0.04 per %), hydroxyurea (-0.4), ACS history (+0.5),
-       stroke history (+0.5), WBC > 15 (+0.4), crises (+0.08 per crisis/year, at most 10),
-       haemolysis (+0.25 per SD). First severe event: the earliest of death, an
-       overt stroke (hazard from the stroke incidence, x8 when TCD >= 200 cm/s and off
-       transfusion, x3 after a previous stroke, halved on hydroxyurea, x0.2 on transfusion)
-       and acute chest syndrome needing intensive care (15% of the ACS incidence, x1.6 after
-       ACS, -50% on hydroxyurea, +0.08 per crisis/year, a hinge in Hb above 10 g/dL in HbSS).
+       genotype (HbSC -0.8), male sex (+0.15), HbF (-0.04 per % above the genotype's median),
+       hydroxyurea (-0.4), ACS history (+0.5), stroke history (+0.5), WBC > 15 (+0.4), crises
+       (+0.08 per crisis/year, at most 10), haemolysis (+0.25 per SD). First severe event: the
+       earliest of death, an overt stroke (hazard from the stroke incidence, x8 when TCD >= 200
+       cm/s and off transfusion, x3 after a previous stroke, halved on hydroxyurea, x0.2 on
+       transfusion) and acute chest syndrome needing intensive care (15% of the ACS incidence,
+       x1.6 after ACS, -50% on hydroxyurea, +0.08 per crisis/year, a hinge in Hb above 10 g/dL
+       in HbSS).
     7. Censoring: administrative (uniform 12-180 months) and loss to follow-up (4% a year).
     8. Missing completely at random like a registry export (`_SCD_MISSING`); TCD missing
        where it is not done (adults, milder genotypes, unscreened children).
@@ -399,7 +400,7 @@ def generate_scd_cohort(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     tcd = np.where(screened, np.round(np.clip(tcd, 40, 320)), np.nan)
     abnormal_tcd = np.nan_to_num(tcd) >= 200
     # 6. outcomes
-    lp_death = (per_gt(_SCD_RATES, 3) + 0.15 * male - 0.04 * (hbf - 6.0) - 0.4 * hu + 0.5 * acs_hist
+    lp_death = (per_gt(_SCD_RATES, 3) + 0.15 * male - 0.04 * (hbf - hbf_med) - 0.4 * hu + 0.5 * acs_hist
                 + 0.5 * stroke_hist + 0.4 * (wbc > 15) + 0.08 * np.minimum(voc, 10) + 0.25 * haem)
     b, h0 = _SCD_GOMPERTZ_B, _SCD_GOMPERTZ_H0
     e = rng.exponential(size=n)
