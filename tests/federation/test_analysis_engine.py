@@ -366,3 +366,11 @@ def test_an_scd_analysis_by_genotype_equals_lifelines_on_the_pooled_rows():
     ref = CoxPHFitter().fit(x, "T", "os_event", fit_options={"precision": 1e-12})
     np.testing.assert_allclose(doc["cox"]["coef"], ref.params_.values, atol=1e-6, rtol=0)
     np.testing.assert_allclose(doc["cox"]["se"], ref.standard_errors_.values, atol=1e-6, rtol=0)
+
+
+def test_a_cox_model_that_cannot_be_fitted_leaves_the_other_analyses_standing(tables):
+    no_hb = {name: t.assign(hb=np.nan) for name, t in tables.items()}  # no complete case for Cox
+    doc, _ = run_analysis_in_process(_cfg(0, covariates=["hb"]), no_hb)
+    assert doc["cox"] is None and any(n.startswith("Cox model not fitted") for n in doc["notes"])
+    assert doc["km"]["groups"] and doc["logrank"]["statistic"] > 0
+    assert doc["describe"]["pooled"]["numeric"]["hb"]["missing"] == sum(len(t) for t in tables.values())

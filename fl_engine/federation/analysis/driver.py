@@ -68,7 +68,6 @@ def _clean(obj):
 
 def _run(cfg: RunConfig, transport: Transport, sink: EventSink, t_end: float) -> dict:
     settings = cfg.analysis
-    schema = get_schema(cfg.use_case)
     budget = time_budget(cfg, t_end)
     k = int(cfg.min_cell_count)
     notes: list[str] = []
@@ -104,50 +103,63 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, t_end: float) ->
     if "describe" in settings["analyses"]:
         doc["describe"] = describe_result(cfg, {names[key]: r.arrays for key, r in replies.items()}, notes)
 
-    # 2. Kaplan-Meier and log-rank
+    # 2. Kaplan-Meier and log-rank; 3. Cox. A phase that cannot be computed (too few hospitals
+    # answering, no events, a singular information matrix) leaves its block null with a note;
+    # the other analyses stand.
     if {"km", "logrank"} & set(settings["analyses"]):
         sink.event("km", round=0)
-        replies = phase(KM, "km")
-        out = km_result(cfg, {names[key]: r for key, r in replies.items()}, notes)
-        if "km" in settings["analyses"]:
-            doc["km"] = out["km"]
-        if "logrank" in settings["analyses"]:
-            doc["logrank"], doc["logrank_stratified"] = out["logrank"], out["logrank_stratified"]
-
-    # 3. Cox: Newton rounds on the summed Efron sums
+        try:
+            replies = phase(KM, "km")
+            out = km_result(cfg, {names[key]: r for key, r in replies.items()}, notes)
+        except FederationError as err:
+            notes.append(f"Kaplan-Meier and log-rank not computed: {err}"[:1000])
+        else:
+            if "km" in settings["analyses"]:
+                doc["km"] = out["km"]
+            if "logrank" in settings["analyses"]:
+                doc["logrank"], doc["logrank_stratified"] = out["logrank"], out["logrank_stratified"]
     if "cox" in settings["analyses"]:
-        terms = design_terms(schema, settings["covariates"])
-        beta = np.zeros(len(terms))
-        newton = CoxNewton(tol=1e-10)
-        fixed: tuple[str, ...] | None = None
-        ll = g = h = None
-        it = 0
-        for it in range(1, MAX_NEWTON + 1):
-            sink.event("cox", round=it)
-            replies = phase(COX, "cox", it, [beta])
-            by_name = {names[key]: r for key, r in replies.items()}
-            if fixed is None:
-                fixed = tuple(sorted(by_name))
-            elif tuple(sorted(by_name)) != fixed:
-                raise FederationError(f"cox: hospitals changed during the Newton rounds ({fixed} -> {sorted(by_name)})")
-            ll, g, h, n_total, n_events, moved = cox_terms(by_name, beta, settings["cox_stratified"])
-            ll, g, h = penalise(ll, g, h, beta, settings["cox_penalizer"], n_total)
-            nxt = newton.step(beta, ll, g, h)
-            if newton.converged:
-                break
-            if newton.halvings == 0 and it == MAX_NEWTON:
-                break
-            beta = nxt
-        if not newton.converged:
-            notes.append(f"Cox: Newton-Raphson did not converge within {MAX_NEWTON} rounds; the figures are the "
-                         f"last iterate's")
-        if moved:
-            notes.append(f"Cox: {moved} patients' times were coarsened (grid steps merged at a hospital so that "
-                         f"no count below {k} left it)")
-        doc["cox"] = cox_result(terms, beta, h, ll, it, n_total, n_events, settings["cox_stratified"])
-        if not newton.converged:
-            doc["cox"]["converged"] = False
+        try:
+            doc["cox"] = _cox_phase(cfg, sink, phase, names, notes)
+        except (FederationError, CoxInputError) as err:
+            notes.append(f"Cox model not fitted: {err}"[:1000])
+    if doc["describe"] is None and doc["km"] is None and doc["logrank"] is None and doc["cox"] is None:
+        raise FederationError("no analysis could be computed: " + "; ".join(notes[-3:]))
     return _clean(doc)
+
+
+def _cox_phase(cfg: RunConfig, sink: EventSink, phase, names: dict[str, str], notes: list[str]) -> dict:
+    """Newton-Raphson rounds of analysis_cox requests until the step is below 1e-10 (at most
+    MAX_NEWTON); the "cox" block."""
+    settings = cfg.analysis
+    terms = design_terms(get_schema(cfg.use_case), settings["covariates"])
+    beta = np.zeros(len(terms))
+    newton = CoxNewton(tol=1e-10)
+    fixed: tuple[str, ...] | None = None
+    it = 0
+    for it in range(1, MAX_NEWTON + 1):
+        sink.event("cox", round=it)
+        replies = phase(COX, "cox", it, [beta])
+        by_name = {names[key]: r for key, r in replies.items()}
+        if fixed is None:
+            fixed = tuple(sorted(by_name))
+        elif tuple(sorted(by_name)) != fixed:
+            raise FederationError(f"hospitals changed during the Newton rounds ({list(fixed)} -> {sorted(by_name)})")
+        ll, g, h, n_total, n_events, moved = cox_terms(by_name, beta, settings["cox_stratified"])
+        ll, g, h = penalise(ll, g, h, beta, settings["cox_penalizer"], n_total)
+        nxt = newton.step(beta, ll, g, h)
+        if newton.converged or it == MAX_NEWTON:
+            break
+        beta = nxt
+    if moved:
+        notes.append(f"Cox: {moved} patients' times were coarsened (grid steps merged at a hospital so that "
+                     f"no count below {cfg.min_cell_count} left it)")
+    out = cox_result(terms, beta, h, ll, it, n_total, n_events, settings["cox_stratified"])
+    if not newton.converged:
+        notes.append(f"Cox: Newton-Raphson did not converge within {MAX_NEWTON} rounds; the figures are the "
+                     f"last iterate's")
+        out["converged"] = False
+    return out
 
 
 # --- the pieces (pure: also the oracles' subject in the tests and the bench) --------------------
