@@ -27,17 +27,33 @@ def enabled() -> bool:
     return bool(getattr(settings, "AT_REST_ENCRYPTION", False))
 
 
-@lru_cache(maxsize=1)
 def keyring() -> atrest.LocalKeyring:
     """The KEKs: FEDHAEM_AT_REST_KEYS (a JSON keyring in the environment, read-only) or the key
-    file FEDHAEM_AT_REST_KEYS_FILE (default var/secrets/at_rest_keys.json, made at first start)."""
+    file FEDHAEM_AT_REST_KEYS_FILE (default var/secrets/at_rest_keys.json, made at first start).
+    A key file is read again when it changes, so a rotation run by another process (a new
+    current key, a retired one) is seen at once by a running portal and its workers."""
     inline = getattr(settings, "AT_REST_KEYS", None)
+    if inline:
+        return _load(inline, None)
+    path = Path(settings.AT_REST_KEYS_FILE)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"key file {path} cannot be read: {exc}") from None
+    return _load(None, (str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+
+
+@lru_cache(maxsize=4)
+def _load(inline: str | None, file_state: tuple | None) -> atrest.LocalKeyring:
     try:
         if inline:
             return atrest.LocalKeyring.from_json(inline, "FEDHAEM_AT_REST_KEYS")
-        return atrest.LocalKeyring.from_file(settings.AT_REST_KEYS_FILE)
+        return atrest.LocalKeyring.from_file(file_state[0])
     except atrest.KeyringError as exc:
         raise ImproperlyConfigured(str(exc)) from None
+
+
+keyring.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
 
 
 @receiver(setting_changed)

@@ -411,3 +411,26 @@ def test_commands_rotate_and_migrate_what_the_portal_keeps(settings, tmp_path):
 
     with pytest.raises(CommandError, match=f"not retiring '{newer}': 3 file"):
         call_command("rotate_at_rest_keys", "--retire", newer, stdout=io.StringIO())
+
+
+def test_a_rotation_by_another_process_is_seen_by_a_running_portal(settings, tmp_path):
+    """The portal caches its keyring; a key file rewritten by `rotate_at_rest_keys` in another
+    process (new current key, old one retired) is read again, so no file is written under a
+    retired key and re-wrapped files stay readable."""
+    from portal.core import at_rest
+
+    key_file = tmp_path / "keys.json"
+    atrest.LocalKeyring.create(key_file)
+    settings.AT_REST_KEYS_FILE = key_file
+    first = at_rest.keyring()
+    path = tmp_path / "runs" / "1" / "model" / "model.json"
+    at_rest.write_file(path, b'{"curves": {}}')
+    other = atrest.LocalKeyring.from_file(key_file)  # "another process"
+    old = other.current_key_id
+    new = other.add_key()
+    atrest.rotate([tmp_path / "runs"], other)
+    other.retire(old)
+    assert at_rest.keyring() is not first and at_rest.keyring().key_ids() == [new]
+    assert at_rest.read_file(path) == b'{"curves": {}}'
+    at_rest.write_file(path, b"{}")
+    assert atrest.census([tmp_path / "runs"]) == {new: 1}
