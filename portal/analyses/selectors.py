@@ -124,6 +124,26 @@ def summary_tables(rep: dict) -> list[dict]:
     return list(by_col.values())
 
 
+def notes_by_section(rep: dict) -> dict[str, list[str]]:
+    """The report's notes where the page shows them: "km" (Kaplan-Meier, log-rank), "cox",
+    "describe" (a cell of the description: "<scope>/<column>: ...") and "other" (the run)."""
+    hospitals = set(rep.get("hospitals") or [])
+    out: dict[str, list[str]] = {"km": [], "cox": [], "describe": [], "other": []}
+    for note in rep.get("notes") or []:
+        low = str(note).lower()
+        head = str(note).split(":", 1)[0]
+        scope = head.split("/", 1)[0]
+        if low.startswith(("kaplan-meier", "log-rank", "logrank")):
+            out["km"].append(note)
+        elif low.startswith("cox"):
+            out["cox"].append(note)
+        elif "/" in head and (scope == "pooled" or scope in hospitals or scope.startswith("group ")):
+            out["describe"].append(note)
+        else:
+            out["other"].append(note)
+    return out
+
+
 def suppressed_scopes(rep: dict) -> list[str]:
     return [f"{scope} {name}" for scope, name, s in _scopes(rep) if s is None]
 

@@ -55,6 +55,7 @@ def section_context(rep: dict) -> dict:
     """What templates/analyses/_report.html shows of report `rep`."""
     return {"report": rep, "tables": selectors.summary_tables(rep), "medians": selectors.km_medians(rep),
             "cox_rows": selectors.cox_rows(rep), "suppressed": selectors.suppressed_scopes(rep),
+            "notes": selectors.notes_by_section(rep),
             "plots": selectors.plot_data(rep)}
 
 

@@ -279,8 +279,10 @@ def test_run_page_study_page_and_study_report(study, personas, client):
     html = done.content.decode()
     assert [p["state"] for p in done.context["phases"]] == ["done", "done", "done"]
     for fragment in ('id="chart-km"', 'id="chart-forest"', 'id="at-risk"', "p = &lt; 0.001", "χ² = 12.345",
-                     "has fewer than 10 patients", 'id="csv-km"', "2.1 – 3.0", "not reached"):
+                     "has fewer than 10 patients", 'id="csv-km"', "2.1 – 3.0", "not reached",
+                     "merged grid steps with fewer than 10 patients"):
         assert fragment in html, fragment
+    assert done.context["notes"]["other"] == sample_report()["notes"]  # neither scope/column nor KM/Cox
     plots = done.context["plots"]
     assert set(plots["km"]) == {"F", "M"} and plots["cox"]["covariates"] == ["age", "hb"]
     assert plots["histograms"]["hb"]["counts"][0] is None and plots["categories"]["sex"] == {"F": 150, "M": 150}
@@ -349,3 +351,17 @@ def test_the_engine_run_from_the_portal_contract_concludes_into_the_report(study
     km = _csv(reader.get(f"/api/analysis-runs/{run.pk}/km.csv"))
     assert len(km) == sum(len(g["time"]) for g in doc["km"]["groups"].values())
     assert set(doc["km"]["groups"]) == {"F", "M"}
+
+
+def test_notes_are_shown_with_the_section_they_concern():
+    from portal.analyses.selectors import notes_by_section
+
+    rep = {"hospitals": ["hosp-a-node"], "notes": [
+        "pooled/age: histogram bins merged", "hosp-a-node/hb: missing: a count below the threshold",
+        "group HbSC/sex=F: a count below", "Kaplan-Meier: group HbSC at hospital hosp-a-node has too few",
+        "log-rank: fewer than two groups", "Cox: 12 patients' times were coarsened",
+        "km: hospital hosp-b-node did not answer (timeout)"]}
+    out = notes_by_section(rep)
+    assert out["describe"] == rep["notes"][:3]
+    assert out["km"] == rep["notes"][3:5] and out["cox"] == [rep["notes"][5]]
+    assert out["other"] == [rep["notes"][6]]
