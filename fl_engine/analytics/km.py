@@ -19,10 +19,10 @@ same sums added over hospitals, each hospital's own risk sets (Mantel-Haenszel a
 
 Small cells: a hospital merges consecutive grid steps of one group until each reported step holds
 at least `min_cell` patients leaving the risk set, 0 or >= `min_cell` events and 0 or >=
-`min_cell` censored (fl_engine.analytics.cox.merge_steps); its merged patients are placed at the merged step's
-first grid time (coarsened), and it reports how many it moved. A group with fewer than `min_cell`
-patients at a hospital is not reported by it at all (its patients are left out of that group's
-curve; the caller notes it).
+`min_cell` censored (fl_engine.analytics.cox.merge_steps); the merged patients are placed at the
+grid step of the merged run's median patient (coarsened), and it reports how many it moved. A
+group with fewer than `min_cell` patients at a hospital is not reported by it at all (its
+patients are left out of that group's curve; the caller notes it).
 """
 from __future__ import annotations
 
