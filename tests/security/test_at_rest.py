@@ -305,6 +305,9 @@ def test_stored_synthetic_cohort_has_no_plaintext_at_rest_and_downloads_as_plain
     needles = _needles_of_csv(csv)
     assert len(needles) > 20 and any(b"os_months" in n for n in needles)
     assert not _leaks(files, needles)
+    control = tmp_path / "control.csv"  # the scan does find them in a plaintext copy
+    control.write_bytes(csv)
+    assert len(_leaks([control], needles)) == len(needles)
     # an authorised download streams the plaintext CSV, Content-Length the plaintext size
     SyntheticCohort.objects.filter(pk=cohort.pk).update(released=True)
     client.force_login(personas["data_manager"])
@@ -365,6 +368,15 @@ def test_concluded_run_leaves_no_model_bytes_in_run_folder_or_mlflow_store(
     npz = [p for p in got.rglob("model.npz")]
     assert len(npz) == 1 and npz[0].read_bytes() == files["model.npz"], sorted(got.rglob("*"))
     assert "mlflow==" in (got / "requirements.txt").read_text()
+    plain = _raw_files(got)  # the scan finds the needles in the decrypted copies
+    assert {b"python_function", b"cloudpickle"} <= {n for n in needles if _leaks(plain, {n})}
+    assert len(_leaks(plain, _windows(files["model.npz"]))) == len(_windows(files["model.npz"]))
+    # serving: MLflow loads the registered model through the encrypted store and predicts
+    from fl_engine.cohort import generate_mds_cohort
+
+    model = mlflow.pyfunc.load_model(f"models:/{mv.registered_model_name}/{mv.version}")
+    pred = model.predict(generate_mds_cohort(20, seed=5))
+    assert len(pred) == 20 and pred["risk"].notna().all()
 
 
 @pytest.mark.django_db
