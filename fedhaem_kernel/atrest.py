@@ -163,12 +163,22 @@ class LocalKeyring:
         kid = new_key_id()
         ring = cls({kid: os.urandom(KEY_BYTES)}, kid, path, f"key file {path}")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.exists():
+            raise KeyringError(f"key file {path} already exists")
+        # written in full beside it, then linked into place: a process starting at the same time
+        # sees either no key file or a complete one, and only one keyring wins
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(ring.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
         except FileExistsError:
             raise KeyringError(f"key file {path} already exists") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(ring.to_json())
+        finally:
+            tmp.unlink(missing_ok=True)
         return ring
 
     @classmethod

@@ -446,3 +446,21 @@ def test_a_rotation_by_another_process_is_seen_by_a_running_portal(settings, tmp
     assert at_rest.read_file(path) == b'{"curves": {}}'
     at_rest.write_file(path, b"{}")
     assert atrest.census([tmp_path / "runs"]) == {new: 1}
+
+
+def test_processes_starting_together_agree_on_one_keyring(tmp_path):
+    """The portal, its workers and the SuperLink's launcher may all start at once: every one of
+    them ends up with the same, complete keyring."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "secrets" / "at_rest_keys.json"
+    code = ("import sys; from fedhaem_kernel.atrest import LocalKeyring; "
+            f"print(LocalKeyring.load_or_create({str(path)!r}).current_key_id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    ids = {o.strip() for o, _ in outs}
+    assert ids == {atrest.LocalKeyring.from_file(path).current_key_id}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
