@@ -16,7 +16,7 @@ import numpy as np
 from fedhaem_kernel.schema import get_schema
 from fl_engine.analytics import km
 from fl_engine.analytics.cox import CoxInputError, CoxNewton, EfronSums, add_efron, efron_terms, penalise
-from fl_engine.analytics.describe import describe_spec, split_scopes, summarise
+from fl_engine.analytics.describe import MISSING_GROUP, describe_spec, split_scopes, summarise
 from fl_engine.analytics.design import design_terms, unscale
 from fl_engine.analytics.settings import HOSPITAL
 from fl_engine.federation.analysis.kinds import COX, DESCRIBE, KM, km_scopes, request_config
@@ -220,7 +220,10 @@ def km_result(cfg: RunConfig, replies: dict[str, NodeReply], notes: list[str]) -
         times, table[g] = km.at_risk_table(ev, ce, h, float(settings["at_risk_every_months"]), horizon)
     out = {"km": {"groups": curves, "at_risk_table": {"times": times, "groups": table}},
            "logrank": None, "logrank_stratified": None}
-    names = list(pooled)
+    names = [g for g in pooled if g != MISSING_GROUP]  # the test compares recorded groups only
+    if len(names) < len(pooled):
+        notes.append(f"log-rank: patients whose {settings['group_by']} is not recorded have their own curve "
+                     f"({MISSING_GROUP}) but are not part of the tests")
     if len(names) >= 2:
         z, v = km.logrank_terms([pooled[g][0] for g in names], [pooled[g][1] for g in names])
         out["logrank"] = {**km.chi2_test(z, v), "groups": names}
