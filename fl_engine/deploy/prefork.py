@@ -15,7 +15,9 @@ imports what it needs), then the parent warms its imports for the tasks that fol
 has had no task and no child for `--release-after` seconds (300), it re-executes itself (same
 pid, same arguments) to give that memory back.
 
-Uses Flower internals without patching them (pinned to flwr 1.42; tests/federation cover it).
+Uses Flower internals without patching them (pinned to flwr 1.42; tests/federation cover it),
+except one check in each child: the run's FAB must configure FedHaem's installed ClientApp and
+carry no code (fl_engine.deploy.fab_pin), so no manager can make the hospital run its own code.
 TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
 
     python -m fl_engine.deploy.prefork --runtime-api-address 127.0.0.1:9094 --insecure
@@ -59,6 +61,9 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
     code = 1
     try:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+        from fl_engine.deploy.fab_pin import pin_clientapp_fab
+        pin_clientapp_fab()  # only FedHaem's installed ClientApp runs here (fab_pin's docstring)
         run_clientapp(runtime_api_address=address, token=token, insecure=insecure,
                       certificates=certificates, parent_pid=parent, runtime_dependency_install=False)
         code = 0

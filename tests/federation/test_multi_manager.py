@@ -151,7 +151,8 @@ def _run_cfg(world, manager: str, study: str, dataset: str, tmp: Path, rounds: i
     `dataset`, this node its only participant."""
     flat = {"dataset": dataset, "num_rounds": rounds, "min_nodes": 1, "seed": 3, "model": "cox",
             "model_params": json.dumps({"penalizer": 0.05}), "feature_groups": "clinical",
-            "round_timeout_s": 60.0, "metrics_path": str(tmp / f"{manager}-{study}-{dataset}.jsonl"),
+            "round_timeout_s": 240.0,  # generous: a loaded machine must not look like a refusal
+            "metrics_path": str(tmp / f"{manager}-{study}-{dataset}.jsonl"),
             "study_id": study, "portal_run_id": study,
             "participants": json.dumps([{"node": NODE, "node_id": world["ids"][manager],
                                          "fingerprint": world["fps"][dataset], "version": "1"}])}
@@ -172,6 +173,10 @@ def _run_cfg(world, manager: str, study: str, dataset: str, tmp: Path, rounds: i
 def _records(path: str) -> list[dict]:
     p = Path(path)
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+def _problems(path: str) -> list[dict]:
+    return [r for r in _records(path) if r.get("type") in ("failed", "node_missed")]
 
 
 def _trained(path: str) -> set[int]:
@@ -210,7 +215,7 @@ def test_a_run_of_each_manager_completes_on_the_node_with_its_own_dataset(world,
     for name, run, cfg in (("onco", run_a, cfg_a), ("nononco", run_b, cfg_b)):
         st = feds[name].wait_run(run, 300)
         logs = control.run_logs(run, feds[name].address, **feds[name].conn_kwargs())
-        assert st["status"] == "finished:completed", (name, logs[-3000:], _records(cfg["metrics_path"])[-2:])
+        assert st["status"] == "finished:completed", (name, logs[-3000:], _problems(cfg["metrics_path"]))
         assert _trained(cfg["metrics_path"]) == {1, 2}, (name, _records(cfg["metrics_path"]))
     print(f"two managers' 2-round Cox runs on one node, concurrently: {time.monotonic() - t0:.1f} s")
     assert not portals["onco"].refusals and not portals["nononco"].refusals
@@ -274,3 +279,32 @@ def test_a_dataset_registered_only_with_manager_a_is_not_readable_by_a_run_of_ma
     text = logs + json.dumps(failed)
     assert "'mds'" in text and "not registered" in text, text[-3000:]
     assert str(world["home"] / "managers" / "nononco" / "data") in text
+
+
+def test_a_manager_cannot_make_the_node_run_its_own_clientapp_code(world, tmp_path):
+    """Manager B ships a FAB whose ClientApp is its own module, which would read manager A's
+    registry (same account) and leave a marker: the node refuses the FAB before installing it."""
+    feds, portals = world["feds"], world["portals"]
+    app = tmp_path / "evil-app"
+    app.mkdir()
+    toml = (APP_DIR / "pyproject.toml").read_text()
+    assert 'clientapp = "fl_engine.federation.client_app:app"' in toml
+    (app / "pyproject.toml").write_text(toml.replace('clientapp = "fl_engine.federation.client_app:app"',
+                                                     'clientapp = "peek:app"'))
+    marker = tmp_path / "peeked"
+    (app / "peek.py").write_text(
+        "from pathlib import Path\nfrom flwr.clientapp import ClientApp\n"
+        f"Path({str(marker)!r}).write_text('\\n'.join(str(p) for p in "
+        f"Path({str(world['home'] / 'managers' / 'onco' / 'data')!r}).rglob('*')))\n"
+        "app = ClientApp()\n")
+    cfg_b, appr_b = _run_cfg(world, "nononco", "11", "registry-b", tmp_path, rounds=1)
+    portals["nononco"].approvals = [appr_b]
+    run_b = control.start_run(app, cfg_b, feds["nononco"].address, **feds["nononco"].conn_kwargs())
+    st = feds["nononco"].wait_run(run_b, 180)
+    assert st["status"] != "finished:completed"
+    assert not marker.exists()
+    assert _trained(cfg_b["metrics_path"]) == set()
+    logs = control.run_logs(run_b, feds["nononco"].address, **feds["nononco"].conn_kwargs())
+    failed = [r for r in _records(cfg_b["metrics_path"]) if r.get("type") == "failed"]
+    text = logs + json.dumps(failed)
+    assert "carries code" in text or "names ClientApp" in text, text[-3000:]
