@@ -374,3 +374,14 @@ def test_a_cox_model_that_cannot_be_fitted_leaves_the_other_analyses_standing(ta
     assert doc["cox"] is None and any(n.startswith("Cox model not fitted") for n in doc["notes"])
     assert doc["km"]["groups"] and doc["logrank"]["statistic"] > 0
     assert doc["describe"]["pooled"]["numeric"]["hb"]["missing"] == sum(len(t) for t in tables.values())
+
+
+def test_unrecorded_group_values_get_their_own_curve_but_stay_out_of_the_log_rank(tables):
+    gaps = {name: t.assign(sex=t.sex.where(np.arange(len(t)) % 9 != 0)) for name, t in tables.items()}
+    doc, _ = run_analysis_in_process(_cfg(0), gaps)
+    assert set(doc["km"]["groups"]) == {"F", "M", "(missing)"}
+    assert doc["logrank"]["groups"] == ["F", "M"] and doc["logrank"]["df"] == 1
+    pooled = _pooled(gaps)
+    pooled = pooled[pooled.sex.isin(["F", "M"])]
+    lr = multivariate_logrank_test(pooled["T"], pooled.sex, pooled.os_event)
+    assert abs(doc["logrank"]["statistic"] - lr.test_statistic) < 1e-9
