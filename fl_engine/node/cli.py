@@ -18,6 +18,9 @@
     fedhaem-node start --home HOME [--profile NAME ...]
         One SuperNode per profile (or the ones named), each supervised and restarted as above,
         each sending heartbeats with its own token to its own manager.
+    fedhaem-node register --home HOME --profile NAME --name D --dataset ETL_OUT [--no-announce]
+        Registers an ETL output in that profile's registry only and announces it to that manager
+        with that profile's token (the rest as etl.cli's register).
     fedhaem-node status --home HOME [--json]
         The profiles, their manager identity, datasets and state (what `start` last wrote).
     fedhaem-node scores --dataset DIR [--json]
@@ -44,7 +47,7 @@ from etl.table import read_table_file
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
 from fl_engine.deploy.processes import start_supernode
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
-from fl_engine.node.profiles import ProfileError, add_profile, load_profiles, profile_state
+from fl_engine.node.profiles import ProfileError, add_profile, load_profile, load_profiles, profile_state
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
 
 log = logging.getLogger("fedhaem.node")
@@ -356,7 +359,43 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_scores)
     add_subcommands(sub)
+    _profile_register(sub.choices["register"])
     return p
+
+
+def _profile_register(reg: argparse.ArgumentParser) -> None:
+    """`fedhaem-node register --home HOME --profile NAME ...`: register into that manager
+    profile's registry and announce to that manager with its token (etl.cli's register)."""
+    reg.add_argument("--home", default=None, help="node home: with --profile, register for that manager only")
+    reg.add_argument("--profile", default=None, help="the manager profile whose registry receives the dataset")
+    reg.add_argument("--no-announce", action="store_true",
+                     help="with --profile: register locally, announce later (--announce-only)")
+    inner = reg.get_default("func")
+
+    def register(args) -> int:
+        if args.home or args.profile:
+            if not (args.home and args.profile):
+                print("error: --home and --profile go together", file=sys.stderr)
+                return 2
+            clash = [f for f in ("data_dir", "manager", "token_file") if getattr(args, f)]
+            if clash:
+                print(f"error: --profile takes the registry, manager and token from the profile; drop "
+                      f"{', '.join('--' + c.replace('_', '-') for c in clash)}", file=sys.stderr)
+                return 2
+            try:
+                prof = load_profile(args.home, args.profile)
+            except ProfileError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            args.data_dir = str(prof.data_dir)
+            if not args.no_announce:
+                args.manager, args.token_file = prof.config.manager, str(prof.token_file)
+        elif args.no_announce:
+            print("error: --no-announce is for --profile (without it, leave out --manager)", file=sys.stderr)
+            return 2
+        return inner(args)
+
+    reg.set_defaults(func=register)
 
 
 def main(argv: list[str] | None = None) -> int:

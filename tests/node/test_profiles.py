@@ -181,3 +181,52 @@ def test_the_cli_adds_profiles_and_lists_them(tmp_path, cas, token):
     assert none.returncode == 2 and "has no profile" in none.stderr
     legacy = _cli("start", "--manager", "https://x.example")
     assert legacy.returncode == 2 and "needs --superlink, --key-dir, --data-dir" in legacy.stderr
+
+
+def test_register_with_a_profile_fills_only_that_manager_s_registry_and_announces_to_it(tmp_path, cas, token):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from etl.pipeline import run_etl
+    from fl_engine.node.cli import main
+    from tests.etl.synth import canonical_cohort
+
+    posts = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            posts.append((self.server.server_port, self.headers.get("Authorization"),
+                          json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), H) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        onco = _add(home, "onco", cas["a"], token, url=f"http://127.0.0.1:{servers[0].server_port}")
+        (tmp_path / "tok-b").write_text("other-token\n")
+        scd = _add(home, "scd", cas["b"], tmp_path / "tok-b", url=f"http://127.0.0.1:{servers[1].server_port}")
+        canonical_cohort(n=20, seed=2).to_csv(tmp_path / "h.csv", index=False)
+        run_etl("mds", [tmp_path / "h.csv"], tmp_path / "out")
+        assert main(["register", "--home", str(home), "--profile", "onco", "--name", "mds",
+                     "--dataset", str(tmp_path / "out")]) == 0
+        assert profile_state(onco)["datasets"] == ["mds v1"] and profile_state(scd)["datasets"] == []
+        assert [(p[0], p[1], p[2]["name"]) for p in posts] == [(servers[0].server_port, "Token secret", "mds")]
+        # locally only, then the flags that the profile owns are refused
+        assert main(["register", "--home", str(home), "--profile", "scd", "--name", "mds",
+                     "--dataset", str(tmp_path / "out"), "--no-announce"]) == 0
+        assert profile_state(scd)["datasets"] == ["mds v1"] and len(posts) == 1
+        assert main(["register", "--home", str(home), "--profile", "scd", "--name", "x",
+                     "--dataset", str(tmp_path / "out"), "--data-dir", str(onco.data_dir)]) == 2
+        assert main(["register", "--profile", "scd", "--name", "x", "--dataset", str(tmp_path / "out")]) == 2
+        assert profile_state(onco)["datasets"] == ["mds v1"]
+    finally:
+        for srv in servers:
+            srv.shutdown()
