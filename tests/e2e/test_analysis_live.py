@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import shot, wait_js
+from tests.e2e.test_csp import LISTENER as CSP_LISTENER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -127,6 +128,7 @@ def test_coordinator_creates_an_scd_analysis_and_a_clinician_reads_its_plots(fed
 
     # the clinician, in the same browser after the coordinator leaves
     page.context.clear_cookies()
+    page.add_init_script(CSP_LISTENER)  # every page from here: the policy refuses nothing the page does
     page = login("clinician")
     page.goto(f"{login.url}/analysis-runs/{run_id}/")
     wait_js(page, "window.fedhaemLive === true || document.getElementById('analysis-report') !== null")
@@ -172,4 +174,5 @@ def test_coordinator_creates_an_scd_analysis_and_a_clinician_reads_its_plots(fed
     text = open(dl.value.path()).read()
     assert text.splitlines()[0] == "covariate,coef,se,hr,hr_lower,hr_upper,p"
     assert len(text.splitlines()) == 1 + len(cox["covariates"])
+    assert page.evaluate("window.__csp") == []
     shot(page, "analysis-live-clinician")
