@@ -192,12 +192,36 @@ def table_csv(rep: dict, table: str) -> str:
     return buf.getvalue()
 
 
+def coarse_histogram(h: dict, max_bins: int = 40) -> dict:
+    """A histogram of the report (fine bins, for the quantiles) regrouped for the eye: trimmed to
+    the bins holding patients, adjacent bins summed into at most `max_bins` bars. A suppressed
+    bin (null) adds nothing; a bar that holds one is flagged in "partial" (its count is a lower
+    bound). Totals of the reported counts are kept."""
+    edges, counts = list(h.get("edges") or []), list(h.get("counts") or [])
+    if len(edges) != len(counts) + 1 or not counts:
+        return {"edges": edges, "counts": counts, "partial": [False] * len(counts)}
+    filled = [i for i, c in enumerate(counts) if c is None or c > 0]
+    if not filled:
+        return {"edges": edges[:2], "counts": [0], "partial": [False]}
+    lo, hi = filled[0], filled[-1] + 1
+    n = hi - lo
+    step = max(1, -(-n // max_bins))
+    out_edges, out_counts, partial = [edges[lo]], [], []
+    for start in range(lo, hi, step):
+        stop = min(start + step, hi)
+        chunk = counts[start:stop]
+        out_counts.append(sum(c for c in chunk if c is not None))
+        partial.append(any(c is None for c in chunk))
+        out_edges.append(edges[stop])
+    return {"edges": out_edges, "counts": out_counts, "partial": partial}
+
+
 def plot_data(rep: dict) -> dict:
     """What the page's plots draw (JSON-ready): KM curves with bands and the at-risk table,
     the Cox forest plot, histograms from the binned counts and category bars (pooled)."""
     km = rep.get("km") or {}
     pooled = (rep.get("describe") or {}).get("pooled") or {}
-    hists = {c: st["histogram"] for c, st in (pooled.get("numeric") or {}).items()
+    hists = {c: coarse_histogram(st["histogram"]) for c, st in (pooled.get("numeric") or {}).items()
              if st and st.get("histogram") and st["histogram"].get("edges")}
     cats = {c: st["counts"] for c, st in (pooled.get("categorical") or {}).items() if st and st.get("counts")}
     return {"time_unit": rep.get("time_unit", "months"), "endpoint": rep.get("endpoint", ""),

@@ -61,8 +61,10 @@ window.FedHaemAnalysisPlots = (function () {
       for (let i = 0; i < h.counts.length; i++) {
         x.push((h.edges[i] + h.edges[i + 1]) / 2); w.push(h.edges[i + 1] - h.edges[i]); y.push(h.counts[i]);
       }
-      smallChart(box, "hist-" + col, col + " (pooled; empty bins: suppressed)",
-        [{type: "bar", x: x, y: y, width: w, marker: {color: "#1f5f8b"}, name: col}],
+      const partial = h.partial || [];
+      smallChart(box, "hist-" + col, col + " (pooled" + (partial.some(Boolean) ? "; lighter bars hold a suppressed small cell: at least this many" : "") + ")",
+        [{type: "bar", x: x, y: y, width: w, name: col,
+          marker: {color: y.map((v, i) => partial[i] ? "#8fb3cc" : "#1f5f8b"), line: {color: "#ffffff", width: 1}}}],
         {bargap: 0, xaxis: {title: {text: col}}, yaxis: {title: {text: "Patients"}}}, config);
     });
     Object.keys(data.categories).forEach(function (col) {

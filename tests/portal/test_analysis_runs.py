@@ -8,6 +8,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.django_db
 
@@ -285,7 +287,10 @@ def test_run_page_study_page_and_study_report(study, personas, client):
     assert done.context["notes"]["other"] == sample_report()["notes"]  # neither scope/column nor KM/Cox
     plots = done.context["plots"]
     assert set(plots["km"]) == {"F", "M"} and plots["cox"]["covariates"] == ["age", "hb"]
-    assert plots["histograms"]["hb"]["counts"][0] is None and plots["categories"]["sex"] == {"F": 150, "M": 150}
+    # fine bins regrouped for the eye (the quantiles used them); the suppressed bin is flagged
+    assert plots["histograms"]["hb"]["counts"] == [0, 20, 248, 30, 0]
+    assert plots["histograms"]["hb"]["partial"] == [True, False, False, False, True]
+    assert plots["categories"]["sex"] == {"F": 150, "M": 150}
     report = client.get(f"/studies/{study.pk}/report/")
     assert report.status_code == 200
     text = report.content.decode()
@@ -365,3 +370,20 @@ def test_notes_are_shown_with_the_section_they_concern():
     assert out["describe"] == rep["notes"][:3]
     assert out["km"] == rep["notes"][3:5] and out["cox"] == [rep["notes"][5]]
     assert out["other"] == [rep["notes"][6]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, 500)), min_size=1, max_size=400), st.integers(1, 60))
+def test_coarse_histograms_keep_the_reported_total_and_the_range(counts, max_bins):
+    from portal.analyses.selectors import coarse_histogram
+
+    edges = [float(i) * 0.5 for i in range(len(counts) + 1)]
+    out = coarse_histogram({"edges": edges, "counts": counts}, max_bins)
+    assert len(out["edges"]) == len(out["counts"]) + 1 == len(out["partial"]) + 1
+    assert len(out["counts"]) <= max_bins
+    assert sum(out["counts"]) == sum(c for c in counts if c is not None)
+    assert out["edges"] == sorted(out["edges"]) and out["edges"][0] >= edges[0] and out["edges"][-1] <= edges[-1]
+    assert any(out["partial"]) == any(c is None for c in counts)
+    filled = [i for i, c in enumerate(counts) if c is None or c > 0]
+    if filled:  # trimmed to the bins that hold patients (or a suppressed cell)
+        assert (out["edges"][0], out["edges"][-1]) == (edges[filled[0]], edges[filled[-1] + 1])
