@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, fields
 
 from fedhaem_kernel.schema import get_schema
+from fl_engine.analytics.settings import validate_analysis
 from fl_engine.federation.contract import BY_NAME, DEFAULT_RUN_CONFIG, SECTIONS, flatten, nest
 
 __all__ = ["DEFAULT_RUN_CONFIG", "RunConfig", "as_run_config", "build_contract", "parse_contract",
@@ -202,8 +203,6 @@ def _check(c: dict) -> None:
             key = "generator_params" if c["generator"] in SYNTH_GENERATORS else "generator"
             bad(key, str(err))
     if c["task"] == "analysis":
-        from fl_engine.analytics.settings import validate_analysis
-
         try:
             c["analysis"] = validate_analysis(c["use_case"], c["endpoint"], c["analysis"])
         except ValueError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fl_engine.federation.analysis import run_analysis
 from fl_engine.federation.config import RunConfig, parse_run_config
 from fl_engine.federation.core import NodeReply, NodeRequest, check_reply_privacy, handle_request
 from fl_engine.federation.events import EventSink
@@ -56,8 +57,6 @@ def run_analysis_in_process(config: dict | RunConfig, node_tables: dict[str, pd.
     """Run an analysis study (task "analysis") over {node name: ML-ready table} in this process,
     every reply passing the nodes' reply check; returns (analysis.json document, the transport,
     whose `replies` hold the accepted replies when `keep_replies`)."""
-    from fl_engine.federation.analysis import run_analysis
-
     cfg = config if isinstance(config, RunConfig) else parse_run_config(config)
     if not node_tables:
         raise ValueError("run_analysis_in_process: no node tables")

@@ -3,12 +3,6 @@ computed across hospitals from aggregates only. Message kinds in `kinds` (regist
 fl_engine.federation.protocol.PROVIDERS), the manager's driver in `driver`."""
 from __future__ import annotations
 
+from fl_engine.federation.analysis.driver import ANALYSIS_FILE, run_analysis
 
-def run_analysis(cfg, transport, sink=None) -> dict:
-    """fl_engine.federation.analysis.driver.run_analysis (imported when first used)."""
-    from fl_engine.federation.analysis.driver import run_analysis as _run
-
-    return _run(cfg, transport, sink)
-
-
-__all__ = ["run_analysis"]
+__all__ = ["ANALYSIS_FILE", "run_analysis"]
