@@ -74,8 +74,10 @@ def build_world(admin, coordinator, node_operator, public_key: str, with_run: bo
         groups = [{"score": "model", "label": "FedHaem model", "category": "2-year survival >= 80 %", "n": 40,
                    "survival": surv},
                   {"score": "ipss_m", "label": "IPSS-M", "category": "Very Low", "n": 22, "survival": surv}]
-        (model_dir / "model.json").write_text(json.dumps({"curves": {"times": CURVE_EDGES_MONTHS.tolist(),
-                                                                     "groups": groups}}))
+        from portal.core.at_rest import write_file  # encrypted at rest, as the conclusion writes it
+
+        write_file(model_dir / "model.json", json.dumps({"curves": {"times": CURVE_EDGES_MONTHS.tolist(),
+                                                                    "groups": groups}}).encode())
     mv = ModelVersion.objects.create(run=run, mlflow_run_id="0" * 32, registered_model_name="fedhaem-mds-os",
                                      version="1", metrics={"centralised_c_index": 0.71})
     released = SyntheticCohort.objects.create(run=run, generator="ctgan", row_count=2, released=True,

@@ -22,8 +22,10 @@ def _store_model_files(run):
 
     d = run_dir(run) / "model"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "model.json").write_text('{"model": "deepsurv"}')
-    (d / "model.npz").write_bytes(b"weights")
+    from portal.core.at_rest import write_file  # encrypted at rest, as the conclusion writes them
+
+    write_file(d / "model.json", b'{"model": "deepsurv"}')
+    write_file(d / "model.npz", b"weights")
 
 
 def test_model_download_through_the_api_is_audited_like_the_page(world, personas, api, client):

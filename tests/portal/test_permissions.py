@@ -41,7 +41,9 @@ def world(personas, approved_node, orgs, p384_public_key):
     model = ModelVersion.objects.create(run=finished, mlflow_run_id="m1", registered_model_name="fedhaem-mds-os",
                                         version="1")
     (run_dir(finished) / "model").mkdir(parents=True, exist_ok=True)
-    (run_dir(finished) / "model" / "model.json").write_text("{}")
+    from portal.core.at_rest import write_file  # encrypted at rest, as the conclusion writes it
+
+    write_file(run_dir(finished) / "model" / "model.json", b"{}")
     return {"node": node, "token": token, "dataset": ds, "study": study, "pending": pending,
             "key": fresh_p384_key(), "run": run, "model": model}
 
