@@ -23,7 +23,9 @@ from fl_engine.federation.analysis.kinds import COX, DESCRIBE, KM, km_scopes, re
 from fl_engine.federation.config import RunConfig
 from fl_engine.federation.core import FederationError, NodeReply, NodeRequest
 from fl_engine.federation.events import EventSink
-from fl_engine.federation.loop import Transport, report_missed, successful_replies, time_budget, wait_for_nodes
+from fl_engine.federation.loop import (
+    Transport, check_identities, report_missed, successful_replies, time_budget, wait_for_nodes,
+)
 
 log = logging.getLogger("fedhaem.federation")
 
@@ -93,6 +95,7 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, t_end: float) ->
     replies = phase(DESCRIBE, "describe")
     for key, r in replies.items():
         names[key] = r.name
+    check_identities(cfg, names)  # a node answering under another hospital's name is refused
     if len(set(names.values())) != len(names):
         raise FederationError(f"two nodes report the same name: {sorted(names.values())}")
     live.sort(key=names.get)
