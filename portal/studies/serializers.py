@@ -56,7 +56,7 @@ class StudySerializer(serializers.ModelSerializer):
         model = Study
         fields = ["id", "title", "description", "use_case", "endpoint", "feature_groups", "features",
                   "model_kind", "hyperparameters", "datasets", "rounds", "fraction_nodes", "min_nodes",
-                  "strategy", "privacy", "status", "owner", "created_at", "updated_at"]
+                  "strategy", "privacy", "analysis", "status", "owner", "created_at", "updated_at"]
         read_only_fields = ["owner", "created_at", "updated_at"]
         extra_kwargs = {"description": {"max_length": DESCRIPTION_MAX}}
 
@@ -106,6 +106,14 @@ class StudySerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"endpoint": f"{endpoint!r} is not an endpoint of {use_case}: "
                              f"{', '.join(e.name for e in SCHEMAS[use_case].endpoints)}"})
+        analysis = attrs.get("analysis", inst.analysis if inst else {})
+        if analysis:  # the study form's Analysis section: the engine's validator (portal.analyses)
+            from fl_engine.analytics.settings import validate_analysis
+
+            try:
+                attrs["analysis"] = validate_analysis(use_case, endpoint, analysis)
+            except ValueError as exc:
+                raise serializers.ValidationError({"analysis": str(exc)})
         datasets = attrs.get("datasets", list(inst.datasets.all()) if inst else [])
         problems = dataset_compatibility_errors(
             datasets, use_case, endpoint, attrs.get("features", inst.features if inst else []),

@@ -87,3 +87,20 @@ def test_scd_endpoints_are_offered(client, personas):
 
     form = StudyForm()
     assert "sev" in dict(form.fields["endpoint"].choices)
+
+
+def test_the_api_sets_the_same_analysis_settings_as_the_form(api, personas, dataset):
+    from fl_engine.analytics.settings import validate_analysis
+
+    body = {"title": "MDS by API", "use_case": "MDS", "endpoint": "os", "feature_groups": ["clinical"],
+            "datasets": [dataset.pk], "min_nodes": 1, "analysis": {"group_by": "bogus"}}
+    coord = api(personas["coordinator"])
+    bad = coord.post("/api/studies/", body, format="json")
+    assert bad.status_code == 400 and "analysis" in bad.json()["errors"], bad.json()
+    assert "group_by" in bad.json()["detail"]
+    ok = coord.post("/api/studies/", {**body, "analysis": {"group_by": "sex", "covariates": ["age", "hb"]}},
+                    format="json")
+    assert ok.status_code == 201, ok.json()
+    assert ok.json()["analysis"] == validate_analysis("MDS", "os", {"group_by": "sex", "covariates": ["age", "hb"]})
+    cleared = coord.patch(f"/api/studies/{ok.json()['id']}/", {"analysis": {}}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["analysis"] == {}
