@@ -84,7 +84,8 @@ class AnalysisReportView(APIView):
 
 class AnalysisCsvView(APIView):
     """GET: one table of the report as CSV: describe (per hospital, pooled and per group), km
-    (survival, band, at risk and events per group and time) or cox (coefficients and HRs)."""
+    (survival, band, at risk and events per group and time), at_risk (the number-at-risk table
+    under the plot) or cox (coefficients and HRs)."""
 
     permission_classes = [perms_required("studies.view_run")]
 
@@ -99,8 +100,7 @@ class AnalysisCsvView(APIView):
 def csv_response(user, run, table: str) -> HttpResponse | None:
     """The CSV download of `table` (audited), or None when the run has no such table."""
     rep = selectors.report_of(run)
-    if rep is None or table not in selectors.TABLES or not rep.get({"describe": "describe", "km": "km",
-                                                                    "cox": "cox"}[table]):
+    if rep is None or table not in selectors.TABLES or not rep.get("km" if table == "at_risk" else table):
         return None
     resp = HttpResponse(selectors.table_csv(rep, table), content_type="text/csv; charset=utf-8")
     resp["Content-Disposition"] = f'attachment; filename="fedhaem-analysis-run-{run.pk}-{table}.csv"'

@@ -10,7 +10,7 @@ from portal.studies.models import Run
 from portal.studies.selectors import runs_visible_to
 
 PHASES = (("describe", "Cohort description"), ("km", "Kaplan-Meier and log-rank"), ("cox", "Cox model"))
-TABLES = ("describe", "km", "cox")
+TABLES = ("describe", "km", "at_risk", "cox")
 
 
 def analysis_runs_visible_to(user):
@@ -159,6 +159,13 @@ def km_rows(rep: dict) -> list[dict]:
     return rows
 
 
+def at_risk_rows(rep: dict) -> list[dict]:
+    """The number-at-risk table under the KM plot: per group and time (every at_risk_every_months)."""
+    table = (rep.get("km") or {}).get("at_risk_table") or {}
+    return [{"group": g, "time": t, "at_risk": counts[i]}
+            for g, counts in (table.get("groups") or {}).items() for i, t in enumerate(table.get("times") or [])]
+
+
 def km_medians(rep: dict) -> list[dict]:
     return [{"group": g, "median": k.get("median"), "lo": (k.get("median_ci") or [None, None])[0],
              "hi": (k.get("median_ci") or [None, None])[1]}
@@ -176,14 +183,15 @@ CSV_COLUMNS = {
     "describe": ["scope", "name", "column", "kind", "category", "n", "missing", "mean", "sd", "q25", "median",
                  "q75", "quantile_error", "count", "share"],
     "km": ["group", "time", "survival", "lower", "upper", "at_risk", "events"],
+    "at_risk": ["group", "time", "at_risk"],
     "cox": ["covariate", "coef", "se", "hr", "hr_lower", "hr_upper", "p"],
 }
 
 
 def table_csv(rep: dict, table: str) -> str:
-    """Table `table` (describe, km or cox) of report `rep` as CSV text (empty cell = suppressed
+    """Table `table` (describe, km, at_risk or cox) of report `rep` as CSV text (empty cell = suppressed
     or not computed). The KM table's time is in the report's time unit (months)."""
-    rows = {"describe": describe_rows, "km": km_rows, "cox": cox_rows}[table](rep)
+    rows = {"describe": describe_rows, "km": km_rows, "at_risk": at_risk_rows, "cox": cox_rows}[table](rep)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS[table], extrasaction="ignore", lineterminator="\n")
     w.writeheader()

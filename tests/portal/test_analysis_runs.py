@@ -248,6 +248,9 @@ def test_csv_downloads_hold_the_report_tables(study, personas, api, client):
     assert (float(m3["survival"]), float(m3["lower"]), int(m3["at_risk"]), int(m3["events"])) == (0.45, 0.37, 67, 22)
     f3 = next(r for r in km if r["group"] == "F" and float(r["time"]) == 3.0)
     assert f3["events"] == ""  # suppressed small cell stays empty, never 0
+    at_risk = _csv(reader.get(f"/api/analysis-runs/{run.pk}/at_risk.csv"))
+    assert [(r["group"], float(r["time"]), r["at_risk"]) for r in at_risk] == [
+        ("F", 0.0, "150"), ("F", 12.0, "40"), ("M", 0.0, "150"), ("M", 12.0, "")]
     cox = _csv(reader.get(f"/api/analysis-runs/{run.pk}/cox.csv"))
     assert [r["covariate"] for r in cox] == ["age", "hb"] and float(cox[1]["hr_upper"]) == 0.9030
     desc = _csv(reader.get(f"/api/analysis-runs/{run.pk}/describe.csv"))
@@ -260,7 +263,7 @@ def test_csv_downloads_hold_the_report_tables(study, personas, api, client):
     page_csv = client.get(f"/analysis-runs/{run.pk}/cox.csv")
     assert page_csv.status_code == 200 and page_csv.content.decode() == reader.get(
         f"/api/analysis-runs/{run.pk}/cox.csv").content.decode()
-    assert AuditEvent.objects.filter(action="analysis.download", object_id=str(run.pk)).count() == 5
+    assert AuditEvent.objects.filter(action="analysis.download", object_id=str(run.pk)).count() == 6
 
 
 def test_run_page_study_page_and_study_report(study, personas, client):
@@ -387,3 +390,20 @@ def test_coarse_histograms_keep_the_reported_total_and_the_range(counts, max_bin
     filled = [i for i, c in enumerate(counts) if c is None or c > 0]
     if filled:  # trimmed to the bins that hold patients (or a suppressed cell)
         assert (out["edges"][0], out["edges"][-1]) == (edges[filled[0]], edges[filled[-1] + 1])
+
+
+def test_an_analysis_without_cox_has_no_cox_table_or_forest_plot(study, personas, api, client):
+    from portal.studies import lifecycle
+
+    rep = sample_report()
+    rep["cox"] = None
+    rep["settings"]["analyses"] = ["describe", "km", "logrank"]
+    run = _finished_run(study, personas, rep)
+    assert lifecycle.conclude(run.pk) == "finished"
+    reader = api(personas["clinician"])
+    missing = reader.get(f"/api/analysis-runs/{run.pk}/cox.csv")
+    assert missing.status_code == 404 and "no cox table" in missing.json()["detail"]
+    assert reader.get(f"/api/analysis-runs/{run.pk}/km.csv").status_code == 200
+    client.force_login(personas["clinician"])
+    html = client.get(f"/analysis-runs/{run.pk}/").content.decode()
+    assert 'id="chart-km"' in html and 'id="chart-forest"' not in html and 'id="csv-cox"' not in html
