@@ -59,7 +59,7 @@ def clone_study(actor, source: Study) -> Study:
     clone action pre-fills the form with the same values)."""
     data = {f: getattr(source, f) for f in (
         "description", "use_case", "endpoint", "feature_groups", "features", "model_kind", "hyperparameters",
-        "rounds", "fraction_nodes", "min_nodes", "strategy", "privacy")}
+        "rounds", "fraction_nodes", "min_nodes", "strategy", "privacy", "analysis")}
     data.update(title=f"Copy of {source.title}"[:200], status=Study.Status.DRAFT,
                 datasets=list(source.datasets.all()))
     study = create_study(actor, data)

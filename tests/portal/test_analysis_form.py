@@ -104,3 +104,15 @@ def test_the_api_sets_the_same_analysis_settings_as_the_form(api, personas, data
     assert ok.json()["analysis"] == validate_analysis("MDS", "os", {"group_by": "sex", "covariates": ["age", "hb"]})
     cleared = coord.patch(f"/api/studies/{ok.json()['id']}/", {"analysis": {}}, format="json")
     assert cleared.status_code == 200 and cleared.json()["analysis"] == {}
+
+
+def test_a_clone_keeps_the_analysis_settings(api, personas, dataset):
+    from portal.studies import services
+    from portal.studies.models import Study
+
+    source = services.create_study(personas["coordinator"], {
+        "title": "Source", "use_case": "MDS", "endpoint": "os", "datasets": [dataset], "min_nodes": 1,
+        "analysis": {"group_by": "sex"}})
+    r = api(personas["coordinator"]).post(f"/api/studies/{source.pk}/clone/", format="json")
+    assert r.status_code == 201
+    assert Study.objects.get(pk=r.json()["id"]).analysis == {"group_by": "sex"}
