@@ -20,7 +20,7 @@ HOSPITAL = "hospital"  # group_by value: group by the hospital a patient belongs
 
 # Cox default covariates: the first few of these that the use case's schema has (clinical
 # variables a haematologist adjusts for first).
-_COX_PREFERENCE = ("age", "sex", "hb", "hbf_pct", "bm_blast", "ldh", "b2m", "albumin", "plt", "wbc")
+_COX_PREFERENCE = ("age", "sex", "hb", "hbf", "bm_blast", "ldh", "b2m", "albumin", "plt", "wbc")
 _COX_DEFAULT_SIZE = 4
 
 __all__ = ["ANALYSES", "HOSPITAL", "AnalysisSettings", "default_analysis", "validate_analysis",
