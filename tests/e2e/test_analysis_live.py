@@ -133,6 +133,13 @@ def test_coordinator_creates_an_scd_analysis_and_a_clinician_reads_its_plots(fed
     page.goto(f"{login.url}/analysis-runs/{run_id}/")
     wait_js(page, "window.fedhaemLive === true || document.getElementById('analysis-report') !== null")
     assert page.locator("#phase-describe").count() == 1 and page.locator("#start-analysis").count() == 0
+    # the phases arrive over the websocket while the hospitals compute (unless it already ended)
+    _wait_through_reload(page, "window.fedhaemPoints >= 1 || document.getElementById('analysis-report') !== null",
+                         timeout_s=300)
+    if page.locator("#analysis-report").count() == 0:
+        states = [page.locator(f"#phase-{p}").get_attribute("data-state") for p in ("describe", "km", "cox")]
+        assert "running" in states and states[0] != "waiting", states
+        shot(page, "analysis-live-running")
     # finished: the page reloads itself to show the report (or shows it when the run was quick)
     _wait_through_reload(page, "document.getElementById('analysis-report') !== null", timeout_s=400)
     run = Run.objects.get(pk=run_id)
