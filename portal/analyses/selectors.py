@@ -88,10 +88,11 @@ def describe_rows(rep: dict) -> list[dict]:
         for col, st in (s.get("categorical") or {}).items():
             st = st or {}
             counts = st.get("counts") or {}
-            total = sum(v for v in counts.values() if isinstance(v, int))
+            # shares only when no category of the row is suppressed (else they would mislead)
+            total = sum(counts.values()) if all(isinstance(v, int) for v in counts.values()) else 0
             for cat, v in counts.items():
                 rows.append({"scope": scope, "name": name, "column": col, "kind": "category", "category": cat,
-                             "count": v, "share": (v / total) if isinstance(v, int) and total else None,
+                             "count": v, "share": (v / total) if total else None,
                              "missing": st.get("missing")})
     return rows
 

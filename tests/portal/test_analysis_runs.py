@@ -407,3 +407,14 @@ def test_an_analysis_without_cox_has_no_cox_table_or_forest_plot(study, personas
     client.force_login(personas["clinician"])
     html = client.get(f"/analysis-runs/{run.pk}/").content.decode()
     assert 'id="chart-km"' in html and 'id="chart-forest"' not in html and 'id="csv-cox"' not in html
+
+
+def test_category_shares_are_left_out_where_a_cell_is_suppressed():
+    from portal.analyses.selectors import describe_rows
+
+    rep = {"describe": {"pooled": {"n": 30, "categorical": {"genotype": {"missing": 0, "counts": {
+        "HbSS": 20, "HbSC": 10}}}}, "by_hospital": {"h1": {"n": 18, "categorical": {"genotype": {
+            "missing": 0, "counts": {"HbSS": 12, "HbSC": None}}}}}, "by_group": {}}}
+    rows = {(r["name"], r["category"]): r for r in describe_rows(rep)}
+    assert rows[("all hospitals", "HbSS")]["share"] == pytest.approx(2 / 3)
+    assert rows[("h1", "HbSS")]["share"] is None and rows[("h1", "HbSC")]["count"] is None
