@@ -32,6 +32,7 @@ import sys
 import time
 
 from fl_engine.deploy import flower_tuning
+from fl_engine.deploy.fab_pin import pin_clientapp_fab
 
 log = logging.getLogger("fedhaem.prefork")
 
@@ -62,7 +63,6 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
     try:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-        from fl_engine.deploy.fab_pin import pin_clientapp_fab
         pin_clientapp_fab()  # only FedHaem's installed ClientApp runs here (fab_pin's docstring)
         run_clientapp(runtime_api_address=address, token=token, insecure=insecure,
                       certificates=certificates, parent_pid=parent, runtime_dependency_install=False)

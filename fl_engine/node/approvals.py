@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from fl_engine.federation.approval import ParticipationRefused, check_participation
+from fl_engine.node.profiles import ProfileError, manager_identity
 
 log = logging.getLogger("fedhaem.node")
 
@@ -54,7 +55,6 @@ def manager_id_of(node_cfg: dict) -> str | None:
         if pinned:
             raise ParticipationRefused("the node config pins manager-id but names no manager-ca to check it")
         return None
-    from fl_engine.node.profiles import ProfileError, manager_identity
     try:
         now = manager_identity(str(node_cfg["manager"]), str(ca))
     except ProfileError as err:

@@ -35,6 +35,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
+from fl_engine.node.datasets import list_datasets
+
 DEFAULT_PROFILE = "default"
 PROFILE_FILE = "profile.json"
 STATUS_FILE = "status.json"
@@ -220,7 +223,6 @@ def add_profile(home: str | Path, name: str, *, manager: str, superlink: str, ro
     """Create profile `name` in `home`: copies the TLS root and the token in (mode 0600 for the
     token), makes a new SuperNode key pair unless `key_dir` names an existing one, and pins the
     manager identity. `key_dir` / `data_dir` adopt existing folders (migration without moving)."""
-    from fl_engine.deploy.pki import ensure_node_keys
 
     if not NAME_RE.match(name):
         raise ProfileError(f"profile name {name!r}: use 1-40 lower-case letters, digits, '-' or '_'")
@@ -281,8 +283,6 @@ def pid_alive(pid) -> bool:
 
 def profile_state(prof: Profile) -> dict:
     """One row of `fedhaem-node status`: the profile, its manager and what `start` last wrote."""
-    from fl_engine.deploy.pki import node_key_paths
-    from fl_engine.node.datasets import list_datasets
 
     st = prof.read_status()
     state = st.get("state", "never started")
