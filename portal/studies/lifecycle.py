@@ -362,9 +362,30 @@ def conclude(run_id: int) -> str:
     problem = kind_of(run).conclude(run, files)
     if problem:
         transition(run_id, S.FAILED, error=problem, from_=(S.CONCLUDING,))
+        drop_artefacts(run_id)
         return S.FAILED
     transition(run_id, S.FINISHED, from_=(S.CONCLUDING,))
+    drop_artefacts(run_id)
     return S.FINISHED
+
+
+@retrying_on_lock()
+def drop_artefacts(run_id: int) -> int:
+    """Once a run has concluded, its "finished" event keeps the names and sizes of its files, not
+    the files: the model and the cohort live in the run folder, MLflow and the cohort store
+    (encrypted at rest), not in plaintext in the database. Only a final run's events are touched;
+    returns how many events were emptied."""
+    if not Run.objects.filter(pk=run_id, status__in=FINAL).exists():
+        return 0
+    n = 0
+    for ev in RunEvent.objects.filter(run_id=run_id, type="finished"):
+        arts = ev.body.get("artefacts")
+        if not arts:
+            continue
+        body = {k: v for k, v in ev.body.items() if k != "artefacts"}
+        body["artefacts_dropped"] = {name: len(text) for name, text in arts.items()}
+        n += RunEvent.objects.filter(pk=ev.pk).update(body=body)
+    return n
 
 
 # --- reconciliation ------------------------------------------------------------------------

@@ -92,6 +92,10 @@ def test_reconciler_concludes_a_run_whose_every_event_was_dropped(study, persona
     rounds = set(RoundMetric.objects.filter(run=run, name="c_index", node="global").values_list("round", flat=True))
     assert rounds == {1, 2}  # no metric lost
     assert set(RunEvent.objects.filter(run=run).values_list("source", flat=True)) == {"log"}
+    # concluded: the database keeps the files' names and sizes, not the model itself
+    finished = RunEvent.objects.get(run=run, type="finished")
+    assert "artefacts" not in finished.body and finished.body["artefacts_dropped"]["model.npz"] > 0
+    assert lifecycle.conclude(run.pk) == "finished" and lifecycle.drop_artefacts(run.pk) == 0
 
 
 def test_events_arrive_twice_by_post_and_by_log_and_count_once(study, personas, monkeypatch, capsys):
