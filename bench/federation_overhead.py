@@ -66,7 +66,7 @@ CONFIGS = {
 }
 
 
-def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
+def measure(name: str, tables: dict, rounds: int, root: Path, comparison: bool = True) -> dict:
     c = CONFIGS[name]
     metrics = root / f"{name}-metrics.jsonl"
     with LocalFederation(root / name, launcher=c["launcher"], poll_interval_s=c["poll_interval_s"],
@@ -78,7 +78,7 @@ def measure(name: str, tables: dict, rounds: int, root: Path) -> dict:
         run_id = control.start_run(APP_DIR, {
             "dataset": "bench", "num_rounds": rounds, "min_nodes": len(tables), "local_epochs": 1,
             "poll_interval_s": c["server_poll_s"], "round_timeout_s": 300.0, "fuse_evaluation": c["fuse"],
-            "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
+            "comparison": comparison, "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
         status = fed.wait_run(run_id, 60 * rounds + 300, poll_s=0.5)
         total = time.time() - t0
     if status["status"] != "finished:completed":
@@ -101,7 +101,8 @@ def summarise(metrics: Path, t0: float, total: float) -> dict:
             "run_start_s": started - t0, "run_total_s": total}
 
 
-def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_fused") -> dict:
+def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_fused",
+                   comparison: bool = True) -> dict:
     """The same study started through the portal's own code path (see the module docstring), the
     federation deployed as `config` (the portal's default deployment: tuned_fused)."""
     import socket
@@ -154,9 +155,11 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
             datasets = []
             for node in tables:
                 org, _ = Organisation.objects.get_or_create(code=node.lower(), defaults={"name": node})
-                wn = WorkerNode.objects.create(name=node.lower(), organisation=org, status="approved",
-                                               public_key="registered by LocalFederation",
-                                               flower_node_id=fed.node_ids[node])
+                # update_or_create: a second measurement in the same process meets the first's nodes
+                wn, _ = WorkerNode.objects.update_or_create(
+                    name=node.lower(), defaults={"organisation": org, "status": "approved",
+                                                 "public_key": "registered by LocalFederation",
+                                                 "flower_node_id": fed.node_ids[node]})
                 entry = DatasetRegistry(fed.root / "nodes" / node / "data").get("bench")
                 datasets.append(announce(wn, None, entry.announcement())[0])
             study = services.create_study(coordinator, {
@@ -176,7 +179,7 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
             with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
                               queues=["celery", settings.CONCLUSIONS_QUEUE, settings.GRIDS_QUEUE], shutdown_timeout=30):
                 t0 = time.time()
-                run = services.start_run(coordinator, study, rounds)
+                run = services.start_run(coordinator, study, rounds, comparison=comparison)
                 while True:
                     run.refresh_from_db()
                     if run.status not in Run.ACTIVE:

@@ -9,14 +9,29 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
                            every node connected and no run, after the nodes' 30 s busy window
   idle_cpu_per_node_pct    the same for one hospital's SuperNode + launcher (mean over nodes)
   rss_per_node_mb          idle resident memory of one hospital's SuperNode + launcher (mean)
-  run_start_s              from the run's submission to the ServerApp's first line
+  run_start_s              from the run's submission to the start of its first training round
+                           (serverapp_start_s: to the ServerApp's first line; the rest is the
+                           preprocessing phase; `timeline` has every step)
   round_overhead_s         median over rounds of the round's wall time minus the slowest node's
                            own training (bench/federation_overhead.py's definition), fused
                            evaluation on
-  completed                the run finished with every round
+  completed                the run finished with every round (a size whose busy nodes would not
+                           fit in the available memory, by the private memory per busy node
+                           measured at the smaller size before it, is not run: `not_run` says why)
+  run_cpu_superlink_s, run_cpu_per_node_s
+                           CPU seconds the run cost the manager (SuperLink, SuperExec, ServerApp)
+                           and each node (SuperNode, launcher, its ClientApp children)
+  node_cpu_beyond_training_s_per_round, one_box_bound_s_per_round
+                           a node's CPU per round beyond its training, and n times that over the
+                           machine's cores: what the round overhead cannot go below on one box
+  private_mb_per_idle_node / private_mb_per_busy_node
+                           memory only that node's processes hold (shared library pages aside),
+                           idle and right after the run
 and, with 3 in --nodes, portal_vs_engine_ratio: the same 3-hospital study through the portal
-(Celery, run events, comparison phase, MLflow registration) over the engine driven directly
-(bench/federation_overhead.py's measure_portal / measure, tuned_fused).
+(Celery, run events, MLflow registration) over the engine driven directly
+(bench/federation_overhead.py's measure_portal / measure, tuned_fused), both without the
+comparison phase (switched off per run); portal_vs_engine_ratio_with_comparison and the run
+totals with it give that phase's cost apart.
 CPU figures are process CPU time from /proc (so other programs on a shared machine inflate them
 less than wall-clock figures); the machine's load average is printed beside them.
 """
@@ -72,11 +87,13 @@ def tree(root: int) -> set[int]:
     return out
 
 
-def cpu_s(pids: set[int]) -> float:
+def cpu_s(pids: set[int], children: bool = False) -> float:
+    """CPU seconds (user + system) of `pids`; with `children`, also of their exited and reaped
+    children (a launcher's forked ClientApps, a SuperExec's ServerApps)."""
     total = 0.0
     for pid in pids:
         if st := _stat(pid):
-            total += (int(st[11]) + int(st[12])) / TICK
+            total += (int(st[11]) + int(st[12]) + ((int(st[13]) + int(st[14])) if children else 0)) / TICK
     return total
 
 
@@ -91,7 +108,52 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo) -> dict:
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (private clean + dirty pages, smaps_rollup): what one more
+    such process costs the machine; shared library pages are counted once by the kernel."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except OSError:
+        pass
+    return total / 1024
+
+
+def mem_available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timeline(metrics: Path, t0: float) -> dict:
+    """Seconds from submission to each step of the run, from its metrics file: the ServerApp's
+    first line, the end of preprocessing (the first round's start), each phase's last record
+    (round, baseline, comparison) and the "finished" event; `after_rounds_s` is what the run spent
+    after its last training round (the baseline and the comparison phase)."""
+    recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    out: dict = {}
+    for r in recs:
+        key = r.get("phase", "round") if "round" in r else r.get("type", "?")
+        out[f"{key}_s"] = round(r["time"] - t0, 2)  # the last record of each kind
+        if "round" in r and r.get("phase", "round") == "round" and "first_round_s" not in out:
+            g = {m["name"]: m["value"] for m in r["metrics"] if m["node"] == "global"}
+            out["first_round_start_s"] = round(r["time"] - t0 - g.get("round_time_s", 0.0), 2)
+            out["first_round_s"] = round(r["time"] - t0, 2)
+    if "round_s" in out:
+        out["after_rounds_s"] = round(max(v for v in out.values()) - out["round_s"], 2)
+    return out
+
+
+def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None) -> dict:
+    """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
+    at a smaller size; when n of them would not fit in the memory available after the idle
+    measurement, the run is not started (the machine would swap or kill processes) and the
+    result says so with the figures."""
     cohort = generate_mds_cohort(200 * n, seed=n)
     cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
     tables = {f"H{i + 1:02d}": t for i, t in enumerate(split_nodes(cohort, tuple([1 / n] * n), seed=0))}
@@ -120,11 +182,25 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo) -> d
         out["load_avg_1m_idle"] = round(os.getloadavg()[0], 2)
         echo(f"{n} nodes idle: SuperLink {out['idle_cpu_superlink_pct']}%, per node {out['idle_cpu_per_node_pct']}%, "
              f"{out['rss_per_node_mb']} MB per node")
+        out["private_mb_per_idle_node"] = round(statistics.mean(
+            private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
+        if warm_mb is not None:
+            need, avail = n * warm_mb * 1.1, mem_available_mb()
+            if need > avail:
+                out.update(completed=False, not_run=(
+                    f"a run warms every node's launcher (torch and the ClientApp, {warm_mb:.0f} MB private per "
+                    f"busy node, measured at a smaller size or given by --busy-node-mb): {n} nodes need ~{need / 1024:.1f} GB, "
+                    f"{avail / 1024:.1f} GB is available"))
+                echo(f"{n} nodes: run not started: {out['not_run']}")
+                return out
         metrics = root / f"n{n}-metrics.jsonl"
+        c_link = cpu_s(tree(fed.superlink.process.pid), children=True)
+        c_nodes = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
         t0 = time.time()
         run_id = control.start_run(APP_DIR, {
             "dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
             "poll_interval_s": 0.1, "round_timeout_s": 600.0, "fuse_evaluation": True,
+            "comparison": False,  # its own phase, measured apart (portal_vs_engine_ratio_with_comparison)
             "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
         try:
             status = fed.wait_run(run_id, 120 * rounds + 600, poll_s=0.5)
@@ -132,10 +208,30 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo) -> d
         except TimeoutError as err:
             out["completed"], out["error"] = False, str(err)
         total = time.time() - t0
+        time.sleep(1.0)  # the last children exit and are reaped
+        out["run_cpu_superlink_s"] = round(cpu_s(tree(fed.superlink.process.pid), children=True) - c_link, 1)
+        out["run_cpu_per_node_s"] = round(statistics.mean(
+            cpu_s({nodes[k], launchers[k]}, children=True) - c_nodes[k] for k in nodes), 2)
+        # right after the run every launcher is warm (it sheds that memory after --release-after)
+        out["private_mb_per_busy_node"] = round(statistics.mean(
+            private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
     if out["completed"]:
         s = overhead.summarise(metrics, t0, total)
-        out.update(run_start_s=round(s["run_start_s"], 2), round_overhead_s=round(s["round_overhead_s"], 2),
-                   round_time_s=round(s["round_time_s"], 2), run_total_s=round(total, 1))
+        tl = timeline(metrics, t0)
+        train = [m["value"] for line in metrics.read_text().splitlines() if line.strip()
+                 for m in json.loads(line).get("metrics", []) if m["name"] == "train_time_s"]
+        # What every node spends on a run beyond its own training (Flower's message handling,
+        # the ClientApp's start, loading and checks, evaluation, the stats phase), and what that
+        # costs in wall time when all n nodes share this machine's cores: the bound of the
+        # round overhead on one box.
+        out["node_train_s_per_run"] = round(sum(train) / n, 2)
+        out["node_cpu_beyond_training_s_per_round"] = round(
+            (out["run_cpu_per_node_s"] - out["node_train_s_per_run"]) / rounds, 2)
+        out["one_box_bound_s_per_round"] = round(
+            n * out["node_cpu_beyond_training_s_per_round"] / (os.cpu_count() or 1), 2)
+        out.update(run_start_s=tl["first_round_start_s"], serverapp_start_s=round(s["run_start_s"], 2),
+                   round_overhead_s=round(s["round_overhead_s"], 2), round_time_s=round(s["round_time_s"], 2),
+                   run_total_s=round(total, 1), timeline=tl)
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -146,6 +242,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle-window", type=float, default=30.0)
     p.add_argument("--no-portal", action="store_true", help="skip portal_vs_engine_ratio at 3 nodes")
+    p.add_argument("--busy-node-mb", type=float, default=410.0,
+                   help="private memory of one busy node assumed before any size has been measured "
+                        "(410 MB: SuperNode + warmed launcher, measured here on 2026-12-03); guards "
+                        "the first size against running the machine out of memory")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if any(n < 1 for n in a.nodes):
@@ -154,9 +254,11 @@ def main(argv=None) -> int:
     root = Path(tempfile.mkdtemp(prefix="fedhaem-scale-"))
     out: dict = {"cpu_count": os.cpu_count(), "rounds": a.rounds, "sizes": []}
     try:
-        for n in a.nodes:
+        warm_mb = a.busy_node_mb
+        for n in sorted(a.nodes):
             try:
-                out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo))
+                out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb))
+                warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
             except Exception as err:  # keep the sizes measured so far
                 out["sizes"].append({"nodes": n, "completed": False, "error": f"{type(err).__name__}: {err}"})
             echo(json.dumps(out["sizes"][-1]))
@@ -164,11 +266,19 @@ def main(argv=None) -> int:
             cohort = generate_mds_cohort(1000, seed=0)
             cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
             tables = {f"H{i + 1}": t for i, t in enumerate(split_nodes(cohort, (0.6, 0.3, 0.1), seed=0))}
-            engine = overhead.measure("tuned_fused", tables, a.rounds, root)
-            portal = overhead.measure_portal(tables, a.rounds, root, "tuned_fused")
-            out["portal_vs_engine_ratio"] = round(portal["run_total_s"] / engine["run_total_s"], 3)
-            out["engine_run_total_s"] = round(engine["run_total_s"], 1)
-            out["portal_run_total_s"] = round(portal["run_total_s"], 1)
+            # Without the comparison phase (a per-run switch), then with it: the ratio is the first;
+            # the phase's own cost is reported apart.
+            for label, comparison in (("", False), ("_with_comparison", True)):
+                (root / f"e{label}").mkdir(parents=True, exist_ok=True)
+                (root / f"p{label}").mkdir(parents=True, exist_ok=True)
+                engine = overhead.measure("tuned_fused", tables, a.rounds, root / f"e{label}", comparison=comparison)
+                portal = overhead.measure_portal(tables, a.rounds, root / f"p{label}", "tuned_fused",
+                                                 comparison=comparison)
+                out[f"portal_vs_engine_ratio{label}"] = round(portal["run_total_s"] / engine["run_total_s"], 3)
+                out[f"engine_run_total_s{label}"] = round(engine["run_total_s"], 1)
+                out[f"portal_run_total_s{label}"] = round(portal["run_total_s"], 1)
+                echo(f"portal vs engine{label or ' (no comparison phase)'}: {portal['run_total_s']:.1f} s / "
+                     f"{engine['run_total_s']:.1f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
