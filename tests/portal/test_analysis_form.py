@@ -30,6 +30,13 @@ def test_analysis_section_is_saved_validated_and_completed(client, personas, dat
     client.force_login(personas["coordinator"])
     page = client.get("/studies/new/")
     assert b"6. Analysis" in page.content and b'name="an_group_by"' in page.content
+    import json
+    import re
+    found = re.search(r'<script id="analysis-columns-by-use-case" type="application/json">(.*?)</script>',
+                      page.content.decode(), re.S)
+    columns = json.loads(found.group(1))
+    assert "genotype" in columns["SCD"]["group_by"] and "hospital" in columns["SCD"]["group_by"]
+    assert "hb" in columns["MDS"]["numeric"] and "hb" not in columns["MDS"]["categorical"]
     r = client.post("/studies/new/", _post(dataset, an_enabled="on", an_analyses=["describe", "km", "cox"],
                                            an_group_by="sex", an_numeric="hb, plt", an_categorical="",
                                            an_covariates="age; hb", an_cox_stratified="on", an_time_step="3"))

@@ -52,3 +52,22 @@ def analysis_report_section(context, study):
     run, rep = found
     return {"found": True, "run": run, **section_context(rep), "prefix": "report-", "in_study_report": True,
             "plots_id": "report-analysis-plots", "inline_js": context.get("inline_js")}
+
+
+@register.simple_tag
+def analysis_columns() -> dict:
+    """Per use case, the columns the study form's Analysis section may name (the engine's own
+    lists: fl_engine.analytics.settings) and its defaults, for static/js/analysis_form.js."""
+    from fedhaem_kernel.schema import SCHEMAS
+    from fl_engine.analytics.settings import HOSPITAL, categorical_columns, default_analysis, numeric_columns
+
+    out = {}
+    for use_case, schema in SCHEMAS.items():
+        try:
+            default = default_analysis(use_case, schema.endpoints[0].name)
+        except (ValueError, IndexError):
+            continue
+        out[use_case] = {"numeric": numeric_columns(schema), "categorical": categorical_columns(schema),
+                         "group_by": [HOSPITAL] + categorical_columns(schema),
+                         "default_covariates": default["covariates"]}
+    return out
