@@ -10,8 +10,9 @@ runs Flower's own ``run_clientapp()`` with the task token. No torch operation ru
 (torch's thread pools are not fork-safe once started), and the parent stays single-threaded.
 
 Lean when idle: an idle launcher holds only flwr's Runtime API client (~100 MB instead of ~460 MB
-with torch and the ClientApp). The first task after an idle spell is forked cold (its child
-imports what it needs), then the parent warms its imports for the tasks that follow; once it
+with torch and the ClientApp). On the first task after an idle spell (a run's stats request,
+which needs no torch) the parent imports the ClientApp, forks the task's child, and only then
+imports torch for the training tasks that follow, while that child answers; once it
 has had no task and no child for `--release-after` seconds (300), it re-executes itself (same
 pid, same arguments) to give that memory back.
 
@@ -37,11 +38,22 @@ from fl_engine.deploy.fab_pin import pin_clientapp_fab
 log = logging.getLogger("fedhaem.prefork")
 
 
-def _warm_imports() -> None:
-    import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer.step otherwise)
+def _warm_app() -> None:
+    """Flower's ClientApp runtime and FedHaem's ClientApp (no torch: a node answers a run's first
+    request, its column statistics, without it)."""
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
     import fl_engine.federation.client_app  # noqa: F401  (warmed once in the parent, before any fork)
+
+
+def _warm_torch() -> None:
+    """What training needs; imported in the parent only, never after a torch operation ran there."""
+    import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer.step otherwise)
+
+
+def _warm_imports() -> None:
+    _warm_app()
+    _warm_torch()
 
 
 def _reap(children: set[int]) -> None:
@@ -145,6 +157,13 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             time.sleep(max(poll_interval_s, 0.5))
             continue
         if res.HasField("task") and res.token:
+            if not warm:
+                # A run's first task after an idle spell is its stats request: import the app here
+                # and fork a child that has nothing left to import, then load torch in this parent
+                # while the child answers (the training tasks that follow fork from it warm).
+                t = time.monotonic()
+                _warm_app()
+                log.info("ClientApp loaded in %.2f s", time.monotonic() - t)
             pid = os.fork()
             if pid == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -153,8 +172,10 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             children.add(pid)
             activity.mark()
             log.info("task %s (run %s) -> child %d", res.task.task_id, res.task.run_id, pid)
-            if not warm:  # after the fork: this task's child imports for itself
-                _warm_imports()
+            if not warm:  # after the fork: the child already has the app, this parent adds torch
+                t = time.monotonic()
+                _warm_torch()
+                log.info("torch loaded in %.2f s", time.monotonic() - t)
                 warm = True
             continue  # there may be more queued tasks
         if (warm and release_after_s is not None and not children

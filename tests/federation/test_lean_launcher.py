@@ -42,6 +42,10 @@ def test_launcher_is_lean_when_idle_and_serves_runs_before_and_after_releasing(t
 
         _run(fed, tmp_path, 1)
         assert launcher.alive()
+        # the first task's child was forked after the ClientApp was loaded and before torch was
+        text = launcher.log_text()
+        app, fork, torch_ = (text.find("ClientApp loaded in"), text.find("-> child"), text.find("torch loaded in"))
+        assert -1 < app < fork < torch_, text[-2000:]
         # warm after its first task, then released (same pid) once idle for 20 s
         deadline = time.monotonic() + 120
         while "re-executing to release" not in launcher.log_text() and time.monotonic() < deadline:
