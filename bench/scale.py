@@ -22,8 +22,9 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
                            CPU seconds the run cost the manager (SuperLink, SuperExec, ServerApp)
                            and each node (SuperNode, launcher, its ClientApp children)
   node_cpu_beyond_training_s_per_round, one_box_bound_s_per_round
-                           a node's CPU per round beyond its training, and n times that over the
-                           machine's cores: what the round overhead cannot go below on one box
+                           a node's CPU per round beyond its training, over the rounds after the
+                           first (warm launchers: no start-up cost in them), and n times that over
+                           the machine's cores: what the round overhead cannot go below on one box
   private_mb_per_idle_node / private_mb_per_busy_node
                            memory only that node's processes hold (shared library pages aside),
                            idle and right after the run
@@ -45,6 +46,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -196,6 +198,22 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         metrics = root / f"n{n}-metrics.jsonl"
         c_link = cpu_s(tree(fed.superlink.process.pid), children=True)
         c_nodes = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
+        # node CPU when the first round's record appears: the rounds after it cost the rest
+        after_first: dict = {}
+
+        def watch_first_round() -> None:
+            deadline = time.monotonic() + 120 * rounds + 600
+            while time.monotonic() < deadline:
+                if metrics.exists() and any('"round": 1' in line for line in metrics.read_text().splitlines()):
+                    after_first.update({k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes})
+                    after_first["_train"] = sum(
+                        m["value"] for line in metrics.read_text().splitlines() if line.strip()
+                        for m in json.loads(line).get("metrics", []) if m["name"] == "train_time_s")
+                    return
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch_first_round, daemon=True)
+        watcher.start()
         t0 = time.time()
         run_id = control.start_run(APP_DIR, {
             "dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
@@ -210,8 +228,10 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         total = time.time() - t0
         time.sleep(1.0)  # the last children exit and are reaped
         out["run_cpu_superlink_s"] = round(cpu_s(tree(fed.superlink.process.pid), children=True) - c_link, 1)
-        out["run_cpu_per_node_s"] = round(statistics.mean(
-            cpu_s({nodes[k], launchers[k]}, children=True) - c_nodes[k] for k in nodes), 2)
+        end_cpu = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
+        out["run_cpu_per_node_s"] = round(statistics.mean(end_cpu[k] - c_nodes[k] for k in nodes), 2)
+        if after_first and rounds > 1:  # the later rounds: warm launchers, no start-up in them
+            out["later_rounds_cpu_per_node_s"] = round(statistics.mean(end_cpu[k] - after_first[k] for k in nodes), 2)
         # right after the run every launcher is warm (it sheds that memory after --release-after)
         out["private_mb_per_busy_node"] = round(statistics.mean(
             private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
@@ -225,10 +245,12 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         # costs in wall time when all n nodes share this machine's cores: the bound of the
         # round overhead on one box.
         out["node_train_s_per_run"] = round(sum(train) / n, 2)
-        out["node_cpu_beyond_training_s_per_round"] = round(
-            (out["run_cpu_per_node_s"] - out["node_train_s_per_run"]) / rounds, 2)
-        out["one_box_bound_s_per_round"] = round(
-            n * out["node_cpu_beyond_training_s_per_round"] / (os.cpu_count() or 1), 2)
+        if "later_rounds_cpu_per_node_s" in out:
+            later_train = (sum(train) - after_first["_train"]) / n
+            out["node_cpu_beyond_training_s_per_round"] = round(
+                (out["later_rounds_cpu_per_node_s"] - later_train) / (rounds - 1), 2)
+            out["one_box_bound_s_per_round"] = round(
+                n * out["node_cpu_beyond_training_s_per_round"] / (os.cpu_count() or 1), 2)
         out.update(run_start_s=tl["first_round_start_s"], serverapp_start_s=round(s["run_start_s"], 2),
                    round_overhead_s=round(s["round_overhead_s"], 2), round_time_s=round(s["round_time_s"], 2),
                    run_total_s=round(total, 1), timeline=tl)
