@@ -1,8 +1,9 @@
 """What a hospital approves, and the check each worker node makes before it touches its data.
 
 A study's approved settings are one canonical JSON object (`study_settings`): use case, endpoint,
-dataset name, features and feature groups, model and its parameters, the privacy options and
-the most rounds a run may have. `approval_hash` of that object is what an approval is bound to:
+dataset name, features and feature groups, model and its parameters, the privacy options, the
+most rounds a run may have and, for a study with analysis settings, those settings (grouping,
+columns, bins: what a descriptive analysis discloses). `approval_hash` of that object is what an approval is bound to:
 the portal stores it with the approval, the run config carries the object, and the node hashes
 what it receives and checks that the run it is asked to serve stays inside it. Any change to a
 run-relevant setting changes the hash, so the old approvals no longer match.
@@ -17,6 +18,9 @@ from fedhaem_kernel.schema import get_schema
 PRIVACY_KEYS = ("min_patients_per_node", "min_cell_count", "dp_enabled", "dp_clip_norm", "dp_noise_multiplier")
 SETTINGS_KEYS = ("use_case", "endpoint", "dataset", "features", "feature_groups", "model", "model_params",
                  "local_epochs", "privacy", "max_rounds")
+# Hashed only when present and not empty, so a study without analysis settings keeps the hash
+# (and the approvals) it had before analyses existed.
+OPTIONAL_KEYS = ("analysis",)
 
 
 class ParticipationRefused(PermissionError):
@@ -24,9 +28,11 @@ class ParticipationRefused(PermissionError):
 
 
 def study_settings(*, use_case: str, endpoint: str, dataset: str, features, feature_groups, model: str,
-                   model_params: dict, local_epochs: int, privacy: dict, max_rounds: int) -> dict:
-    """The canonical approved settings of a study (plain JSON values, lists sorted)."""
-    return {
+                   model_params: dict, local_epochs: int, privacy: dict, max_rounds: int,
+                   analysis: dict | None = None) -> dict:
+    """The canonical approved settings of a study (plain JSON values, lists sorted); `analysis`
+    (the study's validated analysis settings) only when the study has some."""
+    out = {
         "use_case": str(use_case).upper(), "endpoint": str(endpoint), "dataset": str(dataset),
         "features": sorted(str(f) for f in features), "feature_groups": sorted(str(g) for g in feature_groups),
         "model": str(model), "model_params": {k: model_params[k] for k in sorted(model_params)},
@@ -34,6 +40,9 @@ def study_settings(*, use_case: str, endpoint: str, dataset: str, features, feat
         "privacy": {k: _plain(privacy[k]) for k in PRIVACY_KEYS},
         "max_rounds": int(max_rounds),
     }
+    if analysis:
+        out["analysis"] = json.loads(json.dumps(analysis))
+    return out
 
 
 def approval_hash(settings: dict) -> str:
@@ -41,7 +50,9 @@ def approval_hash(settings: dict) -> str:
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     if missing:
         raise ValueError(f"study settings lack {', '.join(missing)}")
-    canonical = json.dumps({k: settings[k] for k in SETTINGS_KEYS}, sort_keys=True, separators=(",", ":"))
+    hashed = {k: settings[k] for k in SETTINGS_KEYS}
+    hashed.update({k: settings[k] for k in OPTIONAL_KEYS if settings.get(k)})
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -51,7 +62,8 @@ def run_outside_settings(cfg, settings: dict) -> list[str]:
     Survival runs must use exactly the approved model, parameters, features and privacy options.
     Generation runs (task "synthesis") train a generator, not the study's model: they must keep
     the approved use case, endpoint, dataset and privacy options, and generate only approved
-    features when the study lists them."""
+    features when the study lists them. Analysis runs must carry exactly the approved analysis
+    settings and name approved columns only."""
     out = []
 
     def same(name, got, want):
@@ -65,7 +77,14 @@ def run_outside_settings(cfg, settings: dict) -> list[str]:
         same(k, _plain(getattr(cfg, k)), settings["privacy"][k])
     if cfg.num_rounds > settings["max_rounds"]:
         out.append(f"{cfg.num_rounds} rounds, more than the approved {settings['max_rounds']}")
-    if cfg.task == "analysis":  # aggregates of approved columns only; no model is trained
+    if cfg.task == "analysis":  # the approved analysis, of approved columns only; no model is trained
+        approved = settings.get("analysis")
+        if not approved:
+            out.append("the approved settings hold no analysis: the study was approved without one")
+        elif cfg.analysis != approved:
+            changed = sorted(k for k in set(approved) | set(cfg.analysis or {})
+                             if (cfg.analysis or {}).get(k) != approved.get(k))
+            out.append(f"analysis settings differ from the approved ones: {', '.join(changed)}")
         allowed = _approved_columns(settings)
         a = cfg.analysis or {}
         used = set(a.get("numeric", [])) | set(a.get("categorical", [])) | set(a.get("covariates", []))

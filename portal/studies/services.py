@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from fl_engine.federation import approval as engine_approval
 from fl_engine.federation import events as run_events
 from fl_engine.federation.config import build_contract
+from fl_engine.analytics.settings import validate_analysis
 from portal.audit.services import record
 from portal.core import at_rest
 from portal.core.live import publish_run
@@ -85,7 +86,19 @@ def study_settings(study: Study) -> dict:
         use_case=study.use_case, endpoint=study.endpoint, dataset=names[0] if len(names) == 1 else ",".join(names),
         features=study.features or [], feature_groups=study.feature_groups or [], model=study.model_kind,
         model_params=hp, local_epochs=local_epochs, privacy=flower_privacy(study.privacy),
-        max_rounds=study.rounds)
+        max_rounds=study.rounds, analysis=_approved_analysis(study))
+
+
+def _approved_analysis(study: Study) -> dict:
+    """The study's analysis settings as an analysis run carries them (completed by the engine's
+    validator), so that what a hospital approves is what the node is later asked to compute;
+    the stored settings as they are when they no longer validate (such a run is refused)."""
+    if not study.analysis:
+        return {}
+    try:
+        return validate_analysis(study.use_case, study.endpoint, study.analysis)
+    except ValueError:
+        return dict(study.analysis)
 
 
 def settings_hash(study: Study) -> str:

@@ -331,16 +331,22 @@ def test_settings_defaults_come_from_the_schema_and_errors_name_each_field():
 def test_a_node_refuses_an_analysis_of_columns_outside_the_approved_features():
     from fl_engine.federation.approval import run_outside_settings, study_settings
 
-    approved = study_settings(use_case="MDS", endpoint="os", dataset="", features=["age", "sex", "hb"],
-                              feature_groups=[], model="deepsurv", model_params={}, local_epochs=1,
-                              privacy={"min_patients_per_node": 0, "min_cell_count": 0, "dp_enabled": False,
-                                       "dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0}, max_rounds=3)
     inside = parse_run_config({"task": "analysis", "analysis": {"numeric": ["age", "hb"], "categorical": ["sex"],
                                                                 "covariates": ["age"], "group_by": "sex"}})
-    assert run_outside_settings(inside, approved) == []
     outside = parse_run_config({"task": "analysis", "analysis": {"numeric": ["age"], "categorical": [],
                                                                  "covariates": ["TP53"]}})
-    assert run_outside_settings(outside, approved) == ["analyses columns outside the approved features: ['TP53']"]
+
+    def approved(analysis):
+        return study_settings(use_case="MDS", endpoint="os", dataset="", features=["age", "sex", "hb"],
+                              feature_groups=[], model="deepsurv", model_params={}, local_epochs=1,
+                              privacy={"min_patients_per_node": 0, "min_cell_count": 0, "dp_enabled": False,
+                                       "dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0}, max_rounds=3,
+                              analysis=analysis)
+
+    assert run_outside_settings(inside, approved(inside.analysis)) == []
+    # even a study whose approved analysis names TP53 cannot use a column outside its features
+    assert run_outside_settings(outside, approved(outside.analysis)) == [
+        "analyses columns outside the approved features: ['TP53']"]
 
 
 def test_an_scd_analysis_by_genotype_equals_lifelines_on_the_pooled_rows():

@@ -143,3 +143,35 @@ def test_a_restarting_manager_does_not_stop_the_node_but_a_long_absence_does(tmp
     assert fetch_approvals(cfg) == [{"study": "7"}]  # the manager is restarting: the last list
     with pytest.raises(ParticipationRefused, match="did not answer"):
         fetch_approvals({**cfg, "approval-stale-s": "0"})
+
+
+def _analysis(**change):
+    from fl_engine.analytics.settings import validate_analysis
+
+    return validate_analysis("MDS", "os", {"numeric": ["age", "hb"], "categorical": [], "covariates": ["age"],
+                                           "group_by": "hospital", **change})
+
+
+def test_analysis_settings_are_bound_to_the_approval_and_checked_by_the_node():
+    plain = approval_hash(_settings())
+    # a study without analysis settings keeps the hash it had before analyses existed
+    assert approval_hash(_settings(analysis={})) == plain
+    approved = _settings(analysis=_analysis())
+    assert approval_hash(approved) != plain
+    for change in (dict(quantile_bins=5000), dict(group_by="sex"), dict(covariates=["age", "hb"]),
+                   dict(time_step_months=0.5)):
+        assert approval_hash(_settings(analysis=_analysis(**change))) != approval_hash(approved), change
+
+    def run(analysis, settings):
+        return _cfg(settings, task="analysis", analysis=json.dumps(analysis), model_params="{}")
+
+    assert run_outside_settings(run(_analysis(), approved), approved) == []
+    finer = run_outside_settings(run(_analysis(quantile_bins=5000), approved), approved)
+    assert finer == ["analysis settings differ from the approved ones: quantile_bins"]
+    # an analysis of a study approved without analysis settings is refused at the node
+    bare = _settings()
+    assert run_outside_settings(run(_analysis(), bare), bare) == [
+        "the approved settings hold no analysis: the study was approved without one"]
+    with pytest.raises(ParticipationRefused, match="quantile_bins"):
+        check_participation(run(_analysis(quantile_bins=5000), approved), "hosp-a", FP, [_approval(approved)])
+    check_participation(run(_analysis(), approved), "hosp-a", FP, [_approval(approved)])

@@ -118,6 +118,29 @@ def test_only_coordinators_start_an_analysis_and_every_approval_is_needed(study,
     assert listed.status_code == 200 and [r["id"] for r in listed.json()] == [body["id"]]
 
 
+def test_an_approval_does_not_outlive_an_edit_of_the_analysis_settings(study, personas, api):
+    """The analysis settings are part of what a hospital approves: a finer histogram or another
+    grouping after the approval leaves it stale, audited, and the run is refused until re-approval."""
+    from portal.audit.models import AuditEvent
+    from portal.studies import services
+
+    _approve(study, personas)
+    assert not any(a["stale"] for a in services.approval_state(study))
+    services.update_study(personas["coordinator"], study, {"analysis": {**study.analysis, "quantile_bins": 5000}})
+    assert [a["stale"] for a in services.approval_state(study)] == [True]
+    assert AuditEvent.objects.filter(action="study.approvals_stale", object_id=str(study.pk)).exists()
+    refused = api(personas["coordinator"]).post(f"/api/studies/{study.pk}/analysis-runs/")
+    assert refused.status_code == 409 and "approv" in refused.json()["detail"], refused.json()
+    _approve(study, personas)
+    started = api(personas["coordinator"]).post(f"/api/studies/{study.pk}/analysis-runs/")
+    assert started.status_code == 201, started.json()
+    run = study.runs.get(pk=started.json()["id"])
+    # the run carries the edited settings, bound to the new approval (the node checks both)
+    assert run.config["study_settings"]["analysis"]["quantile_bins"] == 5000
+    assert run.config["analysis"] == run.config["study_settings"]["analysis"]
+    assert services.settings_hash(study) == study.approvals.get().settings_hash
+
+
 def test_a_study_without_valid_analysis_settings_is_refused_naming_the_field(study, personas, api):
     """A study without analysis settings cannot run one, and the refusal names the field."""
     from portal.studies.models import Run
