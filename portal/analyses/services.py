@@ -12,6 +12,7 @@ import json
 from django.db import transaction
 
 from fl_engine.federation.config import build_contract
+from fl_engine.analytics.settings import validate_analysis
 from portal.analyses.models import AnalysisReport
 from portal.analyses.report import ReportRefused, parse_report
 from portal.audit.services import record
@@ -36,8 +37,6 @@ class AnalysisRefused(Exception):
 def validate_settings(use_case: str, endpoint: str, settings: dict | None) -> dict:
     """The study's analysis settings checked and completed by the engine's validator
     (fl_engine.analytics.settings); ValueError naming each bad field."""
-    from fl_engine.analytics.settings import validate_analysis
-
     return validate_analysis(use_case, endpoint, settings)
 
 

@@ -8,6 +8,7 @@ from pydantic import ValidationError as PydanticError
 
 from fl_engine.models.params import field_bounds
 from fedhaem_kernel.schema import SCHEMAS
+from fl_engine.analytics.settings import validate_analysis
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (MIN_NODES, ROUNDS, DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
@@ -304,8 +305,6 @@ class StudyForm(forms.Form):
     def _analysis(self, use_case, endpoint) -> dict:
         """The Analysis section through the engine's validator (fl_engine.analytics.settings):
         the complete settings, or {} with each error placed on its field."""
-        from fl_engine.analytics.settings import validate_analysis
-
         raw: dict = {}
         for field, name in ANALYSIS_FIELDS.items():
             value = self.cleaned_data.get(field)

@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from fedhaem_kernel.schema import SCHEMAS
+from fl_engine.analytics.settings import validate_analysis
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (ROUNDS, DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
@@ -108,8 +109,6 @@ class StudySerializer(serializers.ModelSerializer):
                              f"{', '.join(e.name for e in SCHEMAS[use_case].endpoints)}"})
         analysis = attrs.get("analysis", inst.analysis if inst else {})
         if analysis:  # the study form's Analysis section: the engine's validator (portal.analyses)
-            from fl_engine.analytics.settings import validate_analysis
-
             try:
                 attrs["analysis"] = validate_analysis(use_case, endpoint, analysis)
             except ValueError as exc:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from django import template
 
+from fedhaem_kernel.schema import SCHEMAS
+from fl_engine.analytics.settings import HOSPITAL, categorical_columns, default_analysis, numeric_columns
+from portal.analyses.selectors import latest_report
+from portal.analyses.views import section_context
+
 register = template.Library()
 
 
@@ -43,9 +48,6 @@ def analysis_start_button(context, study):
 @register.inclusion_tag("analyses/_study_report_section.html", takes_context=True)
 def analysis_report_section(context, study):
     """The newest finished analysis of `study` in the study report (nothing when none)."""
-    from portal.analyses.selectors import latest_report
-    from portal.analyses.views import section_context
-
     found = latest_report(context["request"].user, study)
     if found is None:
         return {"found": False}
@@ -58,9 +60,6 @@ def analysis_report_section(context, study):
 def analysis_columns() -> dict:
     """Per use case, the columns the study form's Analysis section may name (the engine's own
     lists: fl_engine.analytics.settings) and its defaults, for static/js/analysis_form.js."""
-    from fedhaem_kernel.schema import SCHEMAS
-    from fl_engine.analytics.settings import HOSPITAL, categorical_columns, default_analysis, numeric_columns
-
     out = {}
     for use_case, schema in SCHEMAS.items():
         try:
