@@ -216,6 +216,9 @@ def conclude_generation(run, files: dict[str, bytes]) -> SyntheticCohort:
 
     from django.core.files.base import ContentFile
 
+    existing = SyntheticCohort.objects.filter(run=run).first()
+    if existing is not None:  # a redelivered conclusion (the files may be gone from the event by now)
+        return existing
     try:
         meta = json.loads(files["synthesis.json"].decode())
         csv = files["synthetic.csv"]
