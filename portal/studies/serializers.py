@@ -107,7 +107,12 @@ class StudySerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"endpoint": f"{endpoint!r} is not an endpoint of {use_case}: "
                              f"{', '.join(e.name for e in SCHEMAS[use_case].endpoints)}"})
+        if "analysis" in attrs and attrs["analysis"] is None:  # null: the study has no analysis settings
+            attrs["analysis"] = {}
         analysis = attrs.get("analysis", inst.analysis if inst else {})
+        if not isinstance(analysis, dict):
+            raise serializers.ValidationError(
+                {"analysis": f"must be an object of analysis settings (or null), got {type(analysis).__name__}"})
         if analysis:  # the study form's Analysis section: the engine's validator (portal.analyses)
             try:
                 attrs["analysis"] = validate_analysis(use_case, endpoint, analysis)

@@ -111,6 +111,12 @@ def test_the_api_sets_the_same_analysis_settings_as_the_form(api, personas, data
     assert ok.json()["analysis"] == validate_analysis("MDS", "os", {"group_by": "sex", "covariates": ["age", "hb"]})
     cleared = coord.patch(f"/api/studies/{ok.json()['id']}/", {"analysis": {}}, format="json")
     assert cleared.status_code == 200 and cleared.json()["analysis"] == {}
+    for wrong in (0, [], "none", ["group_by"]):  # not an object: 400 naming the field, nothing stored
+        r = coord.patch(f"/api/studies/{ok.json()['id']}/", {"analysis": wrong}, format="json")
+        assert r.status_code == 400 and "analysis" in r.json()["errors"], (wrong, r.json())
+    # null (also as a form field, "null") means no analysis settings
+    nulled = coord.post("/api/studies/", {**body, "analysis": "null", "feature_groups": "clinical"})
+    assert nulled.status_code == 201 and nulled.json()["analysis"] == {}, nulled.json()
 
 
 def test_a_clone_keeps_the_analysis_settings(api, personas, dataset):
