@@ -710,6 +710,10 @@ class Probe:
             ("GET", f"/api/studies/{s}/generation-runs/", none_, ROLES, 200, {"outsider": 404}),
             ("POST", "/api/studies/{clone}/generation-runs/", lambda: {"generator": "no-such-generator"},
              ["coordinator"], 400, {}),
+            ("GET", f"/api/studies/{s}/analysis-runs/", none_, ROLES, 200, {"outsider": 404}),
+            ("POST", "/api/studies/{clone}/analysis-runs/", none_, ["coordinator"], 400, {}),  # no analysis settings
+            ("GET", f"/api/analysis-runs/{MISSING}/report/", none_, ROLES, 404, {}),
+            ("GET", f"/api/analysis-runs/{MISSING}/km.csv", none_, ROLES, 404, {}),
             ("GET", f"/api/studies/{s}/grid-runs/", none_, ROLES, 200, {"outsider": 404}),
             ("POST", "/api/studies/{clone}/grid-runs/", lambda: {"source": "no-such", "n": -1}, ["coordinator"],
              400, {}),
@@ -753,7 +757,9 @@ class Probe:
         in_schema = {(m.upper(), p) for p, ops in schema.get("paths", {}).items() for m in ops
                      if m in ("get", "post", "put", "patch", "delete")}
         ops = self.matrix_ops()
-        covered = {(m, re.sub(r"/(\d+|\{\w+\})/", "/{id}/", p)) for m, *_rest in ops for p in [_rest[0]]}
+        covered = {(m, re.sub(r"/analysis-runs/\{id\}/\w+\.csv$", "/analysis-runs/{id}/{table}.csv",
+                              re.sub(r"/(\d+|\{\w+\})/", "/{id}/", p)))
+                   for m, *_rest in ops for p in [_rest[0]]}
         for op in sorted(in_schema):
             self.check(f"matrix: schema operation {op[0]} {op[1]} is probed", op in covered, "not in the matrix")
         # a pending node of hosp-a for approve / revoke / replace-key
