@@ -196,8 +196,10 @@ def km_result(cfg: RunConfig, replies: dict[str, NodeReply], notes: list[str]) -
         per[name] = {}
         for i, scope in enumerate(scopes):
             if flags[i]:
-                notes.append(f"Kaplan-Meier: group {scope} at hospital {name} has too few patients (small cells) "
-                             f"and is left out of that group's curve")
+                notes.append(f"Kaplan-Meier: group {scope} at hospital {name} cannot be reported under the "
+                             f"small-cell rule (fewer than {cfg.min_cell_count} patients, or between 1 and "
+                             f"{cfg.min_cell_count - 1} events or censored patients in all) and is left out of "
+                             f"that group's curve")
                 continue
             per[name][scope] = (np.asarray(r.arrays[2 * i], float), np.asarray(r.arrays[2 * i + 1], float))
         if r.metrics.get("moved"):
