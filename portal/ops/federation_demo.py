@@ -1,6 +1,7 @@
 """The demo federation of `manage.py demo`: a SuperLink (TLS + SuperNode authentication) and
-three worker nodes holding 60% / 30% / 10% of a generated MDS cohort, approved in the portal,
-plus the ready study "Demo: MDS overall survival (DeepSurv)"."""
+three worker nodes holding 60% / 30% / 10% of a generated MDS cohort and of a generated sickle
+cell disease (SCD) cohort, approved in the portal, plus two ready studies: "Demo: MDS overall
+survival (DeepSurv)" and the analysis study "Demo: SCD registry description (analysis)"."""
 from __future__ import annotations
 
 import sys
@@ -11,7 +12,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from etl.registry import DatasetRegistry
-from fl_engine.cohort import generate_mds_cohort, split_nodes
+from fl_engine.analytics.settings import validate_analysis
+from fl_engine.cohort import generate_mds_cohort, generate_scd_cohort, split_nodes
 from fl_engine.deploy.pki import ensure_dev_pki, ensure_node_keys
 from fl_engine.deploy.processes import SERVERAPP_POLL_S, start_superlink
 from portal.accounts.models import Organisation
@@ -28,6 +30,13 @@ NODES = [("hosp-a", 0.6), ("hosp-b", 0.3), ("hosp-c", 0.1)]
 DATASET = "mds-demo"
 STUDY_TITLE = "Demo: MDS overall survival (DeepSurv)"
 COHORT_SIZE = 4000
+SCD_DATASET = "scd-demo"
+SCD_STUDY_TITLE = "Demo: SCD registry description (analysis)"
+SCD_COHORT_SIZE = 1500
+# what a haematologist asks first of a sickle cell registry: the cohort by genotype, its survival
+# curves, the log-rank test and a Cox model stratified by hospital
+SCD_ANALYSIS = {"group_by": "genotype", "covariates": ["age", "sex", "hb", "hbf"], "cox_stratified": True,
+                "time_step_months": 3.0}
 
 
 def node_dir(name: str) -> Path:
@@ -35,16 +44,18 @@ def node_dir(name: str) -> Path:
 
 
 def prepare_node_data(echo=print) -> None:
-    """Generate the cohort once and register each hospital's share in its own local registry."""
+    """Generate the cohorts once and register each hospital's share in its own local registry."""
     registries = {name: DatasetRegistry(node_dir(name) / "data") for name, _ in NODES}
-    if all(any(e.name == DATASET for e in r.list()) for r in registries.values()):
-        return
-    cohort = generate_mds_cohort(n=COHORT_SIZE, seed=7)
-    parts = split_nodes(cohort, fractions=tuple(f for _, f in NODES), seed=7)
-    for (name, _), part in zip(NODES, parts):
-        entry, _ = registries[name].register(DATASET, part.reset_index(drop=True), "MDS",
-                                             source="fl_engine.cohort.generate_mds_cohort(seed=7)")
-        echo(f"  {name}: {entry.patient_count} generated patients registered as {DATASET} v{entry.version}")
+    for dataset, use_case, make, size in ((DATASET, "MDS", generate_mds_cohort, COHORT_SIZE),
+                                          (SCD_DATASET, "SCD", generate_scd_cohort, SCD_COHORT_SIZE)):
+        if all(any(e.name == dataset for e in r.list()) for r in registries.values()):
+            continue
+        cohort = make(n=size, seed=7)
+        parts = split_nodes(cohort, fractions=tuple(f for _, f in NODES), seed=7)
+        for (name, _), part in zip(NODES, parts):
+            entry, _ = registries[name].register(dataset, part.reset_index(drop=True), use_case,
+                                                 source=f"fl_engine.cohort.{make.__name__}(seed=7)")
+            echo(f"  {name}: {entry.patient_count} generated patients registered as {dataset} v{entry.version}")
 
 
 @transaction.atomic
@@ -71,15 +82,21 @@ def enrol_nodes() -> dict[str, str]:
     return tokens
 
 
-def ensure_demo_study(echo=print) -> None:
-    """Datasets as announced by the nodes, the demo study, and the operators' approvals."""
-    User = get_user_model()
+def _announced(dataset: str) -> list:
+    """The demo nodes' `dataset` as each node announces it to the portal."""
     datasets = []
     for name, _ in NODES:
         node = WorkerNode.objects.get(name=name)
-        entry = DatasetRegistry(node_dir(name) / "data").get(DATASET)
+        entry = DatasetRegistry(node_dir(name) / "data").get(dataset)
         ds, _ = dataset_services.announce(node, node.service_user, {**entry.announcement()})
         datasets.append(ds)
+    return datasets
+
+
+def ensure_demo_study(echo=print) -> None:
+    """Datasets as announced by the nodes, the demo studies, and the operators' approvals."""
+    User = get_user_model()
+    datasets = _announced(DATASET)
     study = Study.objects.filter(title=STUDY_TITLE).first()
     if study is None:
         study = study_services.create_study(User.objects.get(username="coordinator"), {
@@ -95,6 +112,31 @@ def ensure_demo_study(echo=print) -> None:
     for ds in datasets:
         _approve_for_demo(study, ds, operator)
     echo(f"  study ready: {STUDY_TITLE} (id {study.pk})")
+    ensure_scd_study(echo)
+
+
+def ensure_scd_study(echo=print) -> None:
+    """The SCD analysis study over the nodes' scd-demo datasets, approved (its Run analysis button
+    is on the study page)."""
+    User = get_user_model()
+    datasets = _announced(SCD_DATASET)
+    study = Study.objects.filter(title=SCD_STUDY_TITLE).first()
+    if study is None:
+        study = study_services.create_study(User.objects.get(username="coordinator"), {
+            "title": SCD_STUDY_TITLE, "use_case": "SCD", "endpoint": "os",
+            "description": "Description, Kaplan-Meier by genotype, log-rank and a Cox model stratified by "
+                           "hospital of a generated sickle cell disease cohort split 60/30/10 over three "
+                           "hospitals (demo data, not patients).",
+            "feature_groups": ["clinical", "therapy"], "model_kind": "deepsurv",
+            "hyperparameters": {"local_epochs": 1}, "rounds": 3, "fraction_nodes": 1.0, "min_nodes": 2,
+            "status": "ready", "datasets": datasets,
+            "analysis": validate_analysis("SCD", "os", SCD_ANALYSIS)})
+    else:
+        study.datasets.set(datasets)
+    operator = User.objects.get(username="nodeoperator")
+    for ds in datasets:
+        _approve_for_demo(study, ds, operator)
+    echo(f"  study ready: {SCD_STUDY_TITLE} (id {study.pk})")
 
 
 def _approve_for_demo(study, ds, operator) -> None:
