@@ -5,6 +5,7 @@ counts; and splitting the rows across hospitals in any way leaving the result un
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -183,6 +184,10 @@ def test_analysis_json_layout_and_phase_events(tables, tmp_path):
     assert on_disk["hospitals"] == ["H1", "H2", "H3"] and on_disk["use_case"] == "MDS"
     assert set(on_disk) >= {"settings", "describe", "km", "logrank", "logrank_stratified", "cox", "notes"}
     assert any("coarsened" in n for n in on_disk["notes"])
+    for note in on_disk["notes"]:  # a count of patients: never more than the hospital holds
+        m = re.match(r"Kaplan-Meier: hospital (H\d) coarsened (\d+) of its patients", note)
+        if m:
+            assert 0 < int(m.group(2)) <= len(tables[m.group(1)]), note
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     phases = [(e["phase"], e.get("round")) for e in events if e["type"] == "phase"]
     assert phases[:2] == [("describe", 0), ("km", 0)] and phases[2] == ("cox", 1)

@@ -203,8 +203,9 @@ def km_result(cfg: RunConfig, replies: dict[str, NodeReply], notes: list[str]) -
                 continue
             per[name][scope] = (np.asarray(r.arrays[2 * i], float), np.asarray(r.arrays[2 * i + 1], float))
         if r.metrics.get("moved"):
-            notes.append(f"Kaplan-Meier: hospital {name} coarsened {int(r.metrics['moved'])} patients' times "
-                         f"(merged grid steps so that no count below {cfg.min_cell_count} left it)")
+            notes.append(f"Kaplan-Meier: hospital {name} coarsened {int(r.metrics['moved'])} of its patients' "
+                         f"times (merged grid steps so that no count below {cfg.min_cell_count} left it; its "
+                         f"group curves are merged apart, alike)")
     if settings["group_by"] == HOSPITAL:
         groups = {name: {name: p["all"]} for name, p in per.items()}
     elif len(scopes) > 1:

@@ -131,11 +131,12 @@ def _answer_km(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) ->
         lab = group_labels(rows, schema, settings["group_by"])
         masks += [lab == g for g in scopes[1:]]
     arrays, flags, moved = [], [], 0
-    for mask in masks:
+    for i, mask in enumerate(masks):
         try:
             ev, ce, m = km.node_counts(d[mask], e[mask], settings["time_step_months"], cfg.min_cell_count)
             flags.append(0.0)
-            moved += m
+            if i == 0:  # the whole cohort's curve: a count of patients (group curves are merged apart)
+                moved = m
         except ValueError:  # 1 .. k - 1 patients (or events / censored in all): not reported
             ev, ce = np.zeros(0), np.zeros(0)
             flags.append(1.0)
