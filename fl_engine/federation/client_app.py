@@ -3,7 +3,8 @@
 Node config (``flower-supernode --node-config``): ``name`` (the hospital's node name),
 ``data-dir`` (its dataset registry), ``manager`` and ``token-file`` (where its approvals are
 checked: fl_engine.node.approvals). Before any row is read the node checks that the run is an
-approved study on exactly this dataset and these settings; every reply passes
+approved study on exactly this dataset and these settings, and charges the run to the
+dataset's privacy-budget ledger (fl_engine.node.budget; refused when it would overspend); every reply passes
 `check_reply_privacy` before it leaves.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fl_engine.federation.contract import from_flower
 from fl_engine.federation.core import check_reply_privacy, handle_request
 from fl_engine.federation.flower_io import reply_content, request_from_message
 from fl_engine.node.approvals import ensure_approved
+from fl_engine.node.budget import ensure_within_budget
 from fl_engine.node.datasets import dataset_meta, load_dataset
 
 app = ClientApp()
@@ -32,6 +34,7 @@ def _answer(msg: Message, context: Context) -> Message:
     version = (me or {}).get("version") or cfg.dataset_version
     meta = dataset_meta(node_cfg["data-dir"], cfg.dataset, version)
     ensure_approved(node_cfg, cfg, name, str(meta.get("fingerprint", "")))
+    ensure_within_budget(node_cfg, cfg, name, meta, str(context.run_id))
     df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, str(meta["version"]))
     req = request_from_message(msg)
     reply = handle_request(df, cfg, req, name)

@@ -23,6 +23,10 @@
         with that profile's token (the rest as etl.cli's register).
     fedhaem-node status --home HOME [--json]
         The profiles, their manager identity, datasets and state (what `start` last wrote).
+    fedhaem-node budget (--home HOME | --data-dir DIR) [--dataset D] [--set-epsilon E [--set-delta D]] [--json]
+        The privacy-budget ledger of the node (fl_engine/node/budget.py, docs/privacy-budget.md):
+        per dataset its (epsilon, delta) budget, what DP runs have spent and what remains; one
+        ledger per node home, shared by its manager profiles. --set-epsilon sets a dataset's budget.
     fedhaem-node scores --dataset DIR [--json]
         On an ETL output folder, at the hospital: on how many patients each conventional score of
         the use case is computable, why the others are not (missing or not-tested inputs, APL
@@ -46,6 +50,8 @@ from etl.cli import add_subcommands
 from etl.table import read_table_file
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
 from fl_engine.deploy.processes import start_supernode
+from fl_engine.node.budget import DEFAULT_DELTA_BUDGET, LedgerError, home_ledger_dir, set_budget, summary
+from fl_engine.node.datasets import list_datasets
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
 from fl_engine.node.profiles import ProfileError, add_profile, load_profile, load_profiles, profile_state
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
@@ -253,6 +259,41 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_budget(args) -> int:
+    if bool(args.home) == bool(args.data_dir):
+        print("error: give --home (a node home) or --data-dir (a node started without one)", file=sys.stderr)
+        return 2
+    try:
+        if args.home:
+            folder = home_ledger_dir(args.home)
+            names = [d["name"] for p in load_profiles(args.home) for d in list_datasets(p.data_dir)]
+        else:
+            folder = Path(args.data_dir) / "privacy"
+            names = [d["name"] for d in list_datasets(args.data_dir)]
+        if args.set_epsilon is not None:
+            if not args.dataset:
+                print("error: --set-epsilon needs --dataset", file=sys.stderr)
+                return 2
+            set_budget(folder, args.dataset, args.set_epsilon, args.set_delta)
+        rows = summary(folder, sorted(set(names)))
+    except (ProfileError, LedgerError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dataset:
+        rows = [r for r in rows if r["dataset"] == args.dataset]
+    if args.json:
+        print(json.dumps({"ledger": str(folder.resolve()), "datasets": rows}, indent=1))
+        return 0
+    print(f"# privacy ledger {folder}")
+    for r in rows:
+        print(f"{r['dataset']}: spent epsilon {r['spent_epsilon']:.4g} of {r['budget_epsilon']:g} "
+              f"(remaining {r['remaining_epsilon']:.4g}), delta {r['spent_delta']:.3g} of {r['budget_delta']:g}; "
+              f"{r['dp_runs']} DP run(s) of {r['runs']} recorded; budget from {r['budget_source']}")
+    if not rows:
+        print("no dataset registered and no run recorded")
+    return 0
+
+
 RESTART_BACKOFF_MAX_S = 30.0
 RESTART_RESET_S = 60.0
 ACTIVATION_RETRY_S = 5.0
@@ -353,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--profile", action="append", default=None)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    b = sub.add_parser("budget", help="privacy budget per dataset: spent and remaining epsilon (local)")
+    b.add_argument("--home", default=None, help="node home (one ledger shared by its manager profiles)")
+    b.add_argument("--data-dir", default=None, help="the registry of a node started without a home")
+    b.add_argument("--dataset", default=None, help="only this dataset (required with --set-epsilon)")
+    b.add_argument("--set-epsilon", type=float, default=None, help="set the dataset's epsilon budget")
+    b.add_argument("--set-delta", type=float, default=DEFAULT_DELTA_BUDGET,
+                   help=f"with --set-epsilon: its delta budget (default {DEFAULT_DELTA_BUDGET:g})")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_budget)
     c = sub.add_parser("scores", help="coverage of the conventional scores on an ETL output (local)")
     c.add_argument("--dataset", required=True, help="an ETL output folder")
     c.add_argument("--top", type=int, default=8, help="reasons listed per score")
