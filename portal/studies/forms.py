@@ -9,6 +9,8 @@ from pydantic import ValidationError as PydanticError
 from fl_engine.models.params import field_bounds
 from fedhaem_kernel.schema import SCHEMAS
 from fl_engine.analytics.settings import validate_analysis
+from fl_engine.federation.privacy import DEFAULT_RUN_DELTA, dp_fedavg_epsilon
+from fl_engine.node.budget import DEFAULT_EPSILON_BUDGET
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
 from portal.studies.config import (MIN_NODES, ROUNDS, DESCRIPTION_MAX, PARAMS_BY_KIND, PrivacyOptions, default_privacy,
@@ -179,6 +181,33 @@ class StudyForm(forms.Form):
         help_text="Differential privacy only. Noise per weight has standard deviation z × C ÷ hospitals in "
                   "the round; 0 = no noise (clipping only), higher = more private. With few hospitals the "
                   "noise is large and costs accuracy: compare runs before relying on it.")
+
+    def expected_privacy(self) -> str:
+        """The privacy cost one run of these settings charges to each hospital's ledger (the
+        accountant the nodes use: fl_engine.federation.privacy), in words for the form."""
+        def value(field, cast):
+            raw = self.data.get(field) if self.is_bound else self.initial.get(field, self.fields[field].initial)
+            try:
+                return cast(raw)
+            except (TypeError, ValueError):
+                return None
+        if self.is_bound:
+            enabled = str(self.data.get("priv_dp_enabled", "")).lower() in ("on", "true", "1")
+        else:
+            enabled = bool(self.initial.get("priv_dp_enabled"))
+        if not enabled:
+            return "Without differential privacy a run gives no DP guarantee and spends no privacy budget."
+        z, rounds = value("priv_dp_noise", float), value("rounds", int)
+        if z is None or rounds is None or z < 0 or rounds < 1:
+            return "Expected privacy cost: enter a noise multiplier and the rounds to see it."
+        eps = dp_fedavg_epsilon(z, rounds, DEFAULT_RUN_DELTA)
+        if eps == float("inf"):
+            return ("Expected privacy cost: unbounded (noise multiplier 0); every hospital with a privacy "
+                    "budget refuses the run.")
+        return (f"Expected privacy cost per run at each hospital: epsilon {eps:.2f} at delta {DEFAULT_RUN_DELTA:g} "
+                f"({rounds} rounds, noise multiplier {z:g}; node-level DP, RDP accountant). A hospital refuses "
+                f"a run that would take its dataset past its budget (epsilon {DEFAULT_EPSILON_BUDGET:g} unless its "
+                f"operator set another).")
 
     an_enabled = forms.BooleanField(
         label="Run a federated analysis", required=False,
