@@ -36,3 +36,16 @@ def test_the_form_shows_the_expected_epsilon_of_its_dp_settings(world, client, p
     assert "(4 rounds, noise multiplier 1.2" in html
     r = client.post("/studies/new/", _form(world["dataset"], priv_dp_enabled="on", priv_dp_noise="0", title=""))
     assert "unbounded (noise multiplier 0)" in r.content.decode()
+
+
+def test_the_run_page_shows_the_epsilon_the_run_spent(world, client, personas):
+    run = world["run"]
+    client.force_login(personas["coordinator"])
+    run.config = {**(run.config or {}), "privacy": {"dp_enabled": False, "dp_noise_multiplier": 1.0}}
+    run.save(update_fields=["config"])
+    assert 'id="run-spent-epsilon"' not in client.get(f"/runs/{run.pk}/").content.decode()
+    run.config = {**run.config, "privacy": {"min_cell_count": 10, "dp_enabled": True, "dp_clip_norm": 1.0,
+                                            "dp_noise_multiplier": 2.0}}
+    run.save(update_fields=["config"])
+    html = client.get(f"/runs/{run.pk}/").content.decode()
+    assert f"epsilon {dp_fedavg_epsilon(2.0, run.rounds, 1e-6):.2f} at delta 1e-06 ({run.rounds} rounds" in html, html
