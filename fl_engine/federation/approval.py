@@ -123,11 +123,15 @@ def _approved_columns(settings: dict) -> set[str] | None:
     return None
 
 
-def check_participation(cfg, node_name: str, local_fingerprint: str, approvals: list[dict]) -> None:
+def check_participation(cfg, node_name: str, local_fingerprint: str, approvals: list[dict],
+                        broad_consent: dict | None = None) -> None:
     """Raise ParticipationRefused unless this node (`node_name`, holding the dataset whose
     fingerprint is `local_fingerprint`) is a participant of run `cfg` and one of `approvals`
     (the manager's record of this node's approvals: {"study", "dataset", "fingerprint",
-    "settings_hash"}) covers the study, the dataset and the exact settings the run carries."""
+    "settings_hash"}) covers the study, the dataset and the exact settings the run carries.
+    `broad_consent` ({"use_case", "fingerprint"}: the dataset's policy is broad and allows this
+    run's purpose, as the node established) stands for an approval of any study of that use case
+    on exactly that dataset; the run must still stay inside the settings it carries."""
     if not cfg.study_id:
         raise ParticipationRefused("the run names no study: this node serves only approved studies")
     me = next((p for p in cfg.participants if p["node"] == node_name), None)
@@ -148,6 +152,9 @@ def check_participation(cfg, node_name: str, local_fingerprint: str, approvals: 
         if (str(a.get("study")) == str(cfg.study_id) and a.get("dataset") == cfg.dataset
                 and a.get("fingerprint") == local_fingerprint and a.get("settings_hash") == wanted):
             return
+    if (broad_consent and broad_consent.get("fingerprint") == local_fingerprint
+            and str(broad_consent.get("use_case", "")).upper() == cfg.study_settings.get("use_case")):
+        return
     raise ParticipationRefused(f"no approval of study {cfg.study_id} on dataset {cfg.dataset} "
                                f"(fingerprint {local_fingerprint[:12]}...) for settings {wanted[:12]}... "
                                "(not approved, withdrawn, or approved before the study changed)")

@@ -14,6 +14,7 @@ another identity is never read, and only approvals of this SuperNode's own manag
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from fl_engine.federation.approval import ParticipationRefused, check_participation
+from fl_engine.node import policy as node_policy
 from fl_engine.node.profiles import ProfileError, manager_identity
 
 log = logging.getLogger("fedhaem.node")
@@ -130,12 +132,43 @@ def fetch_approvals(node_cfg: dict, timeout: float = 10.0) -> list[dict]:
     if r.status_code != 200:
         raise ParticipationRefused(f"the manager refused the approvals request: HTTP {r.status_code} {r.text[:200]}")
     approvals = [a for a in r.json().get("approvals", []) if isinstance(a, dict)]
+    policies = [p for p in r.json().get("policies", []) if isinstance(p, dict)]
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    body = approvals if ident is None else {"manager": manager, "manager_id": ident, "approvals": approvals}
+    body = {"manager": manager, "manager_id": ident, "approvals": approvals, "policies": policies}
     tmp.write_text(json.dumps(body))
     tmp.chmod(0o600)
     tmp.replace(cache)
     return _tagged(approvals, ident)
+
+
+def registered_policies(node_cfg: dict) -> list[dict]:
+    """The datasets' registered policies the manager sent with the approvals last fetched
+    (call after fetch_approvals): [{"dataset", "fingerprint", "use_case", "policy"}]."""
+    manager = str(node_cfg["manager"]).rstrip("/")
+    ident = manager_id_of(node_cfg)
+    try:
+        body = json.loads(_store_path(node_cfg, manager, _token(node_cfg), ident).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if not isinstance(body, dict) or body.get("manager_id") != ident:
+        return []
+    return [p for p in body.get("policies") or [] if isinstance(p, dict)]
+
+
+def applied_policy(node_cfg: dict, cfg, fingerprint: str, registered: list[dict]) -> dict:
+    """The policy this node applies to run `cfg` on its dataset: the registered one for this
+    fingerprint (DEFAULT_POLICY when none) tightened by the operator's policy-file; a change is
+    appended to the node's policy audit log."""
+    entry = next((p for p in registered if p.get("fingerprint") == fingerprint
+                  and p.get("dataset") == cfg.dataset), None)
+    try:
+        limits = node_policy.local_limits(node_cfg, cfg.dataset)
+        applied = node_policy.effective_policy((entry or {}).get("policy"), limits)
+    except node_policy.PolicyError as err:
+        raise ParticipationRefused(f"dataset policy unusable: {err}") from None
+    node_policy.audit_change(node_cfg.get("data-dir"), cfg.dataset, fingerprint, applied,
+                             {"registered": (entry or {}).get("policy"), "node_limits": limits})
+    return applied
 
 
 def _tagged(approvals: list[dict], ident: str | None) -> list[dict]:
@@ -162,9 +195,11 @@ def report_refusal(node_cfg: dict, cfg, reason: str) -> None:
         log.warning("refusal not reported to the manager: %s", err)
 
 
-def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str) -> None:
+def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str, today: dt.date | None = None) -> None:
     """Raise ParticipationRefused (logged here, reported to the manager) unless run `cfg` is an
-    approved study on this node's dataset with exactly the approved settings."""
+    approved study on this node's dataset with exactly the approved settings, and the dataset's
+    policy (fl_engine.node.policy: registered, tightened by the node) allows it `today` (UTC).
+    A broad-consent policy stands for the approval of any study of the dataset's use case."""
     if _truthy(node_cfg.get("trust-all-runs", "")):
         return
     try:
@@ -175,8 +210,19 @@ def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str) -> No
         approvals = fetch_approvals(node_cfg)
         if ident is not None:  # only approvals given to this SuperNode's own manager count
             approvals = [a for a in approvals if a.get("manager_id") == ident]
+        registered = registered_policies(node_cfg)
+        applied = applied_policy(node_cfg, cfg, fingerprint, registered)
+        purpose = node_policy.purpose_of(cfg.task)
+        problems = node_policy.run_problems(
+            applied, purpose=purpose, dp_enabled=bool(cfg.dp_enabled), min_cell_count=int(cfg.min_cell_count),
+            today=today or dt.datetime.now(dt.timezone.utc).date())
+        if problems:
+            raise ParticipationRefused(f"dataset {cfg.dataset} policy: " + "; ".join(problems))
+        entry = next((p for p in registered if p.get("fingerprint") == fingerprint), None)
+        broad = ({"use_case": entry.get("use_case"), "fingerprint": fingerprint}
+                 if entry and applied["consent_scope"] == "broad" else None)
         try:
-            check_participation(cfg, node_name, fingerprint, approvals)
+            check_participation(cfg, node_name, fingerprint, approvals, broad_consent=broad)
         except ParticipationRefused as err:
             if ident is None:
                 raise
