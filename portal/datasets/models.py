@@ -17,6 +17,18 @@ class Dataset(models.Model):
     quality_report = models.JSONField(default=dict, blank=True, help_text="Quality summary from the node's ETL.")
     fingerprint = models.CharField(max_length=64, help_text="sha256 of the table's canonical bytes.")
     registered_at = models.DateTimeField(auto_now_add=True)
+    # Filled when a clinician of the node's hospital registers the announced dataset; `policy`
+    # (fl_engine.node.policy, validated) is what the node fetches and applies. None = not
+    # registered: the node applies fl_engine.node.policy.DEFAULT_POLICY (per-study approvals).
+    title = models.CharField(max_length=200, blank=True)
+    clinical_description = models.TextField(blank=True)
+    inclusion_start = models.DateField(null=True, blank=True)
+    inclusion_end = models.DateField(null=True, blank=True)
+    contact = models.CharField(max_length=200, blank=True)
+    policy = models.JSONField(null=True, blank=True)
+    catalogued_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+")
+    catalogued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["node__name", "name", "-version"]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from fl_engine.node import policy as node_policy
+from portal.accounts.roles import CLINICIAN, user_roles
 from portal.audit.services import record
 from portal.datasets.metadata import row_shaped_paths, validate_quality_summary
 from portal.datasets.models import Dataset
@@ -46,3 +49,42 @@ def refuse_metadata(node, actor, errors: dict, body, scalar_fields=()) -> None:
     record(actor, "dataset.metadata_refused", node,
            {"fields": sorted(str(k)[:60] for k in errors)[:20],
             "row_shaped": bool(rows), "row_shaped_fields": sorted({p.lstrip(".")[:60] for p, _ in rows})[:20]})
+
+
+class RegistrationRefused(Exception):
+    """The actor may not register or change this dataset, or the form is invalid."""
+
+
+REGISTRATION_FIELDS = ("title", "clinical_description", "inclusion_start", "inclusion_end", "contact")
+
+
+def register(actor, ds: Dataset, data: dict, policy: dict) -> Dataset:
+    """A clinician of the node's hospital registers an announced dataset (or changes its
+    registration): descriptive fields and the policy (fl_engine.node.policy) the node will
+    apply. Audited with the policy before and after; nothing changes on a refusal."""
+    if CLINICIAN not in user_roles(actor) or getattr(actor, "organisation_id", None) != ds.node.organisation_id:
+        raise RegistrationRefused("only a clinician of the hospital holding the dataset may register it")
+    try:
+        clean = node_policy.validate_policy(policy)
+    except node_policy.PolicyError as exc:
+        raise RegistrationRefused(str(exc)) from None
+    start, end = data.get("inclusion_start"), data.get("inclusion_end")
+    if start and end and start > end:
+        raise RegistrationRefused("inclusion_end: before the inclusion start")
+    if not str(data.get("title", ds.title)).strip():
+        raise RegistrationRefused("title: required")
+    with transaction.atomic():
+        ds = Dataset.objects.select_for_update().get(pk=ds.pk)
+        before = ds.policy
+        for k in REGISTRATION_FIELDS:
+            if k in data:
+                setattr(ds, k, data[k])
+        ds.policy = clean
+        first = ds.catalogued_at is None
+        if first:
+            ds.catalogued_by, ds.catalogued_at = actor, timezone.now()
+        ds.save()
+        record(actor, "dataset.register" if first else "dataset.registration_change", ds,
+               {"fields": sorted(k for k in REGISTRATION_FIELDS if k in data),
+                "policy_before": before, "policy": clean})
+    return ds

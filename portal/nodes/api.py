@@ -11,7 +11,7 @@ from portal.datasets import metadata
 from portal.nodes import services
 from portal.nodes.models import WorkerNode
 from portal.nodes.selectors import nodes_visible_to
-from portal.studies.services import approvals_for_node
+from portal.studies.services import approvals_for_node, policies_for_node
 
 
 RESERVED_NODE_NAMES = frozenset({
@@ -193,7 +193,8 @@ class NodeApprovalsView(APIView):
         node = _approved_node(request)
         if node is None:
             return Response({"detail": "this token belongs to no approved worker node"}, status=403)
-        return Response({"node": node.name, "approvals": approvals_for_node(node)})
+        return Response({"node": node.name, "approvals": approvals_for_node(node),
+                         "policies": policies_for_node(node)})
 
 
 class RefusalSerializer(serializers.Serializer):

@@ -1,8 +1,11 @@
 """Reads for studies and runs."""
 from __future__ import annotations
 
+import datetime
+
 from fedhaem_kernel.atrest import AtRestError
 from fedhaem_kernel.schema import SCHEMAS
+from fl_engine.node import policy as node_policy
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_text, pooled_coverage
 from portal.core.at_rest import read_file
 from portal.studies.models import ModelVersion, Run, Study
@@ -21,9 +24,13 @@ def required_columns(use_case: str, endpoint: str, features: list[str], groups: 
     return cols
 
 
-def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups) -> list[str]:
-    """Why each dataset cannot serve the study (empty when all can)."""
+def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups, *, privacy: dict | None = None,
+                                 purpose: str = "training") -> list[str]:
+    """Why each dataset cannot serve the study (empty when all can). A registered policy adds its
+    reasons and what would make the dataset usable: its expiry always, the purpose and privacy
+    minimums when `privacy` (the study's privacy settings) is given."""
     problems = []
+    today = datetime.date.today()
     schema = SCHEMAS.get(use_case)
     needed = required_columns(use_case, endpoint, features or [], groups or [])
     for ds in datasets:
@@ -44,6 +51,13 @@ def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups)
                     ok = any(c in present for c in schema.group(g))
                 if not ok:
                     problems.append(f"{ds}: has no {g} columns")
+        if ds.policy:
+            reasons = node_policy.run_problems(
+                ds.policy, purpose=purpose, dp_enabled=bool((privacy or {}).get("dp_enabled")),
+                min_cell_count=int((privacy or {}).get("min_cell_count", 10**6)), today=today)
+            if privacy is None:  # without the study's settings only the expiry can be judged
+                reasons = [r for r in reasons if "expired" in r]
+            problems += [f"{ds}: {r}" for r in reasons]
     return problems
 
 

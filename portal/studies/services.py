@@ -14,6 +14,7 @@ from fl_engine.analytics.settings import validate_analysis
 from portal.audit.services import record
 from portal.core import at_rest
 from portal.core.live import publish_run
+from portal.datasets.models import Dataset
 from portal.nodes.models import WorkerNode
 from portal.studies import lifecycle, tracking
 from portal.studies.config import flower_privacy
@@ -113,10 +114,21 @@ def approval_state(study: Study) -> list[dict]:
     out = []
     for ds in study.datasets.select_related("node", "node__organisation"):
         a = decided.get(ds.pk)
+        if not a and broad_consent_covers(ds, study.use_case):
+            out.append({"dataset": ds, "decision": "approved", "stale": False, "approval": None,
+                        "basis": "broad consent"})
+            continue
         out.append({"dataset": ds, "decision": a.decision if a else "pending",
                     "stale": bool(a and a.decision == "approved" and a.settings_hash != current),
                     "approval": a})
     return out
+
+
+def broad_consent_covers(ds, use_case: str, purpose: str = "training") -> bool:
+    """The dataset's registered policy is broad and allows studies of `use_case` for `purpose`
+    (the node checks the same, fl_engine.node.approvals; no registered policy = fine-grained)."""
+    p = ds.policy or {}
+    return p.get("consent_scope") == "broad" and ds.use_case == use_case and purpose in p.get("purposes", [])
 
 
 def run_participants(datasets) -> list[dict]:
@@ -288,6 +300,13 @@ def decide_approval(actor, study: Study, dataset, decision: str, comment: str = 
     record(actor, f"study.{decision}", study, {"dataset": str(dataset), "comment": comment,
                                                "settings_hash": digest})
     return approval
+
+
+def policies_for_node(node) -> list[dict]:
+    """The registered policies of `node`'s datasets, as the node fetches them with its approvals
+    (fl_engine.node.approvals): unregistered datasets are absent (the node applies the default)."""
+    return [{"dataset": d.name, "version": str(d.version), "fingerprint": d.fingerprint, "use_case": d.use_case,
+             "policy": d.policy} for d in Dataset.objects.filter(node=node, policy__isnull=False)]
 
 
 def approvals_for_node(node) -> list[dict]:
