@@ -31,6 +31,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     CLINICIAN: _VIEW_SCIENCE + ["synthesis.view_syntheticcohort"],
     COORDINATOR: _VIEW_SCIENCE + [
         "studies.add_study", "studies.change_study", "studies.add_run", "studies.cancel_run",
+        "studies.change_modelversion",  # model aliases and tags (audited, with a reason)
         "synthesis.view_syntheticcohort", "synthesis.add_syntheticcohort",
     ],
     DATA_MANAGER: _VIEW_SCIENCE + [

@@ -8,9 +8,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api import id_query_param, perms_required
+from portal.core.api import id_query_param, perms_required, refusal_response
 from portal.datasets.models import Dataset
-from portal.studies import lifecycle, services
+from portal.studies import capsule, lifecycle, registry, services
 from portal.studies.models import ModelVersion, Run, Study, StudyApproval
 from portal.studies.config import ROUNDS
 from portal.studies.selectors import models_visible_to, runs_visible_to, studies_visible_to
@@ -115,20 +115,49 @@ class StudyViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Re
 class RegisteredModelSerializer(serializers.ModelSerializer):
     study = serializers.IntegerField(source="run.study_id", read_only=True)
     study_title = serializers.CharField(source="run.study.title", read_only=True)
+    aliases = serializers.SerializerMethodField(help_text="aliases this version holds (one version per alias)")
 
     class Meta:
         model = ModelVersion
         fields = ["id", "run", "study", "study_title", "registered_model_name", "version", "mlflow_run_id",
-                  "artifact_uri", "metrics", "created_at"]
+                  "artifact_uri", "metrics", "aliases", "tags", "lineage", "created_at"]
+
+    def get_aliases(self, obj) -> list[str]:
+        return registry.aliases_of(obj)
+
+
+class AliasSerializer(serializers.Serializer):
+    alias = serializers.CharField(max_length=40, help_text="e.g. candidate, champion")
+    reason = serializers.CharField(max_length=registry.REASON_MAX, help_text="kept in the audit trail")
+    remove = serializers.BooleanField(required=False, default=False,
+                                      help_text="take the alias off this version instead of moving it here")
+
+
+class TagSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=64)
+    value = serializers.CharField(max_length=registry.TAG_VALUE_MAX, allow_blank=True,
+                                  help_text='"" removes the tag')
+    reason = serializers.CharField(max_length=registry.REASON_MAX, help_text="kept in the audit trail")
+
+
+def _refused(exc: registry.LifecycleRefused) -> Response:
+    if exc.field:
+        return refusal_response(exc)  # 400 naming the field, as serializer errors
+    return Response({"detail": str(exc)}, status=exc.status)
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
-    """The model registry: global models of finished runs, and their files (audited download)."""
+    """The model registry: global models of finished runs, their aliases and tags (coordinators
+    set them with a reason, audited), their files (audited download) and reproducibility capsule."""
 
     queryset = ModelVersion.objects.none()  # typed path parameters in the schema; rows: get_queryset
     lookup_value_regex = r"\d+"
     serializer_class = RegisteredModelSerializer
-    permission_classes = [perms_required("studies.view_modelversion")]
+
+    def get_permissions(self):
+        if self.action in ("alias", "tags"):
+            return [perms_required("studies.change_modelversion")()]
+        return [perms_required("studies.view_modelversion")()]
 
     def get_queryset(self):
         return models_visible_to(self.request.user).order_by("registered_model_name", "-created_at")
@@ -137,14 +166,65 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
                               404: OpenApiResponse(description="not visible, or files not stored here")})
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
-        """The model's files (model.npz weights + model.json preprocessing and metadata) as a zip;
-        recorded in the audit trail as `model.download`."""
-        archive = services.model_archive(request.user, self.get_object())
+        """The model's files (model.npz weights + model.json preprocessing and metadata) as a zip
+        named after the version and its aliases; recorded in the audit trail as `model.download`."""
+        archive = registry.archive(request.user, self.get_object())
         if archive is None:
             return Response({"detail": "the model's files are not stored on this portal (see MLflow)"},
                             status=status.HTTP_404_NOT_FOUND)
         filename, content = archive
         response = HttpResponse(content, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    @extend_schema(request=AliasSerializer, responses={200: RegisteredModelSerializer,
+                                                       409: OpenApiResponse(description="not in MLflow's registry")})
+    @action(detail=True, methods=["post"])
+    def alias(self, request, pk=None):
+        """POST {"alias", "reason"}: move the alias to this version (from whichever version held it);
+        {"alias", "reason", "remove": true}: take it off this version. Coordinators; audited."""
+        mv = self.get_object()
+        ser = AliasSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        v = ser.validated_data
+        try:
+            if v["remove"]:
+                registry.remove_alias(request.user, mv, v["alias"], v["reason"])
+            else:
+                registry.move_alias(request.user, mv, v["alias"], v["reason"])
+        except registry.LifecycleRefused as exc:
+            return _refused(exc)
+        mv.refresh_from_db()
+        return Response(RegisteredModelSerializer(mv).data)
+
+    @extend_schema(request=TagSerializer, responses={200: RegisteredModelSerializer,
+                                                     409: OpenApiResponse(description="not in MLflow's registry")})
+    @action(detail=True, methods=["post"])
+    def tags(self, request, pk=None):
+        """POST {"key", "value", "reason"}: set a tag of this version ("" removes it). Coordinators; audited."""
+        mv = self.get_object()
+        ser = TagSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        v = ser.validated_data
+        try:
+            mv = registry.set_tag(request.user, mv, v["key"], v["value"], v["reason"])
+        except registry.LifecycleRefused as exc:
+            return _refused(exc)
+        return Response(RegisteredModelSerializer(mv).data)
+
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT,
+                              409: OpenApiResponse(description="the run has no result to reproduce")})
+    @action(detail=True, methods=["get"])
+    def capsule(self, request, pk=None):
+        """The reproducibility capsule of this model's run (contract, code hash, dataset
+        fingerprints, seeds, package versions, recorded C-index) as one JSON file; audited as
+        `model.capsule`. Re-run it with `manage.py rerun_capsule FILE`."""
+        mv = self.get_object()
+        try:
+            filename, text = capsule.download(request.user, mv)
+        except capsule.CapsuleError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        response = HttpResponse(text, content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
 

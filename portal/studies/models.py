@@ -200,6 +200,33 @@ class ModelVersion(models.Model):
     artifact_uri = models.CharField(max_length=500, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Coordinators' tags ({key: value}), mirrored on the MLflow model version; every change is
+    # audited with its reason (portal.studies.registry).
+    tags = models.JSONField(default=dict, blank=True)
+    # What produced the model, captured when it was registered (portal.studies.capsule.lineage):
+    # the run's engine contract, code identity, package versions, seeds and dataset fingerprints.
+    lineage = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"{self.registered_model_name} v{self.version}"
+
+
+class ModelAlias(models.Model):
+    """A named pointer (candidate, champion, ...) to one version of a registered model: one
+    version holds an alias at a time; MLflow's registry holds the same alias. Moves are audited
+    (`model.alias`, from/to version, who, reason)."""
+
+    registered_model_name = models.CharField(max_length=200)
+    alias = models.CharField(max_length=40)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    set_at = models.DateTimeField(auto_now=True)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["registered_model_name", "alias"]
+        constraints = [models.UniqueConstraint(fields=["registered_model_name", "alias"],
+                                               name="one_version_per_alias")]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model_name}@{self.alias}"

@@ -53,6 +53,7 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
 
     from fl_engine.serving import SurvivalPyfunc  # mlflow: heavy, only when a model is registered
     from portal.core import mlflow_at_rest  # registers the encrypted artifact store's URI scheme
+    from portal.studies import capsule  # cycle: capsule -> services -> this module
 
     uri = settings.MLFLOW_TRACKING_URI
     if uri.startswith("sqlite:///"):
@@ -93,6 +94,66 @@ def log_run(run: Run, model_dir: Path) -> ModelVersion:
     mine = [v for v in versions if v.run_id == mlflow_run_id] or versions
     version = max(mine, key=lambda v: int(v.version))
     final = {f"{m.name}.{m.node}": m.value for m in run.metrics.filter(round=run.rounds)}
+    lineage = capsule.lineage(run)
+    code = lineage["code"]
+    for key, value in (("fedhaem.source_sha256", code["source_sha256"]), ("fedhaem.git_commit", code["git_commit"]),
+                       ("fedhaem.portal_run_id", str(run.pk)), ("fedhaem.seed", str(lineage["seeds"]["run"]))):
+        if value:
+            client.set_model_version_tag(registered_name(run), str(version.version), key, value)
     return ModelVersion.objects.create(run=run, mlflow_run_id=mlflow_run_id,
                                        registered_model_name=registered_name(run), version=str(version.version),
-                                       artifact_uri=info.model_uri, metrics=final)
+                                       artifact_uri=info.model_uri, metrics=final, lineage=lineage)
+
+
+# --- the registry's lifecycle (portal.studies.registry keeps the audited record) ------------
+
+class RegistryMissing(LookupError):
+    """MLflow's registry does not hold the registered model or version."""
+
+
+class RegistryInvalid(ValueError):
+    """MLflow's registry refused a value (its own rules on tag keys and values)."""
+
+
+def _client():
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.MLFLOW_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient()
+
+
+def _registry_call(fn, *args) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        fn(*args)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryMissing(str(exc).splitlines()[0][:300]) from exc
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise RegistryInvalid(str(exc).splitlines()[0][:300]) from exc
+        raise
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client = _client()
+    _registry_call(client.set_registered_model_alias, name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str) -> None:
+    client = _client()
+    _registry_call(client.delete_registered_model_alias, name, alias)
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    client = _client()
+    _registry_call(client.set_model_version_tag, name, str(version), key, value)
+
+
+def delete_version_tag(name: str, version: str, key: str) -> None:
+    client = _client()
+    _registry_call(client.delete_model_version_tag, name, str(version), key)

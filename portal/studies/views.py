@@ -14,7 +14,7 @@ from portal.datasets.models import Dataset
 from portal.datasets.selectors import datasets_visible_to
 from portal.experiments.selectors import grid_section
 from portal.studies.lifecycle import missed_phases, queue_position
-from portal.studies import services
+from portal.studies import capsule, registry, services
 from portal.studies.forms import ApprovalForm, StartRunForm, StudyForm, dataset_groups, endpoints_by_use_case
 from portal.studies.models import Study
 from portal.studies.selectors import (
@@ -265,19 +265,29 @@ def _models_visible_to(user):
 
 @login_required
 def model_list(request):
-    models = _models_visible_to(request.user).order_by("registered_model_name", "-created_at")
+    models = _models_visible_to(request.user).order_by("registered_model_name", "-created_at").prefetch_related("aliases")
     return render(request, "studies/model_list.html", {"models": models})
 
 
 @login_required
 def model_detail(request, pk: int):
     mv = get_object_or_404(_models_visible_to(request.user), pk=pk)
+    lineage = mv.lineage or {}
     return render(request, "studies/model_detail.html", {
         "mv": mv, "run": mv.run, "final": final_metrics(mv.run),
         "hp_rows": hp_rows(mv.run.config.get("hyperparameters")),
         "metric_rows": [(k.replace("_", " "), v) for k, v in sorted((mv.metrics or {}).items())
                         if isinstance(v, (int, float))],
-        "can_download": _model_files(mv) is not None})
+        "can_download": _model_files(mv) is not None,
+        "aliases": registry.aliases_of(mv),
+        "model_aliases": sorted(registry.registered_model_aliases(mv.registered_model_name).items()),
+        "tags": sorted((mv.tags or {}).items()),
+        "history": registry.history(mv),
+        "lineage": lineage, "code": lineage.get("code") or {}, "seeds": lineage.get("seeds") or {},
+        "lineage_datasets": lineage.get("datasets") or mv.run.config.get("datasets") or [],
+        "packages": sorted((lineage.get("packages") or {}).items()),
+        "can_manage": request.user.has_perm("studies.change_modelversion"),
+        "has_capsule": mv.run.status == "finished" and mv.run.kind == "survival"})
 
 
 def _model_files(mv):
@@ -287,7 +297,7 @@ def _model_files(mv):
 @login_required
 def model_download(request, pk: int):
     mv = get_object_or_404(_models_visible_to(request.user), pk=pk)
-    archive = services.model_archive(request.user, mv)
+    archive = registry.archive(request.user, mv)
     if archive is None:
         messages.error(request, "The model's files are not stored on this portal (see MLflow).")
         return redirect("page-model-detail", pk=pk)
@@ -295,3 +305,53 @@ def model_download(request, pk: int):
     response = HttpResponse(content, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@login_required
+def model_capsule(request, pk: int):
+    mv = get_object_or_404(_models_visible_to(request.user), pk=pk)
+    try:
+        filename, text = capsule.download(request.user, mv)
+    except capsule.CapsuleError as exc:
+        messages.error(request, f"No reproducibility capsule: {exc}.")
+        return redirect("page-model-detail", pk=pk)
+    response = HttpResponse(text, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _lifecycle_post(request, pk: int, change) -> HttpResponse:
+    """A coordinator's alias or tag change from the model page; a refusal is shown, not raised."""
+    _need(request, "studies.change_modelversion")
+    mv = get_object_or_404(_models_visible_to(request.user), pk=pk)
+    try:
+        done = change(mv, request.POST)
+    except registry.LifecycleRefused as exc:
+        messages.error(request, f"{exc.field + ': ' if exc.field else ''}{exc}")
+    else:
+        messages.success(request, done)
+    return redirect("page-model-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def model_alias(request, pk: int):
+    def change(mv, form):
+        alias, reason = form.get("alias", "").strip(), form.get("reason", "")
+        if form.get("remove"):
+            registry.remove_alias(request.user, mv, alias, reason)
+            return f"Alias {alias} removed from version {mv.version}."
+        _, moved = registry.move_alias(request.user, mv, alias, reason)
+        return f"Alias {alias} now points to version {mv.version}." if moved else \
+            f"Version {mv.version} already holds {alias}."
+    return _lifecycle_post(request, pk, change)
+
+
+@login_required
+@require_POST
+def model_tag(request, pk: int):
+    def change(mv, form):
+        key, value = form.get("key", "").strip(), form.get("value", "")
+        registry.set_tag(request.user, mv, key, value, form.get("reason", ""))
+        return f"Tag {key} {'removed' if value == '' else 'set'}."
+    return _lifecycle_post(request, pk, change)
