@@ -33,7 +33,7 @@ def _answer(msg: Message, context: Context) -> Message:
     me = next((p for p in cfg.participants if p["node"] == name), None)
     version = (me or {}).get("version") or cfg.dataset_version
     meta = dataset_meta(node_cfg["data-dir"], cfg.dataset, version)
-    ensure_approved(node_cfg, cfg, name, str(meta.get("fingerprint", "")))
+    ensure_approved(node_cfg, cfg, name, str(meta.get("fingerprint", "")), local_meta=meta)
     ensure_within_budget(node_cfg, cfg, name, meta, str(context.run_id))
     df, _meta = load_dataset(node_cfg["data-dir"], cfg.dataset, str(meta["version"]))
     req = request_from_message(msg)

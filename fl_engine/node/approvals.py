@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fl_engine.federation.approval import ParticipationRefused, check_participation
 from fl_engine.node import policy as node_policy
+from fl_engine.node.datasets import dataset_meta
 from fl_engine.node.profiles import ProfileError, manager_identity
 
 log = logging.getLogger("fedhaem.node")
@@ -195,11 +196,32 @@ def report_refusal(node_cfg: dict, cfg, reason: str) -> None:
         log.warning("refusal not reported to the manager: %s", err)
 
 
-def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str, today: dt.date | None = None) -> None:
+def local_use_case(node_cfg: dict, cfg, node_name: str, fingerprint: str, meta: dict | None = None) -> str:
+    """The use case run `cfg`'s dataset is registered under in this node's own registry
+    (`meta`, else fl_engine.node.datasets.dataset_meta of the version the run names); "" when the
+    registry does not hold that table with exactly `fingerprint` (broad consent then covers nothing)."""
+    if meta is None:
+        me = next((p for p in cfg.participants if p.get("node") == node_name), None)
+        version = (me or {}).get("version") or cfg.dataset_version
+        try:
+            meta = dataset_meta(node_cfg["data-dir"], cfg.dataset, version)
+        except (KeyError, LookupError, OSError, ValueError) as err:
+            log.warning("broad consent not applied: dataset %s not readable in the local registry: %s",
+                        cfg.dataset, err)
+            return ""
+    if str(meta.get("fingerprint", "")) != fingerprint:
+        return ""
+    return str(meta.get("use_case") or "").upper()
+
+
+def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str, today: dt.date | None = None,
+                    local_meta: dict | None = None) -> None:
     """Raise ParticipationRefused (logged here, reported to the manager) unless run `cfg` is an
     approved study on this node's dataset with exactly the approved settings, and the dataset's
     policy (fl_engine.node.policy: registered, tightened by the node) allows it `today` (UTC).
-    A broad-consent policy stands for the approval of any study of the dataset's use case."""
+    A broad-consent policy stands for the approval of any study of the dataset's use case, the
+    use case of the node's own registry (`local_meta`, the dataset's registry metadata, else
+    read from the registry), not the one the manager sends."""
     if _truthy(node_cfg.get("trust-all-runs", "")):
         return
     try:
@@ -219,8 +241,12 @@ def ensure_approved(node_cfg: dict, cfg, node_name: str, fingerprint: str, today
         if problems:
             raise ParticipationRefused(f"dataset {cfg.dataset} policy: " + "; ".join(problems))
         entry = next((p for p in registered if p.get("fingerprint") == fingerprint), None)
-        broad = ({"use_case": entry.get("use_case"), "fingerprint": fingerprint}
-                 if entry and applied["consent_scope"] == "broad" else None)
+        broad = None
+        if entry and applied["consent_scope"] == "broad":
+            # The use case is the one this node registered the table under, never the manager's
+            # word: a manager claiming another use case must not widen what the consent covers.
+            use_case = local_use_case(node_cfg, cfg, node_name, fingerprint, local_meta)
+            broad = {"use_case": use_case, "fingerprint": fingerprint} if use_case else None
         try:
             check_participation(cfg, node_name, fingerprint, approvals, broad_consent=broad)
         except ParticipationRefused as err:

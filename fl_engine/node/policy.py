@@ -118,9 +118,7 @@ def run_problems(policy: dict, *, purpose: str, dp_enabled: bool, min_cell_count
     return out
 
 
-def local_limits(node_cfg: dict, dataset: str) -> dict:
-    """The node operator's own limits for `dataset` (policy-file: "*" then the dataset's entry),
-    as one partial policy; {} when the node sets none. A malformed file is a PolicyError."""
+def _limits_body(node_cfg: dict) -> dict:
     path = node_cfg.get("policy-file")
     if not path:
         return {}
@@ -130,11 +128,54 @@ def local_limits(node_cfg: dict, dataset: str) -> dict:
         raise PolicyError([("policy-file", f"{path}: {err}")]) from None
     if not isinstance(body, dict):
         raise PolicyError([("policy-file", f"{path}: must be a JSON object")])
+    return body
+
+
+def local_limits(node_cfg: dict, dataset: str) -> dict:
+    """The node operator's own limits for `dataset` (policy-file: "*" then the dataset's entry),
+    as one partial policy; {} when the node sets none. A malformed file is a PolicyError."""
+    return merge_limits(_limits_body(node_cfg), dataset)
+
+
+def read_limits_file(node_cfg: dict) -> dict:
+    """The operator's policy-file as it is ({"*": partial, "<dataset>": partial}), each entry
+    validated (what the heartbeat announces); {} when the node sets none. PolicyError when malformed."""
+    return {str(k): validate_policy(v, partial=True) for k, v in _limits_body(node_cfg).items()}
+
+
+def stricter_partial(a: dict, b: dict) -> dict:
+    """Two partial policies as one, field by field the stricter; a field neither sets stays unset
+    (so two partial limits never turn into DEFAULT_POLICY's fine-grained consent)."""
+    out = {}
+    for k in FIELDS:
+        if k not in a and k not in b:
+            continue
+        if k not in a or k not in b:
+            out[k] = a[k] if k in a else b[k]
+        elif k == "sensitivity":
+            out[k] = "sensitive" if "sensitive" in (a[k], b[k]) else "general"
+        elif k == "consent_scope":
+            out[k] = "fine_grained" if "fine_grained" in (a[k], b[k]) else "broad"
+        elif k == "purposes":
+            out[k] = sorted(set(a[k]) & set(b[k]))
+        elif k == "require_dp":
+            out[k] = bool(a[k] or b[k])
+        elif k == "min_cell_count":
+            out[k] = max(int(a[k]), int(b[k]))
+        else:  # expires_on: the earlier date, a null leaves the other
+            dates = [d for d in (a[k], b[k]) if d]
+            out[k] = min(dates) if dates else None
+    return out
+
+
+def merge_limits(body: dict, dataset: str) -> dict:
+    """The partial policy a node's limits `body` ({"*": partial, "<dataset>": partial}, the
+    policy-file's shape) set for `dataset`: "*" then the dataset's own entry, the stricter wins
+    field by field; {} when neither is there. An entry off the schema is a PolicyError."""
     out: dict = {}
     for key in ("*", dataset):
         if key in body:
-            part = validate_policy(body[key], partial=True)
-            out = stricter({**DEFAULT_POLICY, **out}, part) if out else part
+            out = stricter_partial(out, validate_policy(body[key], partial=True))
     return out
 
 
