@@ -29,6 +29,15 @@ class WorkerNode(models.Model):
     flower_node_id = models.CharField(max_length=20, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_report = models.JSONField(default=dict, blank=True, help_text="Latest heartbeat payload (metadata only).")
+    # The node operator's local policy limits as the node announces them in its heartbeat, in the
+    # shape of its policy-file ({"*": partial policy, "<dataset>": partial policy}; {} = none).
+    policy_limits = models.JSONField(default=dict, blank=True,
+                                     help_text="The node's local policy limits (its policy-file), as announced.")
+    # The node's privacy-budget ledger summary per dataset as last reported (aggregates only):
+    # {"datasets": [{"dataset", budget/spent epsilon and delta, "runs", "dp_runs", "charges": [...]}]}.
+    privacy_spend = models.JSONField(default=dict, blank=True,
+                                     help_text="The node's privacy-ledger summary per dataset, as reported.")
+    privacy_reported_at = models.DateTimeField(null=True, blank=True)
     service_user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True,
                                         on_delete=models.SET_NULL, related_name="worker_node")
     approved_at = models.DateTimeField(null=True, blank=True)

@@ -1,5 +1,7 @@
 from django.db.models import Q
 
+from fl_engine.node import policy as node_policy
+
 from portal.nodes.models import WorkerNode
 
 
@@ -17,3 +19,18 @@ def nodes_out_of_sync():
     return WorkerNode.objects.filter(
         Q(status=WorkerNode.Status.APPROVED, flower_node_id="", key_retired=False)
         | Q(status=WorkerNode.Status.REVOKED) & ~Q(flower_node_id=""))
+
+
+def local_limits_for(node, dataset_name: str) -> dict:
+    """The partial policy the node's announced local limits (`WorkerNode.policy_limits`, its
+    policy-file) set for `dataset_name`: "*" then the dataset's own entry, the stricter wins field
+    by field (fl_engine.node.policy.merge_limits, the node's own merge); {} when none. Limits
+    that no longer validate (announced by an older node) count as none here: the node still
+    applies its file, and the heartbeat that stored them would now be refused."""
+    body = getattr(node, "policy_limits", None) or {}
+    if not isinstance(body, dict):
+        return {}
+    try:
+        return node_policy.merge_limits(body, str(dataset_name))
+    except node_policy.PolicyError:
+        return {}

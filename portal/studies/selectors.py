@@ -8,6 +8,7 @@ from fedhaem_kernel.schema import SCHEMAS
 from fl_engine.node import policy as node_policy
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_text, pooled_coverage
 from portal.core.at_rest import read_file
+from portal.nodes.selectors import local_limits_for
 from portal.studies.models import ModelVersion, Run, Study
 
 
@@ -24,11 +25,26 @@ def required_columns(use_case: str, endpoint: str, features: list[str], groups: 
     return cols
 
 
+def applied_policy(ds) -> dict | None:
+    """The policy the dataset's node applies (fl_engine.node.policy.effective_policy): the
+    registered one (DEFAULT_POLICY when none) tightened by the node's announced local limits;
+    None when neither is set (the per-study approval of old). An unusable policy counts as none."""
+    limits = local_limits_for(ds.node, ds.name)
+    if not ds.policy and not limits:
+        return None
+    try:
+        return node_policy.effective_policy(ds.policy or None, limits)
+    except node_policy.PolicyError:
+        return None
+
+
 def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups, *, privacy: dict | None = None,
                                  purpose: str = "training") -> list[str]:
-    """Why each dataset cannot serve the study (empty when all can). A registered policy adds its
-    reasons and what would make the dataset usable: its expiry always, the purpose and privacy
-    minimums when `privacy` (the study's privacy settings) is given."""
+    """Why each dataset cannot serve the study (empty when all can). A dataset's policy (the
+    registered one tightened by its node's announced limits, `applied_policy`) adds its reasons
+    and what would make the dataset usable: its expiry always, the purpose (training, synthesis,
+    analysis: fl_engine.node.policy.purpose_of) and privacy minimums when `privacy` (the study's
+    privacy settings) is given."""
     problems = []
     today = datetime.date.today()
     schema = SCHEMAS.get(use_case)
@@ -51,9 +67,10 @@ def dataset_compatibility_errors(datasets, use_case, endpoint, features, groups,
                     ok = any(c in present for c in schema.group(g))
                 if not ok:
                     problems.append(f"{ds}: has no {g} columns")
-        if ds.policy:
+        policy = applied_policy(ds)
+        if policy:
             reasons = node_policy.run_problems(
-                ds.policy, purpose=purpose, dp_enabled=bool((privacy or {}).get("dp_enabled")),
+                policy, purpose=purpose, dp_enabled=bool((privacy or {}).get("dp_enabled")),
                 min_cell_count=int((privacy or {}).get("min_cell_count", 10**6)), today=today)
             if privacy is None:  # without the study's settings only the expiry can be judged
                 reasons = [r for r in reasons if "expired" in r]

@@ -11,6 +11,7 @@ from fl_engine.federation import approval as engine_approval
 from fl_engine.federation import events as run_events
 from fl_engine.federation.config import build_contract
 from fl_engine.analytics.settings import validate_analysis
+from fl_engine.node import policy as node_policy
 from portal.audit.services import record
 from portal.core import at_rest
 from portal.core.live import publish_run
@@ -20,7 +21,7 @@ from portal.studies import lifecycle, tracking
 from portal.studies.config import flower_privacy
 from portal.studies.lifecycle import RunRefused  # noqa: F401  (the views' one refusal)
 from portal.studies.models import ModelVersion, Run, Study, StudyApproval
-from portal.studies.selectors import dataset_compatibility_errors
+from portal.studies.selectors import applied_policy, dataset_compatibility_errors
 
 
 @transaction.atomic
@@ -106,15 +107,18 @@ def settings_hash(study: Study) -> str:
     return engine_approval.approval_hash(study_settings(study))
 
 
-def approval_state(study: Study) -> list[dict]:
+def approval_state(study: Study, purpose: str = "training") -> list[dict]:
     """Per participating dataset: {"dataset", "decision" (approved / rejected / pending), "stale"
-    (approved for settings the study no longer has)}, for the study page and the start check."""
+    (approved for settings the study no longer has)}, for the study page and the start check of a
+    run serving `purpose` (training, synthesis, analysis: fl_engine.node.policy.purpose_of). A
+    dataset under broad consent that covers the study for that purpose is approved with "basis"
+    "broad consent" and needs no decision."""
     current = settings_hash(study)
     decided = {a.dataset_id: a for a in study.approvals.select_related("decided_by")}
     out = []
     for ds in study.datasets.select_related("node", "node__organisation"):
         a = decided.get(ds.pk)
-        if not a and broad_consent_covers(ds, study.use_case):
+        if not a and broad_consent_covers(ds, study.use_case, purpose):
             out.append({"dataset": ds, "decision": "approved", "stale": False, "approval": None,
                         "basis": "broad consent"})
             continue
@@ -125,9 +129,12 @@ def approval_state(study: Study) -> list[dict]:
 
 
 def broad_consent_covers(ds, use_case: str, purpose: str = "training") -> bool:
-    """The dataset's registered policy is broad and allows studies of `use_case` for `purpose`
-    (the node checks the same, fl_engine.node.approvals; no registered policy = fine-grained)."""
-    p = ds.policy or {}
+    """The policy the dataset's node applies (registered, tightened by the node's announced
+    limits) is broad and allows studies of `use_case` for `purpose`, as the node checks
+    (fl_engine.node.approvals; no registered policy = fine-grained)."""
+    if not ds.policy or purpose not in node_policy.PURPOSES:
+        return False
+    p = applied_policy(ds) or {}
     return p.get("consent_scope") == "broad" and ds.use_case == use_case and purpose in p.get("purposes", [])
 
 
@@ -150,9 +157,10 @@ def run_participants(datasets) -> list[dict]:
     return out
 
 
-def check_startable(study: Study, datasets: list) -> None:
-    """RunRefused unless every dataset of `study` is approved for its current settings."""
-    state = approval_state(study)
+def check_startable(study: Study, datasets: list, purpose: str = "training") -> None:
+    """RunRefused unless every dataset of `study` is approved for its current settings, or
+    covered by broad consent for `purpose`."""
+    state = approval_state(study, purpose)
     waiting = [str(x["dataset"]) for x in state if x["decision"] != "approved"]
     stale = [str(x["dataset"]) for x in state if x["stale"]]
     if waiting:
@@ -169,8 +177,11 @@ def start_run(actor, study: Study, rounds: int | None = None, comparison: bool =
     datasets = list(study.datasets.select_related("node"))
     if not datasets:
         raise RunRefused("the study has no participating dataset")
+    # With the study's privacy settings and the run's purpose, every policy reason the nodes would
+    # give (DP required, minimum cell count, purpose, expiry) refuses the run here, with the remedy.
     problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, study.features,
-                                            study.feature_groups)
+                                            study.feature_groups, privacy=flower_privacy(study.privacy),
+                                            purpose=node_policy.purpose_of("survival"))
     if problems:
         raise RunRefused("; ".join(problems))
     names = {d.name for d in datasets}
@@ -178,7 +189,7 @@ def start_run(actor, study: Study, rounds: int | None = None, comparison: bool =
         raise RunRefused("every node must hold the study's dataset under one name; got " + ", ".join(sorted(names)))
     if len(datasets) < study.min_nodes:
         raise RunRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
-    check_startable(study, datasets)
+    check_startable(study, datasets, node_policy.purpose_of("survival"))
     rounds = rounds or study.rounds
     if not 1 <= rounds <= study.rounds:
         raise RunRefused(f"rounds must be between 1 and the study's approved {study.rounds}")
