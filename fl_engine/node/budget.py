@@ -197,6 +197,34 @@ def summary(folder: str | Path, datasets: list[str] = (), node_cfg: dict | None 
     return out
 
 
+# How many of a dataset's latest ledger lines a heartbeat carries to the manager.
+REPORTED_CHARGES = 20
+SUMMARY_KEYS = ("budget_epsilon", "budget_delta", "budget_source", "spent_epsilon", "spent_delta", "dp_runs", "runs")
+
+
+def spend_report(folder: str | Path, datasets: list[str], node_cfg: dict | None = None, manager: str = "",
+                 last: int = REPORTED_CHARGES) -> list[dict]:
+    """What a heartbeat tells the manager of the ledger, aggregates only: per dataset of
+    `datasets` its budget, spent epsilon and delta (over every manager: the budget is the
+    dataset's), the number of charges ("runs") and of DP charges, and the `last` charges of
+    this manager's runs (`manager` = the ledger's manager field; "" = every line): {"run",
+    "study", "epsilon" (null: no DP guarantee), "delta", "time" (UTC), "dp"}."""
+    folder = Path(folder)
+    entries = read_ledger(folder)
+    wanted = set(datasets)
+    out = []
+    for row in summary(folder, sorted(wanted), node_cfg):
+        if row["dataset"] not in wanted:
+            continue
+        mine = [e for e in entries if e.get("dataset") == row["dataset"] and (not manager or e.get("manager") == manager)]
+        charges = [{"run": str(e.get("run") or "")[:40], "study": str(e.get("study") or "")[:40],
+                    "epsilon": e.get("epsilon"), "delta": e.get("delta"), "time": str(e.get("time") or "")[:40],
+                    "dp": e.get("mechanism", MECHANISM_NONE) != MECHANISM_NONE and e.get("epsilon") is not None}
+                   for e in mine[-last:]] if last > 0 else []
+        out.append({"dataset": row["dataset"], **{k: row[k] for k in SUMMARY_KEYS}, "charges": charges})
+    return out
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
