@@ -46,8 +46,9 @@ def heartbeat_payload(name: str, data_dir: str | Path, status: str, flower_node_
     `node_cfg`: the SuperNode's node-config keys (``privacy-ledger-dir``, ``approvals-dir``,
     ``manager-id``, ``policy-file`` ...); without it they are inferred from `data_dir`
     (`inferred_node_cfg`) and "privacy" is sent only when the ledger folder exists (a guessed
-    folder that is not there would report a spend of zero). A damaged ledger or policy-file is
-    logged and its part left out: the manager keeps what it had."""
+    folder that is not there would report a spend of zero) and "policy_limits" not at all (the
+    policy-file is a node-config key). A damaged ledger or policy-file is logged and its part
+    left out: the manager keeps what it had."""
     try:
         datasets = list_datasets(data_dir)
     except Exception as err:  # a broken registry is reported, not hidden
@@ -65,10 +66,11 @@ def heartbeat_payload(name: str, data_dir: str | Path, status: str, flower_node_
             payload["privacy"] = {"datasets": spend_report(folder, names, cfg, manager)}
     except (LedgerError, OSError, ValueError) as err:
         log.warning("privacy ledger not reported: %s", err)
-    try:
-        payload["policy_limits"] = read_limits_file(cfg)
-    except PolicyError as err:
-        log.warning("local policy limits not announced: %s", err)
+    if node_cfg is not None:  # without the SuperNode's config its policy-file is unknown: say nothing
+        try:
+            payload["policy_limits"] = read_limits_file(cfg)
+        except PolicyError as err:
+            log.warning("local policy limits not announced: %s", err)
     return payload
 
 

@@ -1,3 +1,5 @@
+import math
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -5,6 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from fl_engine.node import policy as node_policy
 from portal.accounts.models import Organisation
 from portal.core.api import perms_required
 from portal.datasets import metadata
@@ -13,6 +16,9 @@ from portal.nodes.models import WorkerNode
 from portal.nodes.selectors import nodes_visible_to
 from portal.studies.services import approvals_for_node, policies_for_node
 
+
+# A heartbeat lists at most this many charges per dataset (the node sends its last 20).
+REPORTED_CHARGES_MAX = 100
 
 RESERVED_NODE_NAMES = frozenset({
     "global", "all", "any", "none", "null", "manager", "server", "superlink", "serverapp", "portal",
@@ -152,11 +158,91 @@ class DatasetSummarySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class _Closed(serializers.Serializer):
+    """Refuses fields it does not declare (a node report carries aggregates only, nothing else)."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({str(k)[:60]: "unknown field; node reports carry ledger aggregates only"
+                                               for k in unknown[:20]})
+        return super().to_internal_value(data)
+
+
+def _finite(value):
+    if value is not None and not math.isfinite(value):
+        raise serializers.ValidationError("must be a finite number")
+    return value
+
+
+class LedgerChargeSerializer(_Closed):
+    """One line of a node's privacy ledger as its heartbeat reports it (fl_engine.node.budget.spend_report)."""
+
+    run = serializers.CharField(max_length=40, allow_blank=True)
+    study = serializers.CharField(max_length=40, allow_blank=True, required=False, default="")
+    epsilon = serializers.FloatField(allow_null=True, min_value=0, max_value=1e6, validators=[_finite])
+    delta = serializers.FloatField(allow_null=True, min_value=0, max_value=1, validators=[_finite])
+    time = serializers.DateTimeField()
+    dp = serializers.BooleanField()
+
+    def validate(self, attrs):
+        if attrs["dp"] and attrs["epsilon"] is None:
+            raise serializers.ValidationError({"epsilon": "a DP charge states its epsilon"})
+        if not attrs["dp"] and attrs["epsilon"] is not None:
+            raise serializers.ValidationError({"epsilon": "a charge without DP guarantee has epsilon null"})
+        attrs["time"] = attrs["time"].isoformat()
+        return attrs
+
+
+class DatasetSpendSerializer(_Closed):
+    """A dataset's ledger summary at the node: budget, spent, charges (aggregates only)."""
+
+    dataset = serializers.CharField(max_length=metadata.DATASET_NAME_MAX)
+    budget_epsilon = serializers.FloatField(min_value=0, max_value=1e6, validators=[_finite])
+    budget_delta = serializers.FloatField(min_value=0, max_value=1, validators=[_finite])
+    budget_source = serializers.ChoiceField(choices=["operator", "node config", "default"])
+    spent_epsilon = serializers.FloatField(min_value=0, max_value=1e9, validators=[_finite])
+    spent_delta = serializers.FloatField(min_value=0, max_value=1e6, validators=[_finite])
+    dp_runs = serializers.IntegerField(min_value=0, max_value=10**7)
+    runs = serializers.IntegerField(min_value=0, max_value=10**7)
+    charges = LedgerChargeSerializer(many=True, max_length=REPORTED_CHARGES_MAX)
+
+
+class PrivacyReportSerializer(_Closed):
+    datasets = DatasetSpendSerializer(many=True, max_length=1000)
+
+
+def validate_policy_limits(value) -> dict:
+    """A node's announced policy-file: {"*" or dataset name: partial policy}, each entry on the
+    policy schema (fl_engine.node.policy.validate_policy); the error names the entry and field."""
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("must be an object {\"*\" or dataset name: partial policy}")
+    if len(value) > 1000:
+        raise serializers.ValidationError("at most 1000 entries")
+    out, problems = {}, {}
+    for key, part in value.items():
+        if not isinstance(key, str) or not key or len(key) > metadata.DATASET_NAME_MAX:
+            problems[str(key)[:60]] = f"a dataset name of 1 to {metadata.DATASET_NAME_MAX} characters, or \"*\""
+            continue
+        try:
+            out[key] = node_policy.validate_policy(part, partial=True)
+        except node_policy.PolicyError as err:
+            problems[key] = {f: r for f, r in err.problems}
+    if problems:
+        raise serializers.ValidationError(problems)
+    return out
+
+
 class HeartbeatSerializer(serializers.Serializer):
     name = serializers.CharField(required=False)
     flower_node_id = serializers.RegexField(r"^\d{1,20}$", required=False, allow_blank=True)
     status = serializers.CharField(required=False, max_length=40)
     datasets = DatasetSummarySerializer(many=True, required=False, max_length=1000)
+    privacy = PrivacyReportSerializer(required=False)
+    policy_limits = serializers.JSONField(required=False)
+
+    def validate_policy_limits(self, value):
+        return validate_policy_limits(value)
 
 
 class HeartbeatView(APIView):

@@ -34,3 +34,26 @@ def local_limits_for(node, dataset_name: str) -> dict:
         return node_policy.merge_limits(body, str(dataset_name))
     except node_policy.PolicyError:
         return {}
+
+
+def dataset_spend(node, dataset_name: str) -> dict | None:
+    """The ledger summary `node` last reported for its dataset `dataset_name` (budget, spent,
+    charges; fl_engine.node.budget.spend_report), or None when it reported none."""
+    rows = ((getattr(node, "privacy_spend", None) or {}).get("datasets")) or []
+    return next((r for r in rows if isinstance(r, dict) and r.get("dataset") == dataset_name), None)
+
+
+def recorded_run_spend(run) -> list[dict]:
+    """Per hospital of run `run` (its pinned datasets): {"node", "dataset", "reported_at", "charge"}
+    where "charge" is the ledger line the hospital's node reported for this run ({"epsilon" (None:
+    no DP guarantee), "delta", "time", "dp"}) or None when its node has not reported it (yet)."""
+    pinned = [d for d in (run.config or {}).get("datasets") or [] if isinstance(d, dict)]
+    nodes = {n.name: n for n in WorkerNode.objects.filter(name__in=[d.get("node") for d in pinned])}
+    out = []
+    for d in pinned:
+        node = nodes.get(d.get("node"))
+        row = dataset_spend(node, d.get("name")) if node is not None else None
+        charge = next((c for c in (row or {}).get("charges") or [] if str(c.get("run")) == str(run.pk)), None)
+        out.append({"node": d.get("node"), "dataset": d.get("name"), "charge": charge,
+                    "reported_at": getattr(node, "privacy_reported_at", None)})
+    return out

@@ -1,6 +1,8 @@
 """Writes on worker nodes: registration, approval, revocation, heartbeats."""
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -118,15 +120,29 @@ def revoke_node(actor, node: WorkerNode, reason: str = "") -> WorkerNode:
 
 
 def heartbeat(node: WorkerNode, payload: dict) -> WorkerNode:
-    """Record a node's heartbeat. Its Flower node id comes from the SuperLink at key
+    """Record a node's (validated) heartbeat. Its Flower node id comes from the SuperLink at key
     registration, never from here: a heartbeat naming another id is stored as reported but
-    changes nothing, and is audited."""
+    changes nothing, and is audited. The ledger summary ("privacy") and the local policy limits
+    ("policy_limits") replace the stored ones when the heartbeat carries them; a heartbeat
+    without them (an older node) leaves them as they were."""
+    payload = dict(payload)
+    now = timezone.now()
+    changes = {"last_heartbeat": now}
+    if "privacy" in payload:
+        changes["privacy_spend"] = json.loads(json.dumps(payload.pop("privacy")))
+        changes["privacy_reported_at"] = now
+    if "policy_limits" in payload:
+        limits = payload.pop("policy_limits")
+        changes["policy_limits"] = limits
+        if limits != node.policy_limits:
+            record(node.service_user, "node.policy_limits", node, {"before": node.policy_limits, "after": limits})
     claimed = str(payload.get("flower_node_id") or "")
     if claimed and claimed != node.flower_node_id:
         record(node.service_user, "node.identity_mismatch", node,
                {"reported_flower_node_id": claimed, "registered_flower_node_id": node.flower_node_id})
-    WorkerNode.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now(), last_report=payload)
-    node.refresh_from_db(fields=["last_heartbeat", "last_report"])
+    changes["last_report"] = payload
+    WorkerNode.objects.filter(pk=node.pk).update(**changes)
+    node.refresh_from_db(fields=list(changes))
     return node
 
 

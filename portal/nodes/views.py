@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from portal.datasets.selectors import datasets_visible_to
 from portal.nodes import services
 from portal.nodes.models import WorkerNode
-from portal.nodes.selectors import nodes_visible_to
+from portal.nodes.selectors import dataset_spend, nodes_visible_to
 
 
 @login_required
@@ -22,7 +22,8 @@ def node_list(request):
     for ds in datasets_visible_to(request.user):
         counts.setdefault(ds.node_id, []).append(ds)
     return render(request, "nodes/node_list.html", {
-        "rows": [(n, counts.get(n.pk, [])) for n in nodes],
+        # each dataset with the ledger summary its node last reported (None: not reported)
+        "rows": [(n, [(d, dataset_spend(n, d.name)) for d in counts.get(n.pk, [])]) for n in nodes],
         "can_approve": request.user.has_perm("nodes.approve_workernode"),
         "token": request.session.pop("node_token", None),
     })

@@ -43,7 +43,9 @@ def test_the_heartbeat_carries_the_ledger_summary_and_the_last_charges(node):  #
 
 
 def test_without_its_callers_config_the_heartbeat_finds_the_ledger_of_its_data_dir(node):  # noqa: F811
-    assert "privacy" not in heartbeat_payload("H1", node["data-dir"], "online")  # no ledger yet: nothing guessed
+    guessed = heartbeat_payload("H1", node["data-dir"], "online")
+    assert "privacy" not in guessed  # no ledger yet: nothing guessed
+    assert "policy_limits" not in guessed  # the policy-file is a node-config key: unknown here
     _ask(node, run="5", dp_enabled=True, dp_noise_multiplier=3.0)
     [row] = heartbeat_payload("H1", node["data-dir"], "online")["privacy"]["datasets"]
     assert [c["run"] for c in row["charges"]] == ["5"]
