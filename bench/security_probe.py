@@ -691,6 +691,10 @@ class Probe:
              ["administrator", "node_operator"], 200, {"outsider": 404}),
             ("GET", "/api/nodes/approvals/", none_, ["node"], 200, {}),
             ("POST", "/api/nodes/heartbeat/", lambda: {"status": "ok"}, ["node"], 200, {}),
+            # the heartbeat's privacy-ledger report and policy limits: validated, a bad one is a 400
+            ("POST", "/api/nodes/heartbeat/", lambda: {"status": "ok", "privacy": {"datasets": "all"},
+                                                       "policy_limits": {"mds": {"min_cell_count": -1}}},
+             ["node"], 400, {}),
             ("POST", "/api/nodes/datasets/", lambda: {"name": "x"}, ["node"], 400, {}),
             ("POST", "/api/nodes/refusals/", lambda: {}, ["node"], 400, {}),
             ("GET", "/api/datasets/", none_, ROLES, 200, {}),
