@@ -10,7 +10,11 @@
     fedhaem-node register --name NAME --announce-only [--version V] --manager URL --token-file F
 
 ``fl_engine/node/cli.py`` adds these to the ``fedhaem-node`` console script through
-``add_subcommands``; ``python -m etl.cli ...`` runs them standalone. Exit codes: 0 success,
+``add_subcommands``; ``python -m etl.cli ...`` runs them standalone. Encryption at rest: ``etl``,
+``report`` and ``register`` take ``--keys-file`` (a keyring, fedhaem_kernel.atrest); without it the
+standalone commands write plaintext. ``fedhaem-node`` passes its own keyring resolver (the node's
+key file, created at first use, or FEDHAEM_NODE_AT_REST_KEYS[_FILE]), so on a node the outputs
+holding patient rows are encrypted by default (docs/encryption-at-rest.md). Exit codes: 0 success,
 1 announcement failed (local registration kept) or map-check found what would stop the ETL,
 2 input or registration error (nothing written).
 """
@@ -20,8 +24,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import webbrowser
 from pathlib import Path
+
+from fedhaem_kernel import atrest
+from fedhaem_kernel.atrest import AtRestError, KeyProvider, KeyringError, LocalKeyring
 
 from .announce import AnnounceError, announce
 from .errors import EtlError
@@ -31,16 +39,33 @@ from .registry import DatasetRegistry, RegistryError
 DEFAULT_DATA_DIR_ENV = "FEDHAEM_NODE_DATA_DIR"
 
 
-def _data_dir(args) -> Path:
-    return Path(args.data_dir or os.environ.get(DEFAULT_DATA_DIR_ENV) or "node-data")
+def data_dir_of(args) -> Path:
+    return Path(getattr(args, "data_dir", None) or os.environ.get(DEFAULT_DATA_DIR_ENV) or "node-data")
+
+
+def keys_from_flag(args) -> KeyProvider | None:
+    """The keyring of ``--keys-file`` (None without it: plaintext)."""
+    return LocalKeyring.from_file(args.keys_file) if getattr(args, "keys_file", None) else None
+
+
+def _keys(args) -> tuple[KeyProvider | None, bool]:
+    """(the keyring the command reads with, whether what it writes is encrypted)."""
+    keys = args.keyring(args)
+    return keys, keys is not None and getattr(args, "encrypt", True)
 
 
 def cmd_etl(args) -> int:
     from .pipeline import run_etl  # FHIR models load in seconds: only for this command, not for --help
 
     try:
+        keys, encrypt = _keys(args)
+    except KeyringError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was written.", file=sys.stderr)
+        return 2
+    try:
         res = run_etl(args.use_case, args.source, args.out, mapping=args.mapping, layout=args.layout,
-                      max_rejected_fraction=args.max_rejected)
+                      max_rejected_fraction=args.max_rejected, keys=keys if encrypt else None)
     except EtlError as e:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was written.", file=sys.stderr)
@@ -59,6 +84,11 @@ def cmd_etl(args) -> int:
           f"quality.html, quarantine.csv, manifest.json ({n} patients, {res.seconds:.1f} s, "
           f"{n / max(res.seconds, 1e-9):.0f} rows/s)")
     print(f"fingerprint {res.manifest['fingerprint']}")
+    if encrypt:
+        print(f"encrypted at rest under key {keys.current_key_id} (all but manifest.json); "
+              "fedhaem-node report decrypts them")
+    else:
+        print("not encrypted at rest (no keyring given: --keys-file)")
     print("next: fedhaem-node report", res.out_dir, " then  fedhaem-node register --name NAME "
           f"--dataset {res.out_dir}")
     return 0
@@ -95,13 +125,32 @@ def cmd_report(args) -> int:
     if not q.exists():
         print(f"error: {q} not found; run `fedhaem-node etl` first", file=sys.stderr)
         return 2
-    report = json.loads(q.read_text(encoding="utf-8"))
+    try:
+        keys, _ = _keys(args)
+        report = json.loads(atrest.read_file(q, keys).decode("utf-8"))
+    except (AtRestError, KeyringError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report["summary"], indent=1))
     else:
         print(render_text(report))
     html = q.with_suffix(".html")
-    if args.html:
+    if args.html or args.open:
+        if html.exists() and atrest.is_encrypted(html):
+            # a browser cannot read the encrypted file: a plaintext copy in a private temporary folder
+            try:
+                plain = atrest.read_file(html, keys)
+            except AtRestError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            folder = Path(tempfile.mkdtemp(prefix="fedhaem-report-"))
+            html = folder / "quality.html"
+            fd = os.open(html, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(plain)
+            print(f"# {q.with_suffix('.html')} is encrypted at rest; a decrypted copy (it lists patient ids "
+                  f"of rejected rows) is at {html}: delete {folder} when done", file=sys.stderr)
         print(f"HTML report: {html}")
         if html.exists() and args.open:
             webbrowser.open(html.as_uri())
@@ -126,7 +175,13 @@ def _retry_hint(args, name, version) -> str:
 
 
 def cmd_register(args) -> int:
-    reg = DatasetRegistry(_data_dir(args))
+    try:
+        keys, encrypt = _keys(args)
+    except KeyringError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was registered.", file=sys.stderr)
+        return 2
+    reg = DatasetRegistry(data_dir_of(args), keys=keys, encrypt=encrypt)
     if bool(args.manager) != bool(args.token_file):
         print("error: --manager and --token-file go together", file=sys.stderr)
         return 2
@@ -145,7 +200,7 @@ def cmd_register(args) -> int:
             return 2
         try:
             entry, created = reg.register_etl_output(args.name, args.dataset)
-        except (RegistryError, OSError, ValueError, KeyError) as e:
+        except (RegistryError, AtRestError, OSError, ValueError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)
             print("nothing was registered.", file=sys.stderr)
             return 2
@@ -179,8 +234,10 @@ def _fraction(text: str) -> float:
     return v
 
 
-def add_subcommands(subparsers) -> None:
-    """Register ``etl``, ``map-check``, ``report`` and ``register`` on an argparse subparsers object."""
+def add_subcommands(subparsers, keyring=keys_from_flag) -> None:
+    """Register ``etl``, ``map-check``, ``report`` and ``register`` on an argparse subparsers object.
+    ``keyring(args)`` gives the KeyProvider of encryption at rest (None: plaintext) for ``etl``,
+    ``report`` and ``register``; the default reads ``--keys-file``."""
     p = subparsers.add_parser("etl", help="convert local files to FHIR, the ML-ready table and a quality report")
     p.add_argument("--use-case", required=True, type=str.upper, choices=["MDS", "AML", "CMML", "MM", "SCD"])
     p.add_argument("--source", required=True, nargs="+", help="files or folders (IWG-PM folder, CSV, FHIR ndjson)")
@@ -190,6 +247,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--max-rejected", type=_fraction, default=0.05, metavar="FRACTION",
                    help="fail (exit 2, nothing written) when more than this fraction of patients "
                         "is rejected (default 0.05)")
+    _keys_option(p, keyring)
     p.set_defaults(func=cmd_etl)
 
     p = subparsers.add_parser("map-check", help="dry run: how each field and source column would be read")
@@ -206,6 +264,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--html", action="store_true", help="print the path of the HTML report")
     p.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    _keys_option(p, keyring)
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("register", help="register a dataset locally and announce its metadata")
@@ -217,7 +276,14 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--ca-file", help="CA bundle for the manager's TLS certificate")
     p.add_argument("--announce-only", action="store_true", help="announce an already registered version")
     p.add_argument("--version", type=int, help="with --announce-only: the version (default latest)")
+    _keys_option(p, keyring)
     p.set_defaults(func=cmd_register)
+
+
+def _keys_option(p: argparse.ArgumentParser, keyring) -> None:
+    p.add_argument("--keys-file", help="keyring of encryption at rest (JSON, fedhaem_kernel.atrest); on a node "
+                                       "the node's own keyring is the default")
+    p.set_defaults(keyring=keyring)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ import uuid
 from functools import lru_cache
 from typing import Iterable
 
+from fedhaem_kernel.atrest import KeyProvider, text_reader, text_writer
+
 from .catalogue import LOCAL_SYSTEM, Catalogue, split_code
 from .errors import Issue
 from .records import PatientRecord
@@ -334,10 +336,11 @@ def validate_bundle(bundle: dict, where: str = "") -> list[str]:
     return problems
 
 
-def write_ndjson(bundles: Iterable[dict], path) -> int:
-    """Write Bundles one per line (newline-delimited JSON); returns the count."""
+def write_ndjson(bundles: Iterable[dict], path, keys: KeyProvider | None = None) -> int:
+    """Write Bundles one per line (newline-delimited JSON), encrypted at rest with ``keys``;
+    returns the count."""
     n = 0
-    with open(path, "w", encoding="utf-8") as fh:
+    with text_writer(path, keys) as fh:
         for b in bundles:
             fh.write(json.dumps(b, separators=(",", ":"), ensure_ascii=False))
             fh.write("\n")
@@ -345,10 +348,11 @@ def write_ndjson(bundles: Iterable[dict], path) -> int:
     return n
 
 
-def read_ndjson(path) -> Iterable[tuple[int, dict | None, Issue | None]]:
-    """Yield (line, bundle, issue) from a newline-delimited JSON file of Bundles (or one Bundle)."""
+def read_ndjson(path, keys: KeyProvider | None = None) -> Iterable[tuple[int, dict | None, Issue | None]]:
+    """Yield (line, bundle, issue) from a newline-delimited JSON file of Bundles (or one Bundle),
+    decrypted with ``keys`` when it is encrypted at rest."""
     name = str(path)
-    with open(path, encoding="utf-8-sig") as fh:
+    with text_reader(path, keys, encoding="utf-8-sig") as fh:
         text = fh.read()
     stripped = text.lstrip()
     if stripped.startswith("{") and "\n{" not in stripped.strip():

@@ -5,6 +5,13 @@ Outputs in ``out_dir`` (written only when the run succeeds; a failed run writes 
 ``quarantine.csv`` (every rejected patient row and every value set missing, with file, row,
 column, reason and the source cell), ``manifest.json``, and ``extra.csv`` when the mapping
 carries fields outside the schema.
+
+Encryption at rest: given a keyring (``keys``, a ``fedhaem_kernel.atrest.KeyProvider``; the node
+passes its own) every output holding patient-level content is encrypted: the bundles, both table
+files, quality.json and quality.html (they list rejected rows and quarantined values by patient),
+quarantine.csv and extra.csv. manifest.json holds metadata only (counts, fingerprint, column
+names of the public schema, source file names) and stays plaintext. FHIR input encrypted by an
+earlier run is read with the same keyring.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from .catalogue import Catalogue, catalogue
+from fedhaem_kernel.atrest import AtRestError, KeyProvider, text_writer
 from fedhaem_kernel.csvcells import safe_row
 from fedhaem_kernel.schema import NOT_TESTED_ATTR
 from .errors import EtlError, Issue
@@ -58,12 +66,12 @@ def detect_layout(paths: list[Path]) -> str:
     return "csv"
 
 
-def _read_fhir(paths: list[Path], cat: Catalogue) -> tuple[SourceResult, list[dict]]:
+def _read_fhir(paths: list[Path], cat: Catalogue, keys: KeyProvider | None = None) -> tuple[SourceResult, list[dict]]:
     src = SourceResult(layout="fhir")
     bundles = []
     for p in paths:
         src.files.append(file_info(p))
-        for line, b, issue in read_ndjson(p):
+        for line, b, issue in _bundles_of(p, keys):
             src.n_input_rows += 1
             if issue:
                 src.rejected.append(issue)
@@ -73,10 +81,21 @@ def _read_fhir(paths: list[Path], cat: Catalogue) -> tuple[SourceResult, list[di
     return src, bundles
 
 
+def _bundles_of(path: Path, keys: KeyProvider | None):
+    """read_ndjson of `path`, an encryption-at-rest problem (no or wrong keyring, altered file)
+    turned into an EtlError naming the file."""
+    try:
+        yield from read_ndjson(path, keys)
+    except AtRestError as e:
+        raise EtlError(e.reason, file=e.path) from None
+
+
 def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
             mapping: str | Path | None = None, layout: str = "auto",
-            max_rejected_fraction: float = DEFAULT_MAX_REJECTED, validate: bool = True) -> EtlResult:
-    """Run the ETL of one use case; raises EtlError (nothing written) on a fatal input error."""
+            max_rejected_fraction: float = DEFAULT_MAX_REJECTED, validate: bool = True,
+            keys: KeyProvider | None = None) -> EtlResult:
+    """Run the ETL of one use case; raises EtlError (nothing written) on a fatal input error.
+    With ``keys`` the outputs holding patient-level content are written encrypted at rest."""
     t0 = time.perf_counter()
     _check_out_dir(Path(out_dir))  # before the work: a bad --out fails in a second, not after the run
     cat = catalogue(use_case)
@@ -93,7 +112,7 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
         src = read_iwgpm(files, cat)
         bundles = None
     elif layout == "fhir":
-        src, bundles = _read_fhir(paths, cat)
+        src, bundles = _read_fhir(paths, cat, keys)
     elif layout == "csv":
         src = read_generic(paths, cat, mapping)
         bundles = None
@@ -195,7 +214,7 @@ def run_etl(use_case: str, sources: list[str | Path], out_dir: str | Path,
         "not_tested": declared,
     }
     out = Path(out_dir)
-    _write_outputs(out, good_bundles, table, report, manifest, src, extra_rejected)
+    _write_outputs(out, good_bundles, table, report, manifest, src, extra_rejected, keys)
     return EtlResult(out, table, report, manifest, time.perf_counter() - t0)
 
 
@@ -232,7 +251,8 @@ def _check_out_dir(out: Path) -> None:
             return
 
 
-def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejected) -> None:
+def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejected,
+                   keys: KeyProvider | None = None) -> None:
     """Write into a temporary folder beside ``out`` and move the files in at the end, so an
     interrupted run never leaves a half-written dataset that looks complete."""
     _check_out_dir(out)  # again: the folder may have changed during the run
@@ -242,11 +262,13 @@ def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejec
     except OSError as e:
         raise EtlError(f"cannot create the output folder: {e.strerror or e}", file=str(out)) from None
     try:
-        write_ndjson(bundles, tmp / "bundles.ndjson")
-        write_table(table, tmp)
-        (tmp / "quality.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-        (tmp / "quality.html").write_text(render_html(report), encoding="utf-8")
-        with open(tmp / "quarantine.csv", "w", newline="", encoding="utf-8") as fh:
+        write_ndjson(bundles, tmp / "bundles.ndjson", keys)
+        write_table(table, tmp, keys=keys)
+        with text_writer(tmp / "quality.json", keys) as fh:
+            fh.write(json.dumps(report, indent=1, default=str))
+        with text_writer(tmp / "quality.html", keys) as fh:
+            fh.write(render_html(report))
+        with text_writer(tmp / "quarantine.csv", keys, newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["file", "row", "patient_id", "column", "reason", "source_row", "action", "value"])
             for i in list(src.rejected) + list(extra_rejected):
@@ -261,7 +283,7 @@ def _write_outputs(out: Path, bundles, table, report, manifest, src, extra_rejec
         extras = sorted({k for r in src.records for k in r.extra})
         if extras:
             kept = set(table["patient_id"]) if len(table) else set()
-            with open(tmp / "extra.csv", "w", newline="", encoding="utf-8") as fh:
+            with text_writer(tmp / "extra.csv", keys, newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["patient_id", *extras])
                 for r in src.records:

@@ -6,11 +6,23 @@ A dataset is registered whole and valid or not at all: the table is checked agai
 schema before anything is written, files are copied into a fresh version folder, and the
 registry entry is added last. Re-registering identical content (same fingerprint) returns the
 existing version; changed content makes version + 1. Studies pin ``(name, version)``.
+
+Encryption at rest (docs/encryption-at-rest.md): a registry given a keyring (``keys``, a
+``fedhaem_kernel.atrest.KeyProvider``; the node passes its own, fl_engine.node.datasets) writes
+every file of a version folder encrypted except ``manifest.json`` (metadata), records
+``extra["at_rest"] = "encrypted"`` on the entry, and refuses a plaintext table where an
+encrypted one was registered. ``registry.json`` holds metadata only (names, counts,
+fingerprints, column names of the public schema, quality counts) and stays plaintext, so the
+heartbeat and ``list()`` need no key. Fingerprints are of the table's canonical CSV bytes,
+never of the file, so encryption leaves them unchanged. A registry without a keyring reads and
+writes plaintext (a table registered before encryption stays readable; `fedhaem-node
+encrypt-at-rest --migrate` encrypts it in place).
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,10 +34,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedhaem_kernel import atrest
+from fedhaem_kernel.atrest import KeyProvider
 from fedhaem_kernel.schema import get_schema
 
 from .table import fingerprint, read_table_file, write_table
 
+log = logging.getLogger(__name__)
+ENCRYPTED = "encrypted"
+# files of a version folder left in plaintext: metadata only (what was announced to the manager)
+PLAINTEXT_FILES = frozenset({"manifest.json"})
+# the files of an ETL output folder (etl.pipeline) that hold patient-level content
+ETL_PATIENT_FILES = ("bundles.ndjson", "table.parquet", "table.csv", "quality.json", "quality.html",
+                     "quarantine.csv", "extra.csv")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -110,10 +131,19 @@ def check_table(df: pd.DataFrame, use_case: str) -> list[str]:
 class DatasetRegistry:
     """Datasets registered on this node; the worker trains only on what is listed here."""
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, keys: KeyProvider | None = None, encrypt: bool | None = None):
+        """`keys`: the keyring tables are read (and, with `encrypt`, default True when `keys` is
+        given, written) with; None: plaintext only."""
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / "registry.json"
         self.lock_path = self.data_dir / "registry.lock"
+        self.keys = keys
+        self.encrypt = keys is not None if encrypt is None else bool(encrypt)
+        if self.encrypt and keys is None:
+            raise RegistryError(f"{self.data_dir}: encryption at rest needs a keyring")
+
+    def _write_keys(self) -> KeyProvider | None:
+        return self.keys if self.encrypt else None
 
     # --- storage -------------------------------------------------------------------------
     @contextmanager
@@ -176,7 +206,13 @@ class DatasetRegistry:
         p = self.table_file(e)
         if not p.exists():
             raise RegistryError(f"table of {name} v{e.version} is missing: {p}")
-        df = read_table_file(p)
+        if e.extra.get("at_rest") == ENCRYPTED and not atrest.is_encrypted(p):
+            raise atrest.TamperedFile(p, f"{name} v{e.version} was registered encrypted at rest, and this file "
+                                         "is plaintext: it was replaced after registration")
+        if self.keys is not None and not atrest.is_encrypted(p):
+            log.warning("%s: %s v%d is stored in plaintext (registered before encryption at rest); encrypt "
+                        "it with `fedhaem-node encrypt-at-rest --migrate`", p, name, e.version)
+        df = read_table_file(p, self.keys)
         fp = fingerprint(df)
         if fp != e.fingerprint:
             raise FingerprintMismatch(f"{name} v{e.version}: table {p} has fingerprint {fp[:12]}..., "
@@ -195,7 +231,7 @@ class DatasetRegistry:
         if schema_version is not None and schema_version != schema.version:
             raise RegistryError(f"schema version {schema_version} differs from this node's "
                                 f"{schema.use_case} schema {schema.version}")
-        df = read_table_file(table) if not isinstance(table, pd.DataFrame) else table
+        df = read_table_file(table, self.keys) if not isinstance(table, pd.DataFrame) else table
         probs = check_table(df, use_case)
         if probs:
             raise RegistryError(f"{name}: table not valid for {schema.use_case}: " + "; ".join(probs[:5]))
@@ -216,11 +252,13 @@ class DatasetRegistry:
                 shutil.rmtree(dest)
             tmp = Path(tempfile.mkdtemp(prefix=".reg-", dir=self.data_dir))
             try:
-                write_table(df, tmp)
+                keys = self._write_keys()
+                write_table(df, tmp, keys=keys)
                 for a in attachments:
                     if Path(a).exists():
-                        shutil.copy2(a, tmp / Path(a).name)
-                if fingerprint(read_table_file(tmp / "table.parquet"), schema.id_column) != fp:
+                        name_a = Path(a).name
+                        atrest.copy_encrypted(a, tmp / name_a, None if name_a in PLAINTEXT_FILES else keys)
+                if fingerprint(read_table_file(tmp / "table.parquet", self.keys), schema.id_column) != fp:
                     raise RegistryError(f"{name}: table changed while being stored")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, dest)
@@ -230,7 +268,8 @@ class DatasetRegistry:
                 name=name, version=version, use_case=schema.use_case, schema_version=schema.version,
                 table_path=str(rel / "table.parquet"), patient_count=int(len(df)), fingerprint=fp,
                 quality_summary=dict(quality_summary or {}), feature_schema=list(df.columns),
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=str(source))
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=str(source),
+                extra={"at_rest": ENCRYPTED} if keys is not None else {})
             items.append(asdict(entry))
             self._save(items)
             return entry, True
@@ -242,12 +281,19 @@ class DatasetRegistry:
         if not mf.exists():
             raise RegistryError(f"{out}: no manifest.json; run the ETL first (fedhaem-node etl)")
         manifest = json.loads(mf.read_text(encoding="utf-8"))
-        df = read_table_file(out / "table.parquet")
+        df = read_table_file(out / "table.parquet", self.keys)
         if fingerprint(df) != manifest["fingerprint"]:
             raise FingerprintMismatch(f"{out}/table.parquet differs from its manifest; re-run the ETL")
         return self.register(name, df, manifest["use_case"], manifest.get("quality_summary"),
                              manifest.get("schema_version"),
                              attachments=[out / "quality.json", out / "quality.html", mf], source=str(out))
+
+    def at_rest_files(self) -> list[Path]:
+        """The files of the registered versions that are (or, registered before encryption, should
+        be) encrypted at rest: everything under datasets/ except the manifests."""
+        root = self.data_dir / "datasets"
+        return [p for p in atrest.iter_files([root]) if p.name not in PLAINTEXT_FILES
+                and not any(part.startswith(".reg-") for part in p.relative_to(self.data_dir).parts)]
 
     def mark_announced(self, name: str, version: int) -> DatasetEntry:
         """Record that the manager accepted the announcement of (name, version)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedhaem_kernel import atrest
+from fedhaem_kernel.atrest import KeyProvider
 from fedhaem_kernel.schema import NOT_TESTED_ATTR
 
 
@@ -35,24 +37,32 @@ def fingerprint(df: pd.DataFrame, id_column: str = "patient_id") -> str:
     return hashlib.sha256(canonical_bytes(df, id_column)).hexdigest()
 
 
-def write_table(df: pd.DataFrame, out_dir: Path, stem: str = "table") -> tuple[Path, Path]:
+def write_table(df: pd.DataFrame, out_dir: Path, stem: str = "table",
+                keys: KeyProvider | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.parquet`` (pyarrow) and ``<stem>.csv``; returns both paths. The Parquet
     file keeps ``df.attrs`` (the fields declared not tested); the CSV cannot, and
-    ``read_table_file`` takes them from the manifest.json beside it."""
+    ``read_table_file`` takes them from the manifest.json beside it. With ``keys`` both files
+    are encrypted at rest (fedhaem_kernel.atrest); the fingerprint is of the table, not of the
+    file, so it is the same either way."""
     out_dir = Path(out_dir)
     pq = out_dir / f"{stem}.parquet"
     csv = out_dir / f"{stem}.csv"
-    df.to_parquet(pq, engine="pyarrow", index=False)
-    df.to_csv(csv, index=False, float_format="%.17g", lineterminator="\n", na_rep="")
+    buf = io.BytesIO()
+    df.to_parquet(buf, engine="pyarrow", index=False)
+    atrest.write_file(pq, buf.getvalue(), keys)
+    text = df.to_csv(index=False, float_format="%.17g", lineterminator="\n", na_rep="")
+    atrest.write_file(csv, text.encode("utf-8"), keys)
     return pq, csv
 
 
-def read_table_file(path: str | Path) -> pd.DataFrame:
-    """Read a table written by ``write_table`` (Parquet preferred, CSV accepted)."""
+def read_table_file(path: str | Path, keys: KeyProvider | None = None) -> pd.DataFrame:
+    """Read a table written by ``write_table`` (Parquet preferred, CSV accepted), decrypting it
+    with ``keys`` when it is encrypted at rest (atrest.MissingKeyring names the file without)."""
     p = Path(path)
+    data = io.BytesIO(atrest.read_file(p, keys))
     if p.suffix == ".parquet":
-        return pd.read_parquet(p, engine="pyarrow")
-    df = pd.read_csv(p, dtype={"patient_id": str}, keep_default_na=True)
+        return pd.read_parquet(data, engine="pyarrow")
+    df = pd.read_csv(data, dtype={"patient_id": str}, keep_default_na=True)
     manifest = p.parent / "manifest.json"
     if manifest.exists():  # an ETL output folder: its declarations travel in the manifest
         try:

@@ -671,3 +671,59 @@ def census(roots: Iterable[str | Path]) -> dict[str, int]:
             kid = "unreadable"
         out[kid] = out.get(kid, 0) + 1
     return out
+
+
+# --- helpers for callers that take an optional keyring (the hospital node's ETL and registry) ---
+
+class MissingKeyring(AtRestError):
+    """An encrypted file was to be read, but no keyring was given to read it with."""
+
+
+def write_file(path: str | Path, data: bytes, keys: KeyProvider | None) -> None:
+    """Write `data` to `path`: encrypted (atomically) with `keys`, as it is without."""
+    if keys is None:
+        Path(path).write_bytes(data)
+    else:
+        write_bytes(path, data, keys)
+
+
+def read_file(path: str | Path, keys: KeyProvider | None) -> bytes:
+    """The plaintext of `path`: decrypted when it is encrypted (MissingKeyring naming the file when
+    `keys` is None), read as it is when it is a plaintext file."""
+    if not is_encrypted(path):
+        return Path(path).read_bytes()
+    if keys is None:
+        raise MissingKeyring(path, "encrypted at rest, and no keyring was given to read it (the node's "
+                                   "key file or FEDHAEM_NODE_AT_REST_KEYS)")
+    return read_bytes(path, keys)
+
+
+def text_writer(path: str | Path, keys: KeyProvider | None, encoding: str = "utf-8", newline: str | None = None):
+    """A text file object writing `path`: through an encrypting writer with `keys` (the file
+    appears, complete, when it is closed), a plain file without."""
+    if keys is None:
+        return open(path, "w", encoding=encoding, newline=newline)
+    return io.TextIOWrapper(io.BufferedWriter(EncryptingWriter(path, keys), buffer_size=256 * 1024),
+                            encoding=encoding, newline=newline)
+
+
+def text_reader(path: str | Path, keys: KeyProvider | None, encoding: str = "utf-8"):
+    """A text file object reading `path`'s plaintext, as `read_file` decides (streaming)."""
+    if not is_encrypted(path):
+        return open(path, encoding=encoding)
+    if keys is None:
+        raise MissingKeyring(path, "encrypted at rest, and no keyring was given to read it (the node's "
+                                   "key file or FEDHAEM_NODE_AT_REST_KEYS)")
+    return io.TextIOWrapper(open_encrypted(path, keys), encoding=encoding)
+
+
+def copy_encrypted(src: str | Path, dst: str | Path, keys: KeyProvider | None) -> None:
+    """Copy `src` to `dst` so that `dst` is encrypted when `keys` is given: an encrypted `src` is
+    copied as it is (its data key stays wrapped), a plaintext one is encrypted on the way."""
+    if keys is None or is_encrypted(src):
+        with open(src, "rb") as f, open(dst, "wb") as out:
+            while block := f.read(CHUNK_SIZE):
+                out.write(block)
+        return
+    with open(src, "rb") as f:
+        write_stream(dst, f, keys)
