@@ -32,7 +32,18 @@
         the use case is computable, why the others are not (missing or not-tested inputs, APL
         for ELN 2022), and the IPSS-M scenario spread; a score under 80 % would not be compared
         in a study. Nothing leaves the node.
-    fedhaem-node etl|map-check|report|register ...   (the node operator's commands of etl.cli)
+    fedhaem-node encrypt-at-rest (--data-dir DIR | --home HOME [--profile P]) [--etl-out DIR ...]
+                                 [--migrate] [--json]
+        Encryption at rest (docs/encryption-at-rest.md): counts the node's patient-level files
+        (registered tables and reports, ETL outputs named) per key, plaintext included; --migrate
+        encrypts the plaintext ones in place (atomic per file, safe to re-run).
+    fedhaem-node rotate-at-rest-keys (--data-dir DIR | --home HOME [--profile P]) [--etl-out DIR ...]
+                                     [--new-key] [--retire KEY_ID] [--json]
+        Re-wraps every encrypted node file's data key under the current key-encryption key (a
+        header rewrite per file); --new-key first adds a fresh KEK to the key file and makes it
+        current; --retire drops an old KEK once no file is under it.
+    fedhaem-node etl|map-check|report|register ...   (the node operator's commands of etl.cli;
+        etl, report and register use the node's keyring: what they write is encrypted at rest)
 """
 from __future__ import annotations
 
@@ -46,12 +57,14 @@ import sys
 import time
 from pathlib import Path
 
-from etl.cli import add_subcommands
+from etl.cli import add_subcommands, data_dir_of
 from etl.table import read_table_file
+from fedhaem_kernel.atrest import AtRestError, KeyringError, LocalKeyring
 from fl_engine.deploy.pki import ensure_node_keys, node_key_paths
 from fl_engine.deploy.processes import start_supernode
 from fl_engine.node.budget import DEFAULT_DELTA_BUDGET, LedgerError, home_ledger_dir, set_budget, summary
-from fl_engine.node.datasets import list_datasets
+from fl_engine.node.datasets import (encryption_on, list_datasets, migrate_plaintext, node_keyring,
+                                     rotate_keys)
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
 from fl_engine.node.profiles import ProfileError, add_profile, load_profile, load_profiles, profile_state
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
@@ -323,7 +336,12 @@ def cmd_scores(args) -> int:
     except (ValueError, KeyError) as e:
         print(f"error: {mf}: unreadable manifest ({e})", file=sys.stderr)
         return 2
-    table = read_table_file(out / "table.parquet")
+    try:
+        table = read_table_file(out / "table.parquet", node_keyring(data_dir_of(args), create=False)
+                                if not args.keys_file else LocalKeyring.from_file(args.keys_file))
+    except (AtRestError, KeyringError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rep = coverage_report(table, use_case, top=args.top)
     if args.json:
         print(json.dumps({"use_case": use_case, "not_tested": manifest.get("not_tested", []), "scores": rep},
@@ -407,10 +425,124 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", required=True, help="an ETL output folder")
     c.add_argument("--top", type=int, default=8, help="reasons listed per score")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--data-dir", default=None, help="node data folder whose keyring decrypts the ETL output")
+    c.add_argument("--keys-file", default=None, help="keyring of encryption at rest (default: the node's)")
     c.set_defaults(func=cmd_scores)
-    add_subcommands(sub)
+    for name, helptext, func in (
+            ("encrypt-at-rest", "count node files per key; --migrate encrypts plaintext ones in place",
+             cmd_encrypt_at_rest),
+            ("rotate-at-rest-keys", "re-wrap every encrypted node file under the current key (--new-key)",
+             cmd_rotate_at_rest_keys)):
+        a = sub.add_parser(name, help=helptext)
+        a.add_argument("--data-dir", default=None, help="the node's data folder (a node started without a home)")
+        a.add_argument("--home", default=None, help="node home: every profile's data folder (or --profile's)")
+        a.add_argument("--profile", action="append", default=None, help="with --home: only this profile")
+        a.add_argument("--etl-out", action="append", default=[], metavar="DIR",
+                       help="an ETL output folder to include (repeatable)")
+        a.add_argument("--json", action="store_true")
+        a.add_argument("-v", "--verbose", action="store_true", help="name every file and what was done")
+        if name == "encrypt-at-rest":
+            a.add_argument("--migrate", action="store_true", help="encrypt the plaintext files in place")
+        else:
+            a.add_argument("--new-key", action="store_true",
+                           help="add a new KEK to the key file and make it current (refused when the keys come "
+                                "from FEDHAEM_NODE_AT_REST_KEYS: change the environment instead)")
+            a.add_argument("--retire", metavar="KEY_ID", help="after re-wrapping, remove this old KEK from the key "
+                                                              "file (refused while any file is still under it)")
+        a.set_defaults(func=func)
+    add_subcommands(sub, keyring=_node_keyring)
+    for name in ("etl", "report"):
+        sub.choices[name].add_argument("--data-dir", default=None,
+                                       help="the node's data folder, whose keyring encrypts (default "
+                                            "$FEDHAEM_NODE_DATA_DIR or ./node-data)")
     _profile_register(sub.choices["register"])
     return p
+
+
+def _node_keyring(args):
+    """etl.cli's keyring for etl/report/register on a node: --keys-file, else the node's own
+    (fl_engine.node.datasets.node_keyring of the data dir, made at first use while encryption
+    at rest is on); sets args.encrypt from FEDHAEM_NODE_AT_REST_ENCRYPTION."""
+    args.encrypt = encryption_on()
+    if args.keys_file:
+        return LocalKeyring.from_file(args.keys_file)
+    return node_keyring(data_dir_of(args), create=args.encrypt)
+
+
+def _node_data_dirs(args) -> list[Path] | int:
+    if bool(args.home) == bool(args.data_dir):
+        print("error: give --home (a node home) or --data-dir (a node started without one)", file=sys.stderr)
+        return 2
+    if args.data_dir:
+        return [Path(args.data_dir)]
+    try:
+        return [prof.data_dir for prof in load_profiles(args.home, args.profile or None)]
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _progress(args):
+    def progress(path, outcome):
+        if args.verbose:
+            print(f"{outcome}: {path}", file=sys.stderr)
+    return progress
+
+
+def cmd_encrypt_at_rest(args) -> int:
+    dirs = _node_data_dirs(args)
+    if isinstance(dirs, int):
+        return dirs
+    if args.migrate and not encryption_on():
+        print("error: FEDHAEM_NODE_AT_REST_ENCRYPTION is off: switch it on before migrating", file=sys.stderr)
+        return 2
+    try:
+        rows = [migrate_plaintext(d, args.etl_out if i == 0 else (), apply=args.migrate, progress=_progress(args))
+                for i, d in enumerate(dirs)]
+    except (KeyringError, AtRestError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"data_dirs": rows}, indent=1))
+    else:
+        for r in rows:
+            if args.migrate:
+                print(f"{r['data_dir']}: encrypted {r['changed']} plaintext file(s) under {r['current_key']}, "
+                      f"{r['unchanged']} already encrypted, {len(r['errors'])} error(s)")
+                for e in r["errors"]:
+                    print(f"  {e}", file=sys.stderr)
+            census = ", ".join(f"{k}: {n}" for k, n in sorted(r["census"].items())) or "none"
+            print(f"{r['data_dir']}: files per key: {census}")
+            if r["census"].get("plaintext") and not args.migrate:
+                print("  plaintext files hold patient rows: encrypt them with --migrate")
+    return 1 if any(r.get("errors") for r in rows) else 0
+
+
+def cmd_rotate_at_rest_keys(args) -> int:
+    dirs = _node_data_dirs(args)
+    if isinstance(dirs, int):
+        return dirs
+    try:
+        out = rotate_keys(dirs, args.etl_out, new_key=args.new_key, retire=args.retire, progress=_progress(args))
+    except (KeyringError, AtRestError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for r in out["keyrings"]:
+            print(f"# keyring {r['keyring']} ({', '.join(r['data_dirs'])})")
+            if "new_key" in r:
+                print(f"new key-encryption key {r['new_key']} is current (was {r['previous_key']})")
+            print(f"re-wrapped {r['changed']} file(s), {r['unchanged']} already under {r['current_key']}, "
+                  f"{r['plaintext']} plaintext (see fedhaem-node encrypt-at-rest --migrate), "
+                  f"{len(r['errors'])} error(s)")
+            for e in r["errors"]:
+                print(f"  {e}", file=sys.stderr)
+            print("files per key: " + (", ".join(f"{k}: {n}" for k, n in sorted(r["key_ids"].items())) or "none"))
+            if r.get("retired"):
+                print(f"retired key {r['retired']}")
+    return 1 if any(r["errors"] for r in out["keyrings"]) else 0
 
 
 def _profile_register(reg: argparse.ArgumentParser) -> None:
