@@ -29,6 +29,7 @@ class LocalFederation:
     release_after_s: float | None = None  # prefork launcher: shed warm imports after this idle time
     superlink_poll_s: float | None = None  # the SuperLink's SuperExec poll (None: poll_interval_s)
     events_key_file: Path | None = None  # the portal's run-events key (portal tests)
+    serverapp_launcher: str | None = None  # "prefork" / "flower" (None: FEDHAEM_SERVERAPP_PREFORK)
     pki: Pki | None = None
     superlink: SuperLinkHandle | None = None
     nodes: dict[str, SuperNodeHandle] = field(default_factory=dict)
@@ -41,7 +42,8 @@ class LocalFederation:
             self.superlink = start_superlink(self.pki, self.root / "superlink",
                                              poll_interval_s=self.superlink_poll_s or self.poll_interval_s,
                                              tuning=self.tuning,
-                                             events_key_file=self.events_key_file)
+                                             events_key_file=self.events_key_file,
+                                             serverapp_launcher=self.serverapp_launcher)
         except Exception:
             self.close()
             raise

@@ -4,7 +4,9 @@ SuperNode per hospital, each in its own process group with its log in a file.
 Facts about Flower 1.42 this relies on: the SuperLink serves Fleet, Control and Runtime APIs on
 one HTTP port (bound here to 127.0.0.1: the Control API has no authentication in open-source
 Flower); it spawns ``flower-superexec`` / ``flwr-serverapp`` / ``flwr-clientapp`` by name, so the
-venv's bin goes first on PATH; each SuperNode needs its own Runtime API ``--port``.
+venv's bin goes first on PATH; each SuperNode needs its own Runtime API ``--port``. The same fact
+lets the SuperLink spawn FedHaem's warm ServerApp launcher (fl_engine.deploy.serverapp_prefork)
+in place of Flower's SuperExec: a directory whose ``flower-superexec`` runs it goes before the venv.
 """
 from __future__ import annotations
 
@@ -123,17 +125,65 @@ class SuperLinkHandle:
     def stop(self) -> None:
         self.process.stop()
 
+    def serverapp_launcher_pids(self) -> tuple[int | None, int | None]:
+        """(supervisor, warm worker) pids of the prefork ServerApp launcher the SuperLink spawned,
+        None where there is none (yet), from /proc (Linux)."""
+        procs = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                    procs[int(entry)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd)
+                except (OSError, IndexError, ValueError):
+                    continue
+        mod = b"fl_engine.deploy.serverapp_prefork"
+        sup = next((pid for pid, (ppid, cmd) in procs.items()
+                    if ppid == self.process.pid and mod in cmd and b"--worker" not in cmd), None)
+        worker = next((pid for pid, (ppid, cmd) in procs.items()
+                       if sup is not None and ppid == sup and mod in cmd and b"--worker" in cmd), None)
+        return sup, worker
+
 
 # how often a SuperLink's SuperExec asks for a ServerApp to launch, as the portal deploys it: once
 # per run start, so a slower poll costs at most this much at the start of a run and saves the idle
 # SuperLink ~15% of a core over 0.1 s (3 idle nodes, process CPU: 16.4% + 6.3% -> 6.2% + 1.5% at 1 s)
 SERVERAPP_POLL_S = 0.5
 
+# "prefork": FedHaem's warm ServerApp launcher; "flower": Flower's SuperExec (a fresh
+# flwr-serverapp process per run). Default when start_superlink is not told: this variable.
+SERVERAPP_LAUNCHER_ENV = "FEDHAEM_SERVERAPP_PREFORK"
+SERVERAPP_LAUNCHERS = ("prefork", "flower")
+
+
+def serverapp_launcher_default() -> str:
+    """The ServerApp launcher FEDHAEM_SERVERAPP_PREFORK asks for: "1" prefork, "0" or unset flower."""
+    raw = os.environ.get(SERVERAPP_LAUNCHER_ENV, "").strip()
+    if raw not in ("", "0", "1"):
+        raise RuntimeError(f"{SERVERAPP_LAUNCHER_ENV}={raw!r} must be 1 (prefork) or 0 (Flower's SuperExec)")
+    return "prefork" if raw == "1" else "flower"
+
+
+def serverapp_launcher_bin(directory: str | Path) -> Path:
+    """A directory holding a ``flower-superexec`` that runs fl_engine.deploy.serverapp_prefork
+    with the SuperLink's arguments; put first on the SuperLink's PATH."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    shim = directory / "flower-superexec"
+    text = f'#!/bin/sh\nexec "{sys.executable}" -m fl_engine.deploy.serverapp_prefork "$@"\n'
+    if not shim.exists() or shim.read_text() != text:
+        tmp = shim.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(shim)
+    return directory
+
 
 def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
                     database: str | Path | None = None, flwr_home: str | Path | None = None,
                     poll_interval_s: float | None = 0.1, tuning: bool = False,
-                    wait_s: float = 30.0, events_key_file: str | Path | None = None) -> SuperLinkHandle:
+                    wait_s: float = 30.0, events_key_file: str | Path | None = None,
+                    serverapp_launcher: str | None = None) -> SuperLinkHandle:
     """Start a SuperLink on 127.0.0.1:`port` with TLS and SuperNode authentication.
 
     `database`: SQLite file for runs and nodes (None = in memory). `poll_interval_s` sets
@@ -141,7 +191,14 @@ def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
     `tuning`: the ServerApp applies fl_engine.deploy.flower_tuning (off by default).
     `events_key_file`: the key with which ServerApps sign their run events for the portal
     (fl_engine.federation.events); without it the portal replays events from the run's log.
+    `serverapp_launcher`: "prefork" (fl_engine.deploy.serverapp_prefork: ServerApps forked from a
+    warm process, ~2 s less per run start) or "flower" (Flower's SuperExec); None: the
+    FEDHAEM_SERVERAPP_PREFORK environment variable (serverapp_launcher_default). Either way the
+    SuperLink spawns, owns and stops the launcher.
     """
+    launcher = serverapp_launcher or serverapp_launcher_default()
+    if launcher not in SERVERAPP_LAUNCHERS:
+        raise ValueError(f"serverapp_launcher must be one of {SERVERAPP_LAUNCHERS}, got {launcher!r}")
     port = port or free_port()
     log_dir = Path(log_dir)
     args = [str(VENV_BIN / "flower-superlink"),
@@ -156,8 +213,10 @@ def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
         extra["FEDHAEM_FLOWER_TUNING"] = "1"
     if events_key_file:
         extra["FEDHAEM_RUN_EVENTS_KEY_FILE"] = str(Path(events_key_file).resolve())
-    proc = ManagedProcess.start("superlink", args, log_dir / "superlink.log",
-                                flower_env(flwr_home or log_dir / "flwr-superlink", extra))
+    env = flower_env(flwr_home or log_dir / "flwr-superlink", extra)
+    if launcher == "prefork":
+        env["PATH"] = f"{serverapp_launcher_bin(log_dir / 'serverapp-launcher-bin')}{os.pathsep}{env['PATH']}"
+    proc = ManagedProcess.start("superlink", args, log_dir / "superlink.log", env)
     handle = SuperLinkHandle(f"127.0.0.1:{port}", pki.ca_cert, proc)
     try:
         wait_until(lambda: superlink_up(handle.address, pki.ca_cert), wait_s,
