@@ -43,7 +43,8 @@
         header rewrite per file); --new-key first adds a fresh KEK to the key file and makes it
         current; --retire drops an old KEK once no file is under it.
     fedhaem-node etl|map-check|report|register ...   (the node operator's commands of etl.cli;
-        etl, report and register use the node's keyring: what they write is encrypted at rest)
+        etl, report and register use the keyring of --data-dir or --home/--profile: what they
+        write is encrypted at rest)
 """
 from __future__ import annotations
 
@@ -452,11 +453,33 @@ def build_parser() -> argparse.ArgumentParser:
         a.set_defaults(func=func)
     add_subcommands(sub, keyring=_node_keyring)
     for name in ("etl", "report"):
-        sub.choices[name].add_argument("--data-dir", default=None,
-                                       help="the node's data folder, whose keyring encrypts (default "
-                                            "$FEDHAEM_NODE_DATA_DIR or ./node-data)")
+        _profile_keyring(sub.choices[name])
     _profile_register(sub.choices["register"])
     return p
+
+
+def _profile_keyring(cmd: argparse.ArgumentParser) -> None:
+    """`--data-dir` or `--home HOME --profile NAME` on etl / report: whose keyring encrypts the
+    ETL output (use the registry it will be registered into)."""
+    cmd.add_argument("--data-dir", default=None, help="the node's data folder, whose keyring encrypts "
+                                                      "(default $FEDHAEM_NODE_DATA_DIR or ./node-data)")
+    cmd.add_argument("--home", default=None, help="node home: with --profile, use that profile's keyring")
+    cmd.add_argument("--profile", default=None, help="the manager profile whose keyring encrypts")
+    inner = cmd.get_default("func")
+
+    def run(args) -> int:
+        if args.home or args.profile:
+            if not (args.home and args.profile) or args.data_dir:
+                print("error: --home and --profile go together, instead of --data-dir", file=sys.stderr)
+                return 2
+            try:
+                args.data_dir = str(load_profile(args.home, args.profile).data_dir)
+            except ProfileError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        return inner(args)
+
+    cmd.set_defaults(func=run)
 
 
 def _node_keyring(args):

@@ -19,10 +19,12 @@ from etl.table import fingerprint
 from fedhaem_kernel import atrest
 from fedhaem_kernel.atrest import KeyringError, LocalKeyring, MissingKeyring, TamperedFile, UnknownKey
 from fl_engine.cohort import generate_scd_cohort
+from fl_engine.deploy.pki import ensure_dev_pki
 from fl_engine.node.cli import main
 from fl_engine.node.datasets import (
     ENCRYPTION_ENV, KEYS_ENV, KEYS_FILE_ENV, keyring_path, load_dataset, open_registry, register_table,
 )
+from fl_engine.node.profiles import add_profile
 
 N = 120
 
@@ -256,3 +258,21 @@ def test_keys_from_the_environment_and_encryption_switched_off(tmp_path, cohort,
     monkeypatch.setenv(ENCRYPTION_ENV, "maybe")
     with pytest.raises(KeyringError, match=ENCRYPTION_ENV):
         load_dataset(tmp_path / "data", "scd")
+
+
+def test_a_profile_keyring_encrypts_the_etl_output_it_registers(tmp_path, export, capsys):
+    csv, mapping = export
+    token = tmp_path / "tok"
+    token.write_text("t\n")
+    home = tmp_path / "home"
+    prof = add_profile(home, "onco", manager="https://a.example", superlink="127.0.0.1:9092",
+                       root_certificates=ensure_dev_pki(tmp_path / "pki").ca_cert, token_file=token,
+                       node_name="hosp-x")
+    out = tmp_path / "o"
+    assert main(["etl", "--use-case", "scd", "--source", str(csv), "--mapping", str(mapping), "--out", str(out),
+                 "--home", str(home), "--profile", "onco"]) == 0
+    assert main(["register", "--name", "scd", "--dataset", str(out), "--home", str(home), "--profile", "onco",
+                 "--no-announce"]) == 0
+    assert (prof.folder / "secrets" / "at_rest_keys.json").is_file()
+    assert atrest.is_encrypted(prof.data_dir / "datasets" / "scd" / "v1" / "table.parquet")
+    assert main(["report", str(out), "--home", str(home), "--profile", "onco", "--json"]) == 0
