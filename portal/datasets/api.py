@@ -1,5 +1,7 @@
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -7,18 +9,61 @@ from portal.core.api import exception_handler, perms_required
 from portal.core.choices import UseCase
 from portal.datasets import metadata, services
 from portal.datasets.models import Dataset
-from portal.datasets.selectors import datasets_visible_to
+from fl_engine.node import policy as node_policy
+from portal.datasets.selectors import can_register, datasets_visible_to
 from portal.nodes.models import WorkerNode
+from portal.nodes.selectors import local_limits_for
 
 
 class DatasetSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name", read_only=True)
     organisation = serializers.CharField(source="node.organisation.code", read_only=True)
+    registered = serializers.SerializerMethodField()
+    catalogued_by = serializers.CharField(source="catalogued_by.username", read_only=True, default=None)
 
     class Meta:
         model = Dataset
         fields = ["id", "node", "organisation", "name", "version", "use_case", "cdm_version",
-                  "patient_count", "feature_schema", "quality_report", "fingerprint", "registered_at"]
+                  "patient_count", "feature_schema", "quality_report", "fingerprint", "registered_at",
+                  "registered", "title", "clinical_description", "inclusion_start", "inclusion_end", "contact",
+                  "policy", "catalogued_at", "catalogued_by"]
+
+    def get_registered(self, ds) -> bool:
+        """In the catalogue: a clinician of its hospital registered it (`registered_at` is the announcement)."""
+        return ds.catalogued_at is not None
+
+
+@extend_schema_field({"type": "object", "description": "The dataset's use policy (fl_engine.node.policy): "
+                     "sensitivity, consent_scope, purposes, require_dp, min_cell_count, expires_on."})
+class PolicyField(serializers.JSONField):
+    def to_internal_value(self, data):
+        try:
+            policy = node_policy.validate_policy(super().to_internal_value(data))
+        except node_policy.PolicyError as exc:
+            raise serializers.ValidationError({f: [r] for f, r in exc.problems}) from None
+        if not policy["purposes"]:
+            raise serializers.ValidationError({"purposes": ["allow at least one purpose"]})
+        return policy
+
+
+class RegistrationSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    clinical_description = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    inclusion_start = serializers.DateField(required=False, allow_null=True, default=None)
+    inclusion_end = serializers.DateField(required=False, allow_null=True, default=None)
+    contact = serializers.CharField(max_length=200)
+    policy = PolicyField()
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({k[:80]: "unknown field" for k in unknown[:20]})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        if attrs.get("inclusion_start") and attrs.get("inclusion_end") and attrs["inclusion_start"] > attrs["inclusion_end"]:
+            raise serializers.ValidationError({"inclusion_end": "before the inclusion start"})
+        return attrs
 
 
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
@@ -34,7 +79,38 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
         use_case = self.request.query_params.get("use_case")
         if use_case:
             qs = qs.filter(use_case=use_case.upper())
+        registered = self.request.query_params.get("registered")
+        if registered in ("true", "false"):
+            qs = qs.filter(catalogued_at__isnull=registered == "false")
         return qs
+
+    @extend_schema(request=RegistrationSerializer, responses={200: DatasetSerializer})
+    @action(detail=True, methods=["post"], url_path="registration")
+    def registration(self, request, pk=None):
+        """Register an announced dataset (it enters the catalogue) or change its registration:
+        a clinician of the hospital holding it; audited with the policy before and after."""
+        ds = self.get_object()
+        if not can_register(request.user, ds):
+            raise PermissionDenied("only a clinician of the hospital holding this dataset may register it")
+        ser = RegistrationSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = dict(ser.validated_data)
+        policy = data.pop("policy")
+        try:
+            ds = services.register(request.user, ds, data, policy)
+        except services.RegistrationRefused as exc:
+            return Response({"detail": str(exc)}, status=400)
+        return Response(DatasetSerializer(ds).data)
+
+    @extend_schema(responses={200: {"type": "object"}})
+    @action(detail=True, methods=["get"], url_path="node-limits")
+    def node_limits(self, request, pk=None):
+        """The node's own limits for this dataset (the operator's policy file, as the node
+        announced it) and the policy the node applies: the stricter of both."""
+        ds = self.get_object()
+        limits = local_limits_for(ds.node, ds.name) or {}
+        return Response({"limits": limits, "registered_policy": ds.policy,
+                         "effective": node_policy.stricter(ds.policy or node_policy.DEFAULT_POLICY, limits)})
 
 
 @extend_schema_field({"type": "object", "description": "Counts, fractions and per-column completeness and "

@@ -5,10 +5,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from fl_engine.node import policy as node_policy
-from portal.accounts.roles import CLINICIAN, user_roles
 from portal.audit.services import record
 from portal.datasets.metadata import row_shaped_paths, validate_quality_summary
 from portal.datasets.models import Dataset
+from portal.datasets.selectors import can_register
 
 
 class DatasetConflict(Exception):
@@ -61,21 +61,27 @@ REGISTRATION_FIELDS = ("title", "clinical_description", "inclusion_start", "incl
 def register(actor, ds: Dataset, data: dict, policy: dict) -> Dataset:
     """A clinician of the node's hospital registers an announced dataset (or changes its
     registration): descriptive fields and the policy (fl_engine.node.policy) the node will
-    apply. Audited with the policy before and after; nothing changes on a refusal."""
-    if CLINICIAN not in user_roles(actor) or getattr(actor, "organisation_id", None) != ds.node.organisation_id:
+    apply. The dataset enters the catalogue at its first registration. Audited with the fields
+    and the policy before and after; nothing changes on a refusal."""
+    if not can_register(actor, ds):
         raise RegistrationRefused("only a clinician of the hospital holding the dataset may register it")
     try:
         clean = node_policy.validate_policy(policy)
     except node_policy.PolicyError as exc:
         raise RegistrationRefused(str(exc)) from None
-    start, end = data.get("inclusion_start"), data.get("inclusion_end")
+    if not clean["purposes"]:
+        raise RegistrationRefused("purposes: allow at least one purpose, or leave the dataset unregistered")
+    start = data.get("inclusion_start", ds.inclusion_start)
+    end = data.get("inclusion_end", ds.inclusion_end)
     if start and end and start > end:
         raise RegistrationRefused("inclusion_end: before the inclusion start")
-    if not str(data.get("title", ds.title)).strip():
-        raise RegistrationRefused("title: required")
+    for k in ("title", "contact"):
+        if not str(data.get(k, getattr(ds, k)) or "").strip():
+            raise RegistrationRefused(f"{k}: required")
     with transaction.atomic():
         ds = Dataset.objects.select_for_update().get(pk=ds.pk)
         before = ds.policy
+        changed = sorted(k for k in REGISTRATION_FIELDS if k in data and data[k] != getattr(ds, k))
         for k in REGISTRATION_FIELDS:
             if k in data:
                 setattr(ds, k, data[k])
@@ -85,6 +91,6 @@ def register(actor, ds: Dataset, data: dict, policy: dict) -> Dataset:
             ds.catalogued_by, ds.catalogued_at = actor, timezone.now()
         ds.save()
         record(actor, "dataset.register" if first else "dataset.registration_change", ds,
-               {"fields": sorted(k for k in REGISTRATION_FIELDS if k in data),
+               {"fields": sorted(k for k in REGISTRATION_FIELDS if k in data), "changed": changed,
                 "policy_before": before, "policy": clean})
     return ds

@@ -4,6 +4,8 @@ role. Their shared password is generated at first start into var/secrets/ (never
 PEOPLE = [
     # username, given name, family name, roles, organisation
     ("clinician", "Clara", "Ruiz", ["clinician"], "hosp-a"),
+    ("clinicianb", "Bruno", "Costa", ["clinician"], "hosp-b"),  # registers hospital B's datasets
+    ("clinicianc", "Chiara", "Conti", ["clinician"], "hosp-c"),
     ("coordinator", "Marco", "Bianchi", ["coordinator"], "hosp-a"),
     ("datamanager", "Dana", "Keller", ["data_manager"], "hosp-a"),
     ("nodeoperator", "Otto", "Lind", ["node_operator"], "hosp-a"),

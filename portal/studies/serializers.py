@@ -5,6 +5,7 @@ from fedhaem_kernel.schema import SCHEMAS
 from fl_engine.analytics.settings import validate_analysis
 from portal.core.choices import UseCase
 from portal.datasets.models import Dataset
+from portal.datasets.selectors import datasets_visible_to
 from portal.studies.config import (ROUNDS, DATASETS_MAX, DESCRIPTION_MAX, FEATURE_NAME_MAX, FEATURES_MAX, PARAMS_BY_KIND,
                                    PrivacyOptions, model_privacy_error, validate_hyperparameters, validate_privacy)
 from portal.studies.lifecycle import missed_phases
@@ -67,6 +68,19 @@ class StudySerializer(serializers.ModelSerializer):
         if isinstance(ids, list) and len(ids) > DATASETS_MAX:
             raise serializers.ValidationError({"datasets": [f"at most {DATASETS_MAX} datasets, got {len(ids)}"]})
         return super().to_internal_value(data)
+
+    def validate_datasets(self, datasets):
+        """Only datasets the requesting user sees: the catalogue's, and the own hospital's
+        announcements. Another hospital's unregistered announcement reads as a missing id."""
+        request = self.context.get("request")
+        if request is None or not datasets:
+            return datasets
+        keep = set(self.instance.datasets.values_list("pk", flat=True)) if self.instance else set()
+        seen = set(datasets_visible_to(request.user).filter(pk__in=[d.pk for d in datasets]).values_list("pk", flat=True))
+        hidden = [d.pk for d in datasets if d.pk not in seen | keep]
+        if hidden:
+            raise serializers.ValidationError([f'Invalid pk "{pk}" - object does not exist.' for pk in hidden])
+        return datasets
 
     def validate_rounds(self, v):
         why = ROUNDS.check(v)

@@ -156,7 +156,8 @@ def people(transactional_db):
     out = {}
     for username, given, family, roles, org in PEOPLE:
         organisation, _ = Organisation.objects.get_or_create(
-            code=org, defaults={"name": {"hosp-a": "Hospital A", "hosp-z": "Hospital Z"}.get(org, org)})
+            code=org, defaults={"name": {"hosp-a": "Hospital A", "hosp-b": "Hospital B", "hosp-c": "Hospital C",
+                                         "hosp-z": "Hospital Z"}.get(org, org)})
         user = User.objects.create_user(username, first_name=given, last_name=family, organisation=organisation)
         set_user_roles(user, roles)
         out[username] = User.objects.get(pk=user.pk)

@@ -127,8 +127,12 @@ def test_node_operator_sees_their_node_and_datasets_only(world, login):
     home = page.content()
     assert "Your datasets" in home and "312 patients" in home and "hosp-z-node" not in home
     page.get_by_role("link", name="Datasets").first.click()
+    # the node's announcement is not in the catalogue until a clinician of the hospital registers it
+    assert "312 patients" not in page.locator("tbody").inner_text()
+    page.locator("#waiting").get_by_role("link", name="Register a dataset").click()
     rows = page.locator("tbody tr")
     assert rows.count() == 1 and "312 patients" in rows.first.inner_text()
+    assert "a clinician of" in rows.first.inner_text()  # a node operator does not register it
     page.get_by_role("link", name="Nodes").first.click()
     assert page.locator("#node-hosp-a-node").is_visible()
     assert page.locator("#node-hosp-z-node").count() == 0

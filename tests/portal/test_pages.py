@@ -176,8 +176,11 @@ def test_admin_approves_and_revokes_nodes(world, personas, browse):
 def test_node_operator_sees_own_hospital_only(world, personas, browse):
     html = browse(personas["node_operator"]).get("/nodes/").content.decode()
     assert "hosp-a-node" in html and "hosp-z-node" not in html
-    html = browse(personas["node_operator"]).get("/datasets/").content.decode()
+    # its hospital's announcement waits for registration: listed for registration, not yet in the catalogue
+    html = browse(personas["node_operator"]).get("/datasets/register/").content.decode()
     assert "312 patients" in html and "95 patients" not in html
+    html = browse(personas["node_operator"]).get("/datasets/").content.decode()
+    assert "312 patients" not in html and 'id="waiting"' in html
     out = browse(personas["outsider"]).get("/nodes/").content.decode()
     assert "hosp-a-node" not in out
 
