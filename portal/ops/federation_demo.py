@@ -35,6 +35,14 @@ SCD_STUDY_TITLE = "Demo: SCD registry description (analysis)"
 SCD_COHORT_SIZE = 1500
 # what a haematologist asks first of a sickle cell registry: the cohort by genotype, its survival
 # curves, the log-rank test and a Cox model stratified by hospital
+# The demo hospitals' clinicians register their datasets (portal.devidp.people). Hospital A's SCD
+# dataset is left announced, not registered, for the demo's clinician to register from the
+# "Register a dataset" page.
+REGISTRARS = {"hosp-a": "clinician", "hosp-b": "clinicianb", "hosp-c": "clinicianc"}
+LEFT_TO_REGISTER = {("hosp-a", "scd-demo")}
+DEMO_POLICY = {"sensitivity": "general", "consent_scope": "fine_grained",
+               "purposes": ["analysis", "synthesis", "training"], "require_dp": False, "min_cell_count": 0,
+               "expires_on": None}
 SCD_ANALYSIS = {"group_by": "genotype", "covariates": ["age", "sex", "hb", "hbf"], "cox_stratified": True,
                 "time_step_months": 3.0}
 
@@ -89,8 +97,23 @@ def _announced(dataset: str) -> list:
         node = WorkerNode.objects.get(name=name)
         entry = DatasetRegistry(node_dir(name) / "data").get(dataset)
         ds, _ = dataset_services.announce(node, node.service_user, {**entry.announcement()})
+        if ds.catalogued_at is None and (name, dataset) not in LEFT_TO_REGISTER:
+            ds = _register_for_demo(ds, name)
         datasets.append(ds)
     return datasets
+
+
+def _register_for_demo(ds, hospital: str):
+    """Hospital `hospital`'s demo clinician registers the announced dataset (audited as such)."""
+    clinician = get_user_model().objects.filter(username=REGISTRARS.get(hospital, ""),
+                                                organisation__code=hospital).first()
+    if clinician is None:  # the people are seeded by `seed_demo`; without them the dataset stays announced
+        return ds
+    label = {"MDS": "myelodysplastic syndromes", "SCD": "sickle cell disease"}.get(ds.use_case, ds.use_case)
+    return dataset_services.register(clinician, ds, {
+        "title": f"Demo {label} cohort, {hospital}",
+        "clinical_description": f"Generated {label} patients of {hospital} (demo data, not patients).",
+        "contact": f"{clinician.username}@{hospital}.example.org"}, DEMO_POLICY)
 
 
 def ensure_demo_study(echo=print) -> None:
