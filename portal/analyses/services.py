@@ -19,6 +19,7 @@ from portal.audit.services import record
 from portal.core.live import publish_run
 from portal.studies import lifecycle
 from portal.studies import services as study_services
+from portal.studies.config import flower_privacy
 from portal.studies.models import Run, Study
 from portal.studies.selectors import dataset_compatibility_errors
 
@@ -60,7 +61,10 @@ def start_analysis_run(actor, study: Study) -> Run:
     datasets = list(study.datasets.select_related("node"))
     if not datasets:
         raise AnalysisRefused("the study has no participating dataset")
-    problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, [], [])
+    # the study's privacy settings and this run's purpose: every policy reason the nodes would give
+    # (purpose not allowed, minimum cell count, expiry) refuses the run here, with the remedy
+    problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, [], [],
+                                            privacy=flower_privacy(study.privacy), purpose="analysis")
     if problems:
         raise AnalysisRefused("; ".join(problems))
     names = {d.name for d in datasets}
@@ -69,7 +73,7 @@ def start_analysis_run(actor, study: Study) -> Run:
     if len(datasets) < study.min_nodes:
         raise AnalysisRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
     try:
-        study_services.check_startable(study, datasets)
+        study_services.check_startable(study, datasets, "analysis")
         participants = study_services.run_participants(datasets)
     except study_services.RunRefused as exc:
         raise AnalysisRefused(str(exc)) from None

@@ -15,6 +15,7 @@ from portal.audit.services import record
 from portal.core.live import publish_run
 from portal.studies import lifecycle
 from portal.studies import services as study_services
+from portal.studies.config import flower_privacy
 from portal.studies.models import Run
 from portal.studies.selectors import dataset_compatibility_errors
 from portal.synthesis.models import SyntheticCohort
@@ -147,7 +148,10 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
     datasets = list(study.datasets.select_related("node"))
     if not datasets:
         raise GenerationRefused("the study has no participating dataset")
-    problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, columns, [])
+    # the study's privacy settings and this run's purpose: every policy reason the nodes would give
+    # (purpose not allowed, minimum cell count, expiry) refuses the run here, with the remedy
+    problems = dataset_compatibility_errors(datasets, study.use_case, study.endpoint, columns, [],
+                                            privacy=flower_privacy(study.privacy), purpose="synthesis")
     if problems:
         raise GenerationRefused("; ".join(problems))
     if len({d.name for d in datasets}) != 1:
@@ -155,7 +159,7 @@ def start_generation_run(actor, study, *, generator: str, rounds: int, local_epo
     if len(datasets) < study.min_nodes:
         raise GenerationRefused(f"{len(datasets)} dataset(s) selected, fewer than the minimum of {study.min_nodes} nodes")
     try:
-        study_services.check_startable(study, datasets)
+        study_services.check_startable(study, datasets, "synthesis")
         participants = study_services.run_participants(datasets)
     except study_services.RunRefused as exc:
         raise GenerationRefused(str(exc)) from None

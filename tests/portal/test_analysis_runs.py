@@ -441,3 +441,27 @@ def test_category_shares_are_left_out_where_a_cell_is_suppressed():
     rows = {(r["name"], r["category"]): r for r in describe_rows(rep)}
     assert rows[("all hospitals", "HbSS")]["share"] == pytest.approx(2 / 3)
     assert rows[("h1", "HbSS")]["share"] is None and rows[("h1", "HbSC")]["count"] is None
+
+
+def test_an_analysis_start_is_judged_by_the_datasets_policy_for_the_analysis_purpose(study, personas):
+    """Broad consent that allows analysis starts an analysis without a per-study approval; a
+    policy without the analysis purpose, or with a higher minimum cell count than the study's,
+    refuses the start with the reason and the remedy, and stores no run."""
+    from fl_engine.node.policy import validate_policy
+    from portal.analyses import services
+    from portal.studies.models import Run
+
+    ds = study.datasets.get()
+    ds.policy = validate_policy({"consent_scope": "broad", "purposes": ["training"]})
+    ds.save(update_fields=["policy"])
+    with pytest.raises(services.AnalysisRefused, match="analysis"):
+        services.start_analysis_run(personas["coordinator"], study)
+    ds.policy = validate_policy({"consent_scope": "broad", "purposes": ["analysis"], "min_cell_count": 50})
+    ds.save(update_fields=["policy"])
+    with pytest.raises(services.AnalysisRefused, match="50"):
+        services.start_analysis_run(personas["coordinator"], study)
+    assert not Run.objects.filter(study=study).exists()
+    ds.policy = validate_policy({"consent_scope": "broad", "purposes": ["analysis"]})
+    ds.save(update_fields=["policy"])
+    run = services.start_analysis_run(personas["coordinator"], study)  # no approval decided: broad consent
+    assert run.kind == "analysis" and not study.approvals.exists()
