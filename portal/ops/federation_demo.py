@@ -11,11 +11,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from etl.registry import DatasetRegistry
 from fl_engine.analytics.settings import validate_analysis
 from fl_engine.cohort import generate_mds_cohort, generate_scd_cohort, split_nodes
 from fl_engine.deploy.pki import ensure_dev_pki, ensure_node_keys
 from fl_engine.deploy.processes import SERVERAPP_POLL_S, start_superlink
+from fl_engine.node.datasets import metadata_registry, open_registry
 from portal.accounts.models import Organisation
 from portal.audit.services import record
 from portal.datasets import services as dataset_services
@@ -53,7 +53,8 @@ def node_dir(name: str) -> Path:
 
 def prepare_node_data(echo=print) -> None:
     """Generate the cohorts once and register each hospital's share in its own local registry."""
-    registries = {name: DatasetRegistry(node_dir(name) / "data") for name, _ in NODES}
+    # each node's own registry with its keyring: the tables are encrypted at rest (docs/encryption-at-rest.md)
+    registries = {name: open_registry(node_dir(name) / "data") for name, _ in NODES}
     for dataset, use_case, make, size in ((DATASET, "MDS", generate_mds_cohort, COHORT_SIZE),
                                           (SCD_DATASET, "SCD", generate_scd_cohort, SCD_COHORT_SIZE)):
         if all(any(e.name == dataset for e in r.list()) for r in registries.values()):
@@ -95,7 +96,7 @@ def _announced(dataset: str) -> list:
     datasets = []
     for name, _ in NODES:
         node = WorkerNode.objects.get(name=name)
-        entry = DatasetRegistry(node_dir(name) / "data").get(dataset)
+        entry = metadata_registry(node_dir(name) / "data").get(dataset)
         ds, _ = dataset_services.announce(node, node.service_user, {**entry.announcement()})
         if ds.catalogued_at is None and (name, dataset) not in LEFT_TO_REGISTER:
             ds = _register_for_demo(ds, name)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from etl.registry import DatasetRegistry
+from fl_engine.node.datasets import open_registry
 from fl_engine.federation.config import parse_contract
 from fl_engine.federation.executor import run_in_process
 from portal.audit.services import record
@@ -205,7 +205,7 @@ def load_tables(capsule: dict, registry_dirs: dict[str, Path]) -> dict[str, pd.D
         folder = registry_dirs.get(d["node"])
         if folder is None or not Path(folder).is_dir():
             raise CapsuleError(f"node {d['node']}: no local dataset registry at {folder}")
-        reg = DatasetRegistry(folder)
+        reg = open_registry(folder)  # with the node's keyring: its tables are encrypted at rest
         hits = [e for e in reg.list() if e.name == d["name"] and e.fingerprint == d["fingerprint"]]
         if not hits:
             held = ", ".join(f"v{e.version} {e.fingerprint[:12]}" for e in reg.list() if e.name == d["name"]) or "none"

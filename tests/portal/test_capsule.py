@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from etl.registry import DatasetRegistry
+from fl_engine.node.datasets import open_registry
 from fl_engine.federation.config import parse_contract
 from fl_engine.federation.events import EventSink
 from fl_engine.federation.executor import LocalTransport
@@ -38,7 +38,7 @@ def finished_model(personas, settings, tmp_path):
         node_services.approve_node(personas["administrator"], node)
         WorkerNode.objects.filter(pk=node.pk).update(flower_node_id=str(9100000000000000000 + i))
         node.refresh_from_db()
-        reg = DatasetRegistry(federation_demo.node_dir(name) / "data")
+        reg = open_registry(federation_demo.node_dir(name) / "data")  # the node's keyring: encrypted tables
         ds, _ = dataset_services.announce(node, node.service_user, reg.get(federation_demo.DATASET).announcement())
         datasets.append(ds)
         tables[name] = reg.load_table(federation_demo.DATASET)
