@@ -66,6 +66,7 @@ from fl_engine.deploy.processes import start_supernode
 from fl_engine.node.budget import DEFAULT_DELTA_BUDGET, LedgerError, home_ledger_dir, set_budget, summary
 from fl_engine.node.datasets import (encryption_on, list_datasets, migrate_plaintext, node_keyring,
                                      rotate_keys)
+from fl_engine.node import policy as node_policy
 from fl_engine.node.heartbeat import heartbeat_payload, send_heartbeat
 from fl_engine.node.profiles import ProfileError, add_profile, load_profile, load_profiles, profile_state
 from fl_engine.scores.conventional import COVERAGE_MIN, LABELS, coverage_report
@@ -86,9 +87,12 @@ class _Served:
     """One SuperNode this start process supervises: its manager, token, registry and back-off
     (one per manager profile; the single-manager flags make one without a profile)."""
 
-    def __init__(self, name, manager, token, data_dir, start, profile=None):
+    def __init__(self, name, manager, token, data_dir, start, profile=None, node_options=None):
         self.name, self.manager, self.token, self.data_dir = name, manager, token, Path(data_dir)
         self.start, self.profile = start, profile
+        # the SuperNode's node config as its ClientApps read it: the heartbeat reports the same
+        # privacy ledger and the same policy-file limits the ClientApps apply
+        self.node_cfg = {"data-dir": str(Path(data_dir).resolve()), **(node_options or {})}
         self.node = None
         self.restarts, self.up_since, self.restart_at, self.next_beat = 0, 0.0, None, 0.0
 
@@ -98,7 +102,8 @@ class _Served:
 
     def beat(self, status: str) -> None:
         node_id = self.node.node_id() if self.node is not None else None
-        send_heartbeat(self.manager, self.token, heartbeat_payload(self.name, self.data_dir, status, node_id))
+        send_heartbeat(self.manager, self.token,
+                       heartbeat_payload(self.name, self.data_dir, status, node_id, node_cfg=self.node_cfg))
         if self.profile is not None:
             pid = self.node.process.pid if self.node is not None and self.node.process.popen else None
             self.profile.write_status(state=status, pid=os.getpid(), supernode_pid=pid, flower_node_id=node_id,
@@ -121,13 +126,15 @@ def _served_from_flags(args) -> _Served | int:
     state_dir = Path(args.state_dir or data_dir.parent / f".fedhaem-node-{name}")
     options = {"manager": args.manager,
                "token-file": str(Path(args.token_file).resolve()) if args.token_file else ""}
+    if args.policy_file:
+        options["policy-file"] = str(Path(args.policy_file).resolve())
 
     def start():
         return start_supernode(name, args.superlink, args.root_certificates, keys.private_key, data_dir,
                                state_dir, runtime_port=args.port, launcher=args.launcher,
                                tuning=args.flower_tuning, release_after_s=args.release_after,
                                node_options=options)
-    return _Served(name, args.manager, token, data_dir, start)
+    return _Served(name, args.manager, token, data_dir, start, node_options=options)
 
 
 def _served_from_home(args) -> list[_Served] | int:
@@ -153,13 +160,34 @@ def _served_from_home(args) -> list[_Served] | int:
             return start_supernode(prof.config.node_name, prof.config.superlink, prof.root_certificates,
                                    node_key_paths(prof.key_dir).private_key, prof.data_dir, prof.state_dir,
                                    launcher=args.launcher, tuning=args.flower_tuning,
-                                   release_after_s=args.release_after, node_options=prof.node_options())
+                                   release_after_s=args.release_after,
+                                   node_options=_with_policy_file(prof.node_options(), args.policy_file))
         served.append(_Served(prof.config.node_name, prof.config.manager, prof.token(), prof.data_dir, start,
-                              profile=prof))
+                              profile=prof, node_options=_with_policy_file(prof.node_options(), args.policy_file)))
     return served
 
 
+def _with_policy_file(options: dict, policy_file: str | None) -> dict:
+    """The node options with the operator's local policy limits (`--policy-file`), if given."""
+    return {**options, "policy-file": str(Path(policy_file).resolve())} if policy_file else options
+
+
+def _check_policy_file(path: str | None) -> str | None:
+    """Why the policy-file cannot be used (named), or None: checked before any SuperNode starts."""
+    if not path:
+        return None
+    try:
+        node_policy.read_limits_file({"policy-file": str(Path(path).resolve())})
+    except node_policy.PolicyError as err:
+        return f"--policy-file: {err}"
+    return None
+
+
 def cmd_start(args) -> int:
+    why = _check_policy_file(args.policy_file)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     if args.home:
         clash = [f for f in ("manager", "superlink", "key_dir", "data_dir", "token_file", "root_certificates",
                              "name", "state_dir") if getattr(args, f)]
@@ -391,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shorten Flower 1.42's fixed SuperNode waits (fl_engine/deploy/flower_tuning.py; "
                         "on by default, --no-flower-tuning for stock Flower)")
     s.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
+    s.add_argument("--policy-file", default=None,
+                   help="JSON {\"*\" or dataset name: partial policy}: local limits the node applies on top of "
+                        "each dataset's registered policy (the stricter wins); announced to the manager")
     s.add_argument("--state-dir", default=None, help="logs and Flower state (default: next to data dir)")
     s.set_defaults(func=cmd_start)
     pr = sub.add_parser("profile", help="manager profiles of a node home (one per manager)")

@@ -183,7 +183,9 @@ def test_fedhaem_node_start_runs_a_supernode_and_sends_heartbeats(fed, tmp_path,
         control.register_node(keys.public_key, fed.address, name="H4", **fed.conn_kwargs())
     register_table(tmp_path / "data", "mds-local", node_tables["H3"], "MDS")
     (tmp_path / "token").write_text("secret-token\n")
-    p = subprocess.Popen([sys.executable, "-m", "fl_engine.node.cli", "start",
+    limits = {"*": {"min_cell_count": 5}, "mds-local": {"purposes": ["analysis"]}}
+    (tmp_path / "limits.json").write_text(json.dumps(limits))
+    p = subprocess.Popen([sys.executable, "-m", "fl_engine.node.cli", "start", "--policy-file", str(tmp_path / "limits.json"),
                           "--manager", f"http://127.0.0.1:{srv.server_port}", "--superlink", fed.address,
                           "--key-dir", str(tmp_path / "keys"), "--data-dir", str(tmp_path / "data"),
                           "--name", "H4", "--token-file", str(tmp_path / "token"),
@@ -202,6 +204,7 @@ def test_fedhaem_node_start_runs_a_supernode_and_sends_heartbeats(fed, tmp_path,
         assert beat["name"] == "H4" and beat["status"] == "online" and beat["flower_node_id"] == node_id
         assert beat["datasets"][0]["name"] == "mds-local"
         assert beat["datasets"][0]["patient_count"] == len(node_tables["H3"])
+        assert beat["policy_limits"] == limits  # the operator's local limits, announced as the file has them
         online = {n["node-id"] for n in control.list_nodes(fed.address, **fed.conn_kwargs())
                   if n["status"] == "online"}
         assert node_id in online

@@ -199,3 +199,19 @@ def test_partial_limits_merge_field_by_field_and_stay_partial():
         == {"expires_on": "2026-06-30", "consent_scope": "broad"}
     with pytest.raises(PolicyError):
         merge_limits({"mds": {"min_cell_count": -1}}, "mds")
+
+
+def test_fedhaem_node_start_refuses_a_malformed_policy_file_before_starting_anything(tmp_path, capsys):
+    from fl_engine.node import cli
+
+    bad = tmp_path / "limits.json"
+    bad.write_text(json.dumps({"*": {"min_cell_count": "ten"}}))
+    code = cli.main(["start", "--policy-file", str(bad), "--manager", "http://127.0.0.1:9", "--superlink",
+                     "127.0.0.1:9", "--key-dir", str(tmp_path / "keys"), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--policy-file" in err and "min_cell_count" in err
+    assert not (tmp_path / "data").exists()  # nothing started, nothing created
+    bad.write_text("[not json")
+    code = cli.main(["start", "--policy-file", str(bad), "--manager", "http://127.0.0.1:9", "--superlink",
+                     "127.0.0.1:9", "--key-dir", str(tmp_path / "keys"), "--data-dir", str(tmp_path / "data")])
+    assert code == 2 and str(bad) in capsys.readouterr().err
