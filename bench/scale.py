@@ -1,6 +1,7 @@
 """How the federation's cost grows with the number of hospitals, on this machine.
 
     python bench/scale.py [--json] [--nodes 3 10 20 50] [--rounds 3] [--idle-window 30]
+                          [--serverapp-launcher stock|prefork|both] [--repeat 1]
 
 For each size in turn: a real federation on 127.0.0.1 (SuperLink + one SuperNode and prefork
 launcher per hospital, TLS and SuperNode authentication, fl_engine.deploy.flower_tuning on, as
@@ -28,6 +29,12 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
   private_mb_per_idle_node / private_mb_per_busy_node
                            memory only that node's processes hold (shared library pages aside),
                            idle and right after the run
+  rss_superlink_mb         idle resident memory of the SuperLink and its ServerApp launcher
+                           (Flower's SuperExec, or fl_engine.deploy.serverapp_prefork's supervisor
+                           and warm worker: --serverapp-launcher)
+With --serverapp-launcher both, each size is measured with Flower's SuperExec ("stock") and with
+the prefork ServerApp launcher, alternating (stock, prefork, then prefork, stock ...) --repeat
+times, in this one invocation: the A/B of run_start_s and serverapp_start_s on a shared machine.
 and, with 3 in --nodes, portal_vs_engine_ratio: the same 3-hospital study through the portal
 (Celery, run events, MLflow registration) over the engine driven directly
 (bench/federation_overhead.py's measure_portal / measure, tuned_fused), both without the
@@ -151,7 +158,8 @@ def timeline(metrics: Path, t0: float) -> dict:
     return out
 
 
-def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None) -> dict:
+def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None,
+                 serverapp_launcher: str = "stock") -> dict:
     """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
     at a smaller size; when n of them would not fit in the memory available after the idle
     measurement, the run is not started (the machine would swap or kill processes) and the
@@ -159,9 +167,12 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
     cohort = generate_mds_cohort(200 * n, seed=n)
     cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
     tables = {f"H{i + 1:02d}": t for i, t in enumerate(split_nodes(cohort, tuple([1 / n] * n), seed=0))}
-    out: dict = {"nodes": n, "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    out: dict = {"nodes": n, "serverapp_launcher": serverapp_launcher,
+                 "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    shutil.rmtree(root / f"n{n}", ignore_errors=True)  # a repeated size starts afresh
     with LocalFederation(root / f"n{n}", launcher="prefork", poll_interval_s=0.1, tuning=True,
-                         superlink_poll_s=SERVERAPP_POLL_S) as fed:
+                         superlink_poll_s=SERVERAPP_POLL_S,
+                         serverapp_launcher="flower" if serverapp_launcher == "stock" else "prefork") as fed:
         t0 = time.monotonic()
         for name, table in tables.items():
             fed.add_node(name, table, dataset="bench")
@@ -181,6 +192,7 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         out["idle_cpu_per_node_pct"] = round(statistics.mean(per_node), 2)
         out["idle_cpu_per_node_max_pct"] = round(max(per_node), 2)
         out["rss_per_node_mb"] = round(statistics.mean(rss_mb(nodes[k]) + rss_mb(launchers[k]) for k in nodes), 1)
+        out["rss_superlink_mb"] = round(sum(rss_mb(p) for p in tree(fed.superlink.process.pid)), 1)
         out["load_avg_1m_idle"] = round(os.getloadavg()[0], 2)
         echo(f"{n} nodes idle: SuperLink {out['idle_cpu_superlink_pct']}%, per node {out['idle_cpu_per_node_pct']}%, "
              f"{out['rss_per_node_mb']} MB per node")
@@ -195,7 +207,7 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
                     f"{avail / 1024:.1f} GB is available"))
                 echo(f"{n} nodes: run not started: {out['not_run']}")
                 return out
-        metrics = root / f"n{n}-metrics.jsonl"
+        metrics = root / f"n{n}-{serverapp_launcher}-{time.monotonic_ns()}-metrics.jsonl"
         c_link = cpu_s(tree(fed.superlink.process.pid), children=True)
         c_nodes = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
         # node CPU when the first round's record appears: the rounds after it cost the rest
@@ -268,6 +280,10 @@ def main(argv=None) -> int:
                    help="private memory of one busy node assumed before any size has been measured "
                         "(410 MB: SuperNode + warmed launcher, measured here on 2026-12-03); guards "
                         "the first size against running the machine out of memory")
+    p.add_argument("--serverapp-launcher", choices=("stock", "prefork", "both"), default="stock",
+                   help="how the SuperLink launches ServerApps: Flower's SuperExec (stock), FedHaem's "
+                        "warm launcher (prefork), or both alternating (A/B)")
+    p.add_argument("--repeat", type=int, default=1, help="with --serverapp-launcher both: pairs per size")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if any(n < 1 for n in a.nodes):
@@ -277,13 +293,20 @@ def main(argv=None) -> int:
     out: dict = {"cpu_count": os.cpu_count(), "rounds": a.rounds, "sizes": []}
     try:
         warm_mb = a.busy_node_mb
+        if a.serverapp_launcher == "both":  # alternate the order: neither side always goes first
+            order = [x for i in range(max(1, a.repeat)) for x in
+                     (("stock", "prefork") if i % 2 == 0 else ("prefork", "stock"))]
+        else:
+            order = [a.serverapp_launcher]
         for n in sorted(a.nodes):
-            try:
-                out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb))
-                warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
-            except Exception as err:  # keep the sizes measured so far
-                out["sizes"].append({"nodes": n, "completed": False, "error": f"{type(err).__name__}: {err}"})
-            echo(json.dumps(out["sizes"][-1]))
+            for which in order:
+                try:
+                    out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb, which))
+                    warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
+                except Exception as err:  # keep the sizes measured so far
+                    out["sizes"].append({"nodes": n, "serverapp_launcher": which, "completed": False,
+                                         "error": f"{type(err).__name__}: {err}"})
+                echo(json.dumps(out["sizes"][-1]))
         if 3 in a.nodes and not a.no_portal:
             cohort = generate_mds_cohort(1000, seed=0)
             cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
