@@ -351,5 +351,7 @@ def model_archive(actor, mv) -> tuple[str, bytes] | None:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 zf.writestr(str(path.relative_to(folder)), at_rest.read_file(path))
-    record(actor, "model.download", mv)
+    # which version was taken, and under which aliases at that moment (aliases move later)
+    record(actor, "model.download", mv, {"registered_model": mv.registered_model_name, "version": mv.version,
+                                         "aliases": sorted(mv.aliases.values_list("alias", flat=True))})
     return f"{mv.registered_model_name}-v{mv.version}.zip", buf.getvalue()

@@ -185,6 +185,10 @@ def test_downloads_name_the_alias(versions, personas, api, client):
     client.force_login(personas["clinician"])
     page = client.get(f"/models/{v1.pk}/download/")
     assert page.status_code == 200 and f"{NAME}-v1-candidate-champion.zip" in page["Content-Disposition"]
+    # the audit says which version was taken under which aliases at that moment
+    downloads = [e.detail for e in AuditEvent.objects.filter(action="model.download").order_by("pk")]
+    assert [d["aliases"] for d in downloads] == [[], ["candidate", "champion"], ["candidate", "champion"]]
+    assert {d["version"] for d in downloads} == {"1"}
 
 
 def test_model_page_shows_aliases_lineage_and_forms_only_to_coordinators(versions, personas, client, api):
