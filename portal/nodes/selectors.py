@@ -57,3 +57,28 @@ def recorded_run_spend(run) -> list[dict]:
         out.append({"node": d.get("node"), "dataset": d.get("name"), "charge": charge,
                     "reported_at": getattr(node, "privacy_reported_at", None)})
     return out
+
+
+def budget_problems(datasets, epsilon: float, delta: float) -> list[str]:
+    """Why a DP run charging (`epsilon`, `delta`) to each of `datasets` would take one past its
+    privacy budget, as each node last reported its ledger (budget, spent, when), each with the
+    figures; [] when none would. A node that reported nothing is judged at the node only: the
+    ledger is the node's, and its report may lag by one heartbeat."""
+    out = []
+    for ds in datasets:
+        row = dataset_spend(ds.node, ds.name)
+        if not row:
+            continue
+        try:
+            budget_eps, spent_eps = float(row["budget_epsilon"]), float(row["spent_epsilon"])
+            budget_delta, spent_delta = float(row["budget_delta"]), float(row["spent_delta"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if spent_eps + epsilon > budget_eps + 1e-9 or spent_delta + delta > budget_delta * (1 + 1e-9):
+            when = getattr(ds.node, "privacy_reported_at", None)
+            reported = f" (reported {when:%Y-%m-%d %H:%M} UTC)" if when else ""
+            out.append(f"{ds}: its privacy budget is epsilon {budget_eps:g}, delta {budget_delta:g}, of which "
+                       f"epsilon {spent_eps:.3g}, delta {spent_delta:.3g} is spent{reported}; this run would add "
+                       f"epsilon {epsilon:.3g}, delta {delta:g}: raise the DP noise multiplier, run fewer "
+                       "rounds, or ask the hospital's node operator about its budget")
+    return out

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from fl_engine.federation import approval as engine_approval
 from fl_engine.federation import events as run_events
 from fl_engine.federation.config import build_contract
+from fl_engine.federation.privacy import DEFAULT_RUN_DELTA, dp_fedavg_epsilon
 from fl_engine.analytics.settings import validate_analysis
 from fl_engine.node import policy as node_policy
 from portal.audit.services import record
@@ -17,6 +18,7 @@ from portal.core import at_rest
 from portal.core.live import publish_run
 from portal.datasets.models import Dataset
 from portal.nodes.models import WorkerNode
+from portal.nodes.selectors import budget_problems
 from portal.studies import lifecycle, tracking
 from portal.studies.config import flower_privacy
 from portal.studies.lifecycle import RunRefused  # noqa: F401  (the views' one refusal)
@@ -193,6 +195,12 @@ def start_run(actor, study: Study, rounds: int | None = None, comparison: bool =
     rounds = rounds or study.rounds
     if not 1 <= rounds <= study.rounds:
         raise RunRefused(f"rounds must be between 1 and the study's approved {study.rounds}")
+    privacy = flower_privacy(study.privacy)
+    if privacy["dp_enabled"]:  # the nodes' reported ledgers: refuse here what a node would refuse
+        over = budget_problems(datasets, dp_fedavg_epsilon(privacy["dp_noise_multiplier"], rounds, DEFAULT_RUN_DELTA),
+                               DEFAULT_RUN_DELTA)
+        if over:
+            raise RunRefused("; ".join(over))
     participants = run_participants(datasets)
     with transaction.atomic():
         run = Run.objects.create(

@@ -136,3 +136,32 @@ def test_what_a_real_node_sends_is_accepted_and_shown_on_the_run_page(api, appro
     assert 'id="run-recorded-epsilon"' in page and f"{line['epsilon']:.2f}" in page and node.name in page
     nodes_page = client.get("/nodes/").content.decode()
     assert "spent epsilon" in nodes_page and f"{line['epsilon']:.2f}" in nodes_page
+
+
+@pytest.mark.django_db
+def test_a_dp_run_the_reported_ledger_cannot_afford_is_refused_at_start_with_the_figures(api, approved_node,
+                                                                                         mds_dataset, personas):
+    from fl_engine.federation.privacy import DEFAULT_RUN_DELTA, dp_fedavg_epsilon
+    from portal.studies import services
+    from portal.studies.models import StudyApproval
+
+    node, token = approved_node
+    study = Study.objects.create(title="DP", use_case="MDS", endpoint="os", owner=personas["coordinator"],
+                                 model_kind="deepsurv", features=["age", "hb"], rounds=5, min_nodes=1,
+                                 privacy={"dp_enabled": True, "dp_noise_multiplier": 1.0, "dp_clip_norm": 1.0})
+    study.datasets.set([mds_dataset])
+    StudyApproval.objects.create(study=study, dataset=mds_dataset, decision="approved",
+                                 decided_by=personas["node_operator"], settings_hash=services.settings_hash(study))
+    eps = dp_fedavg_epsilon(1.0, 5, DEFAULT_RUN_DELTA)
+    # the node reports a budget that this run's epsilon would overspend
+    spend = {**SPEND, "budget_epsilon": 15.0, "spent_epsilon": 15.0 - eps * 0.6}  # 2 rounds still fit
+    assert _beat(api, token, privacy={"datasets": [spend]}).status_code == 200
+    with pytest.raises(services.RunRefused) as refused:
+        services.start_run(personas["coordinator"], study, comparison=False)
+    why = str(refused.value)
+    assert "privacy budget is epsilon 15" in why and f"would add epsilon {eps:.3g}" in why
+    assert "noise multiplier" in why and not Run.objects.filter(study=study).exists()
+    # fewer rounds fit the budget; a node that reported nothing is left to the node's own check
+    assert services.start_run(personas["coordinator"], study, rounds=2, comparison=False).rounds == 2
+    WorkerNode.objects.filter(pk=node.pk).update(privacy_spend={})
+    assert services.start_run(personas["coordinator"], study, comparison=False).rounds == 5
