@@ -465,3 +465,24 @@ def test_an_analysis_start_is_judged_by_the_datasets_policy_for_the_analysis_pur
     ds.save(update_fields=["policy"])
     run = services.start_analysis_run(personas["coordinator"], study)  # no approval decided: broad consent
     assert run.kind == "analysis" and not study.approvals.exists()
+
+
+def test_the_analysis_run_page_shows_what_each_hospitals_ledger_recorded(study, personas, client):
+    """The node charges every run to its ledger (an analysis: no formal DP guarantee) and reports
+    it in its heartbeat; the run page shows the line, or 'not reported yet'."""
+    from portal.analyses import services
+    from portal.nodes.models import WorkerNode
+
+    _approve(study, personas)
+    run = services.start_analysis_run(personas["coordinator"], study)
+    client.force_login(personas["clinician"])
+    page = client.get(f"/analysis-runs/{run.pk}/").content.decode()
+    assert 'id="run-privacy-ledger"' in page and "not reported yet" in page
+    node = study.datasets.get().node
+    WorkerNode.objects.filter(pk=node.pk).update(privacy_spend={"datasets": [{
+        "dataset": "mds", "budget_epsilon": 10.0, "budget_delta": 1e-5, "budget_source": "default",
+        "spent_epsilon": 0.0, "spent_delta": 0.0, "dp_runs": 0, "runs": 1,
+        "charges": [{"run": str(run.pk), "study": str(study.pk), "epsilon": None, "delta": None,
+                     "time": "2026-12-04T11:00:00+00:00", "dp": False}]}]})
+    page = client.get(f"/analysis-runs/{run.pk}/").content.decode()
+    assert "no formal DP guarantee" in page and "not reported yet" not in page
