@@ -4,6 +4,7 @@ cell disease (SCD) cohort, approved in the portal, plus two ready studies: "Demo
 survival (DeepSurv)" and the analysis study "Demo: SCD registry description (analysis)"."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from django.db import transaction
 from fl_engine.analytics.settings import validate_analysis
 from fl_engine.cohort import generate_mds_cohort, generate_scd_cohort, split_nodes
 from fl_engine.deploy.pki import ensure_dev_pki, ensure_node_keys
-from fl_engine.deploy.processes import SERVERAPP_POLL_S, start_superlink
+from fl_engine.deploy.processes import (SERVERAPP_LAUNCHER_ENV, SERVERAPP_POLL_S, serverapp_launcher_default,
+                                       start_superlink)
 from fl_engine.node.datasets import metadata_registry, open_registry
 from portal.accounts.models import Organisation
 from portal.audit.services import record
@@ -173,6 +175,13 @@ def _approve_for_demo(study, ds, operator) -> None:
     record(None, "study.approved", study, {"dataset": str(ds), "comment": "demo set-up", "settings_hash": digest})
 
 
+def demo_serverapp_launcher() -> str:
+    """The demo's ServerApp launcher: the warm prefork launcher (a run's ServerApp starts in ~0.5 s
+    instead of 5-12 s, bench/README.md §8) unless FEDHAEM_SERVERAPP_PREFORK says otherwise
+    (0: Flower's SuperExec)."""
+    return serverapp_launcher_default() if os.environ.get(SERVERAPP_LAUNCHER_ENV, "").strip() else "prefork"
+
+
 def start(sup, env: dict, base_url: str, echo=print) -> None:
     """Start the SuperLink and the three worker nodes under the demo's supervisor."""
     pki = ensure_dev_pki(settings.FLOWER_PKI_DIR)
@@ -180,7 +189,8 @@ def start(sup, env: dict, base_url: str, echo=print) -> None:
     handle = start_superlink(pki, Path(settings.VAR_DIR) / "logs", port=port,
                              database=Path(settings.VAR_DIR) / "superlink.db", tuning=settings.FLOWER_TUNING,
                              events_key_file=settings.RUN_EVENTS_KEY_FILE,
-                             poll_interval_s=SERVERAPP_POLL_S, wait_s=90)  # a busy machine starts slowly
+                             poll_interval_s=SERVERAPP_POLL_S, wait_s=90,  # a busy machine starts slowly
+                             serverapp_launcher=demo_serverapp_launcher())
     sup.services.append(Service("superlink", [], proc=handle.process.popen, log_path=handle.process.log_path))
     echo(f"  started superlink on {handle.address} (TLS, SuperNode authentication)")
     prepare_node_data(echo)

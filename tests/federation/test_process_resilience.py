@@ -211,13 +211,21 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_serverapp_exits_when_its_superlink_dies_even_as_a_zombie(tmp_path):
+@pytest.mark.parametrize("launcher", ["flower", "prefork"])
+def test_serverapp_exits_when_its_superlink_dies_even_as_a_zombie(tmp_path, launcher):
     """Flower's own chain (SuperExec and ServerApp watch their parent's pid) cannot see a
-    SuperLink that is dead but not yet reaped; the ServerApp's watchdog can."""
+    SuperLink that is dead but not yet reaped; the ServerApp's watchdog can, whether the ServerApp
+    is a fresh `flwr-serverapp` (Flower's SuperExec) or a child forked by the warm launcher."""
     from fl_engine.deploy.local import APP_DIR
 
     pki = ensure_dev_pki(tmp_path / "pki")
-    sl = start_superlink(pki, tmp_path / "superlink")
+    sl = start_superlink(pki, tmp_path / "superlink", serverapp_launcher=launcher)
+
+    def serverapps() -> list[int]:
+        if launcher == "flower":
+            return [p for p, c in _descendants(sl.process.pid) if "flwr-serverapp" in c]
+        worker = sl.serverapp_launcher_pids()[1]  # the run's ServerApp: a child of the warm worker
+        return [p for p, _ in _descendants(worker)] if worker else []
     kw = {"root_certificates": pki.ca_cert, "flwr_home": tmp_path / "flwr-cli"}
     leftovers: list[int] = []
     try:
@@ -225,7 +233,7 @@ def test_serverapp_exits_when_its_superlink_dies_even_as_a_zombie(tmp_path):
         control.start_run(APP_DIR, {"dataset": "study", "num_rounds": 2, "min_nodes": 2, "seed": 1,
                                     "round_timeout_s": 600.0}, sl.address, **kw)
         t0 = time.monotonic()
-        while not (apps := [p for p, c in _descendants(sl.process.pid) if "flwr-serverapp" in c]):
+        while not (apps := serverapps()):
             assert time.monotonic() - t0 < 60, "no ServerApp started:\n" + sl.process.log_text()[-2000:]
             time.sleep(0.2)
         leftovers = [p for p, _ in _descendants(sl.process.pid)]

@@ -47,3 +47,15 @@ def test_demo_nodes_hold_mds_and_scd_and_both_studies_are_ready_and_approved(var
     demo.ensure_demo_study(lines.append)
     assert Study.objects.filter(title__startswith="Demo:").count() == 2
     assert sum("registered as scd-demo" in line for line in lines) == 3
+
+
+def test_the_demo_uses_the_warm_serverapp_launcher_unless_the_environment_says_otherwise(monkeypatch):
+    from fl_engine.deploy.processes import SERVERAPP_LAUNCHER_ENV
+
+    monkeypatch.delenv(SERVERAPP_LAUNCHER_ENV, raising=False)
+    assert demo.demo_serverapp_launcher() == "prefork"
+    monkeypatch.setenv(SERVERAPP_LAUNCHER_ENV, "0")
+    assert demo.demo_serverapp_launcher() == "flower"
+    monkeypatch.setenv(SERVERAPP_LAUNCHER_ENV, "yes")
+    with pytest.raises(RuntimeError, match=SERVERAPP_LAUNCHER_ENV):
+        demo.demo_serverapp_launcher()
