@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 
-from fl_engine.deploy import flower_tuning
+from fl_engine.deploy import flower_tuning, forking
 from fl_engine.deploy.fab_pin import pin_clientapp_fab
 
 log = logging.getLogger("fedhaem.prefork")
@@ -54,20 +54,6 @@ def _warm_torch() -> None:
 def _warm_imports() -> None:
     _warm_app()
     _warm_torch()
-
-
-def _reap(children: set[int]) -> None:
-    for pid in list(children):
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            children.discard(pid)
-            continue
-        if done:
-            children.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                log.warning("ClientApp child %d exited with code %d", pid, code)
 
 
 def _run_child(address: str, token: str, insecure: bool, certificates: bytes | None, parent: int) -> None:
@@ -144,10 +130,10 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     while True:
-        _reap(children)
+        forking.reap(children, "ClientApp", log, quiet_success=True)
         if children:  # busy until the last child has exited: idle time counts from then
             activity.mark()
-        if parent_pid is not None and not _alive(parent_pid):
+        if parent_pid is not None and not forking.alive(parent_pid):
             log.info("SuperNode %d is gone; exiting", parent_pid)
             _stop(None, None)
         try:
@@ -182,16 +168,6 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 and time.monotonic() - activity.last > release_after_s):
             _release(argv or [])
         time.sleep(activity.poll_s() if not children else poll_interval_s)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,8 @@ import subprocess
 import sys
 import time
 
+from fl_engine.deploy import forking
+
 log = logging.getLogger("fedhaem.serverapp_prefork")
 
 POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # what Flower's SuperExec reads; same bounds
@@ -60,20 +62,6 @@ def _poll_s() -> float:
     if not 0.01 <= value <= 60:
         raise SystemExit(f"{POLL_ENV}={raw!r} must lie between 0.01 and 60 seconds")
     return value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a dead SuperLink its parent has not reaped yet is a zombie: gone for us
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _warm_imports(torch: bool) -> None:
@@ -111,19 +99,6 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
             os._exit(code)
 
 
-def _reap(children: set[int]) -> None:
-    for pid in list(children):
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            children.discard(pid)
-            continue
-        if done:
-            children.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            (log.warning if code else log.info)("ServerApp child %d exited with code %d", pid, code)
-
-
 def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
           superlink_pid: int | None, poll_s: float, torch: bool = True) -> None:
     """Worker: warm imports, then acquire ServerApp tasks forever and fork one child per task."""
@@ -157,8 +132,8 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     signal.signal(signal.SIGINT, _stop)
     request = AcquireTaskRequest(supported_task_types=[TaskType.SERVER_APP])
     while True:
-        _reap(children)
-        if parent_pid is not None and not _alive(parent_pid):
+        forking.reap(children, "ServerApp", log)
+        if parent_pid is not None and not forking.alive(parent_pid):
             log.info("supervisor %d is gone; exiting", parent_pid)
             _stop(None, None)
         try:
@@ -199,7 +174,7 @@ def supervise(worker_args: list[str], parent_pid: int | None, backoff_max_s: flo
     restarts, started, restart_at = 0, 0.0, 0.0
     while not stopping:
         now = time.monotonic()
-        if parent_pid is not None and not _alive(parent_pid):
+        if parent_pid is not None and not forking.alive(parent_pid):
             log.info("SuperLink %d is gone; exiting", parent_pid)
             break
         if worker is not None and worker.poll() is not None:

@@ -41,3 +41,25 @@ def test_the_poll_follows_flowers_own_variable_and_bounds(monkeypatch):
     monkeypatch.setenv(serverapp_prefork.POLL_ENV, "0")
     with pytest.raises(SystemExit, match="FLWR_SUPEREXEC_TASK_POLL_INTERVAL"):
         serverapp_prefork._poll_s()
+
+
+def test_the_launchers_shared_helpers_see_a_zombie_as_gone_and_reap_each_child_once(caplog):
+    import logging
+    import os
+    import time
+
+    from fl_engine.deploy import forking
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    deadline = time.monotonic() + 10
+    while forking.alive(pid) and time.monotonic() < deadline:  # dead, not reaped yet: a zombie
+        time.sleep(0.01)
+    assert not forking.alive(pid) and forking.alive(os.getpid())
+    children = {pid}
+    with caplog.at_level(logging.INFO):
+        forking.reap(children, "ServerApp", logging.getLogger("t"))
+        forking.reap(children, "ServerApp", logging.getLogger("t"))
+    assert children == set()
+    assert [r.getMessage() for r in caplog.records] == [f"ServerApp child {pid} exited with code 3"]
