@@ -110,7 +110,7 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
         ds = self.get_object()
         limits = local_limits_for(ds.node, ds.name) or {}
         return Response({"limits": limits, "registered_policy": ds.policy,
-                         "effective": node_policy.stricter(ds.policy or node_policy.DEFAULT_POLICY, limits)})
+                         "effective": node_policy.effective_policy(ds.policy or None, limits)})
 
 
 @extend_schema_field({"type": "object", "description": "Counts, fractions and per-column completeness and "

@@ -115,7 +115,7 @@ def dataset_detail(request, pk: int):
                             "unit": f.unit, "present": f.name in present})
     extra = sorted(present - {c["name"] for c in columns})
     limits = local_limits_for(ds.node, ds.name)
-    effective = node_policy.stricter(ds.policy or node_policy.DEFAULT_POLICY, limits or {})
+    effective = node_policy.effective_policy(ds.policy or None, limits or {})  # as the node applies it
     return render(request, "datasets/dataset_detail.html", {
         "ds": ds, "columns": columns, "extra_columns": extra,
         "quality": list(_flatten(ds.quality_report or {})),
