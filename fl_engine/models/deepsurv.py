@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fl_engine.models.base import BreslowBaseline, load_module_weights, module_weights
+from fl_engine.models.optim import Adam
 
 
 def cox_ph_loss(risk: torch.Tensor, durations: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,7 @@ class DeepSurv(BreslowBaseline):
         if n == 0:
             raise ValueError("DeepSurv.fit: no rows to train on")
         bs = n if self.batch_size <= 0 else min(self.batch_size, n)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         last = float("nan")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

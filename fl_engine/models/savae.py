@@ -53,6 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fl_engine.models.base import load_module_weights, module_weights
+from fl_engine.models.optim import Adam
 
 _EPS = 1e-6
 
@@ -200,7 +201,7 @@ class SAVAE:
             n_val = int(round(self.val_fraction * n)) if n >= 20 else 0
             val, tr = perm[:n_val], perm[n_val:]
         tensors = self._tensors(x, d, e)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         bs = min(self.batch_size, len(tr)) if self.batch_size > 0 else len(tr)
         best, best_state, wait, last, done = math.inf, None, 0, float("nan"), 0
         with torch.random.fork_rng(devices=[]):
