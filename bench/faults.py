@@ -312,7 +312,7 @@ def inject(demo: Demo, fault: str, rng: random.Random) -> tuple[dict, callable]:
         return {"node": name, "pids": victims}, back
     needle, port = {"worker": ("celery -A portal worker -Q celery", None),
                     "concluder": ("celery -A portal worker -Q conclusions", None), "redis": ("redis-server", demo.redis_port),
-                    "superlink": ("flower-superlink", demo.link),
+                    "superlink": ("superlink --ssl-ca-certfile", demo.link),  # stock or tuned entry
                     "portal": ("portal.asgi:application", demo.port)}[fault]
     old = demo.pid(needle)
     if old is None:

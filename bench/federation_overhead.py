@@ -167,7 +167,8 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
                 "hyperparameters": {"local_epochs": 1}, "rounds": rounds, "min_nodes": len(tables),
                 "datasets": datasets})
             for ds in datasets:
-                StudyApproval.objects.create(study=study, dataset=ds, decision="approved", decided_by=operator)
+                StudyApproval.objects.create(study=study, dataset=ds, decision="approved", decided_by=operator,
+                                             settings_hash=services.settings_hash(study))  # bound to these settings
             web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                     "portal.asgi:application"], env=dict(os.environ),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -78,4 +78,7 @@ def test_the_superlink_shares_no_disk_with_the_portal():
     assert superlink["environment"]["FEDHAEM_RUN_EVENTS_KEY_FILE"] == "/run/secrets/run_events_key"
     assert portal["environment"]["RUN_EVENTS_KEY_FILE"] == "/run/secrets/run_events_key"
     assert portal["environment"]["RUN_EVENTS_BASE_URL"] == "http://portal:8000"
-    assert all(a.startswith("/run/secrets/") for a in superlink["command"][2:7:2])
+    cmd = superlink["command"]
+    assert cmd[:4] == ["python", "-m", "fl_engine.deploy.flower_tuning", "superlink"]
+    assert all(cmd[cmd.index(flag) + 1].startswith("/run/secrets/")
+               for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"))

@@ -23,14 +23,35 @@ What it changes, and why (measured in /work/shared/notes/flower-round-latency.md
   first message of a new run waits at most one idle poll. Done by wrapping the loop's
   `_pull_and_store_message` (module attribute) to note when it returned a message. The prefork
   launcher polls its SuperNode the same way (fl_engine.deploy.prefork).
+- Held pulls (long-poll), SuperLink side: Flower 1.42's Fleet API has no push, and every idle
+  pull costs the SuperLink ~4.5 ms of CPU (bench/README.md section 8), so 20 nodes polling every
+  2 s kept it at 5-6% of a core. With `python -m fl_engine.deploy.flower_tuning superlink`, a
+  PullMessages that finds nothing for its node is held up to PULL_HOLD_S (20 s;
+  FEDHAEM_FLOWER_PULL_HOLD_S, 0 = off) and answered as soon as a message for that node is stored
+  (the LinkState's `store_message_and_object_tree` rings that node's Doorbell): an idle node
+  costs one request per 20 s, and a new run's first message reaches it at once instead of after
+  an idle poll. Held pulls wait in the server's worker threads, so the thread limit is raised
+  by the number of pulls that may be held (HELD_MAX; beyond it a pull is answered at once as
+  before), and a SIGTERM/SIGINT wakes every held pull so the SuperLink stops without waiting.
+  A stock SuperNode is served the same (its pull timeout is 30 s); a tuned SuperNode notices
+  that an empty pull was held (it took over HELD_PULL_S) and pulls again right away.
+- Held AcquireTask, SuperLink and SuperNode: the launchers that start ServerApps and ClientApps
+  ask the Runtime API for a pending task in a loop; an empty AcquireTask is held up to
+  TASK_HOLD_S (5 s; FEDHAEM_FLOWER_TASK_HOLD_S, 0 = off) and answered when work comes: the
+  SuperLink's `create_run` (a run's ServerApp task), the SuperNode's `store_message` of an
+  incoming message (stored just after its task is created). FedHaem's prefork launchers ask
+  again at once after a held answer; a stock flower-superexec just waits longer.
 Pinned to flwr 1.42: `apply()` refuses another version rather than guess.
 
     python -m fl_engine.deploy.flower_tuning supernode <flower-supernode arguments>
+    python -m fl_engine.deploy.flower_tuning superlink <flower-superlink arguments>
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import time as _time
 import types
 
@@ -43,6 +64,13 @@ IDLE_POLL_ENV = "FEDHAEM_FLOWER_IDLE_POLL_S"
 IDLE_POLL_S = 2.0
 PULL_MAX_ENV = "FEDHAEM_FLOWER_PULL_MAX_S"
 PULL_MAX_S = 60.0
+PULL_HOLD_ENV = "FEDHAEM_FLOWER_PULL_HOLD_S"
+PULL_HOLD_S = 20.0  # under the 30 s HTTP timeout of Flower's Fleet client
+PULL_HOLD_MAX_S = 25.0
+TASK_HOLD_ENV = "FEDHAEM_FLOWER_TASK_HOLD_S"
+TASK_HOLD_S = 5.0  # a launcher also reaps children and watches its parent between polls
+HELD_MAX = 512
+HELD_PULL_S = 1.0
 
 
 def _seconds(env: str, default: float, lo: float, hi: float) -> float:
@@ -64,18 +92,82 @@ def idle_poll_s() -> float:
     return _seconds(IDLE_POLL_ENV, IDLE_POLL_S, 0.05, 60)
 
 
+def pull_hold_s() -> float:
+    return _seconds(PULL_HOLD_ENV, PULL_HOLD_S, 0, PULL_HOLD_MAX_S)
+
+
+def task_hold_s() -> float:
+    return _seconds(TASK_HOLD_ENV, TASK_HOLD_S, 0, PULL_HOLD_MAX_S)
+
+
 class Activity:
     """When this process last had work: poll fast within `window_s` of it, slowly otherwise."""
 
     def __init__(self, fast_s: float, idle_s: float, window_s: float = ACTIVE_WINDOW_S):
         self.fast_s, self.idle_s, self.window_s = fast_s, idle_s, window_s
         self.last = -float("inf")
+        self.held = False  # the last empty pull was held by the server: it will answer when work comes
+        self.seen_held = False
 
     def mark(self) -> None:
         self.last = _time.monotonic()
 
     def poll_s(self) -> float:
-        return self.fast_s if _time.monotonic() - self.last < self.window_s else max(self.fast_s, self.idle_s)
+        if self.held or _time.monotonic() - self.last < self.window_s:
+            return self.fast_s
+        return max(self.fast_s, self.idle_s)
+
+
+class Doorbell:
+    """Wake-ups for held requests, one bell per key (a node id): `wait(key, seen, timeout)` returns
+    once `key` has been rung since `rung(key)` returned `seen`, the bell is closed, or `timeout`
+    has passed. At most `max_held` waits at a time: `wait` returns False at once beyond that."""
+
+    def __init__(self, max_held: int = HELD_MAX):
+        self.max_held = max_held
+        self.closed = False
+        self.held = 0
+        self._lock = threading.Lock()
+        self._rings: dict = {}
+        self._conds: dict = {}  # key -> [Condition, waiters]
+
+    def rung(self, key) -> int:
+        with self._lock:
+            return self._rings.get(key, 0)
+
+    def ring(self, key) -> None:
+        with self._lock:
+            self._rings[key] = self._rings.get(key, 0) + 1
+            entry = self._conds.get(key)
+            if entry:
+                entry[0].notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            for cond, _ in self._conds.values():
+                cond.notify_all()
+
+    def wait(self, key, seen: int, timeout: float) -> bool:
+        deadline = _time.monotonic() + timeout
+        with self._lock:
+            if self.closed or self.held >= self.max_held:
+                return False
+            entry = self._conds.setdefault(key, [threading.Condition(self._lock), 0])
+            entry[1] += 1
+            self.held += 1
+            try:
+                while not self.closed and self._rings.get(key, 0) == seen:
+                    left = deadline - _time.monotonic()
+                    if left <= 0:
+                        break
+                    entry[0].wait(left)
+            finally:
+                self.held -= 1
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._conds[key]
+        return True
 
 
 def enabled() -> bool:
@@ -112,6 +204,7 @@ def apply_supernode_sleeps() -> Activity:
     """Shorter reply waits in the SuperNode's main loop; after an empty pull, a short wait while
     the node is busy and IDLE_POLL_S once it has been idle for ACTIVE_WINDOW_S."""
     _check_version()
+    from flwr.common.logger import log as flwr_log
     from flwr.supernode import start_client_internal as sci
     activity = Activity(SUPERNODE_SLEEPS[3], idle_poll_s())
     pull_and_store = sci._pull_and_store_message
@@ -119,9 +212,17 @@ def apply_supernode_sleeps() -> Activity:
         raise RuntimeError("flwr.supernode.start_client_internal has no _pull_and_store_message")
 
     def pull_and_store_noting_activity(*args, **kwargs):
+        started = _time.monotonic()
         run_id = pull_and_store(*args, **kwargs)
         if run_id is not None:
             activity.mark()
+        # an empty pull that took this long was held by a SuperLink that answers when work comes
+        held = run_id is None and held_answer(started)
+        if held and not activity.seen_held:
+            activity.seen_held = True
+            flwr_log(logging.INFO, "The SuperLink holds this node's idle pulls until a message comes "
+                     "(FedHaem tuning): no idle polling")
+        activity.held = held
         return run_id
 
     def sleep(seconds: float) -> None:
@@ -135,6 +236,194 @@ def apply_supernode_sleeps() -> Activity:
     return activity
 
 
+def _raise_thread_limit(total: int) -> None:
+    """From a worker thread of the server's event loop: let it run at least `total` threads."""
+    import anyio.from_thread
+    import anyio.to_thread
+
+    def _raise() -> None:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        if limiter.total_tokens < total:
+            limiter.total_tokens = total
+
+    anyio.from_thread.run_sync(_raise)
+
+
+def apply_superlink_pull_hold(hold_s: float | None = None) -> Doorbell | None:
+    """Hold empty Fleet pulls until a message for the node is stored (see the module's doc)."""
+    _check_version()
+    hold = pull_hold_s() if hold_s is None else hold_s
+    if hold <= 0:
+        return None
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.superlink.servicer.fleet import fleet_handlers
+
+    bell = Doorbell()
+    for cls in (InMemoryLinkState, SqlLinkState):
+        store = cls.store_message_and_object_tree
+
+        def store_and_ring(self, message, object_tree, session_id, _store=store):
+            result = _store(self, message, object_tree, session_id)
+            meta = message.metadata
+            if result[0] and not meta.reply_to_message_id and meta.dst_node_id != SUPERLINK_NODE_ID:
+                bell.ring(meta.dst_node_id)
+            return result
+
+        cls.store_message_and_object_tree = store_and_ring
+
+    pull = fleet_handlers.pull_messages
+    threads_raised: list = []
+
+    def pull_messages_held(request, state, store):
+        node_id = request.node.node_id
+        seen = bell.rung(node_id)
+        response = pull(request=request, state=state, store=store)
+        if len(response.messages_list) or bell.closed:
+            return response
+        if not threads_raised:
+            _raise_thread_limit(40 + bell.max_held)
+            threads_raised.append(True)
+        if bell.wait(node_id, seen, hold):
+            return pull(request=request, state=state, store=store)
+        return response
+
+    fleet_handlers.pull_messages = pull_messages_held
+    _close_on_exit(bell)
+    return bell
+
+
+def _close_on_exit(bell: Doorbell) -> None:
+    """Stopping the process wakes every held request first: uvicorn's signal handler (the
+    SuperLink serves in the main thread) and Flower's exit handlers (the SuperNode stops its
+    Runtime API server from one, after ours)."""
+    import uvicorn.server
+    from flwr.supercore.exit import add_exit_handler
+    add_exit_handler(bell.close, run_before_force_exit=True)
+    handle_exit = uvicorn.server.Server.handle_exit
+
+    def handle_exit_waking_held(self, sig, frame):
+        bell.close()
+        handle_exit(self, sig, frame)
+
+    uvicorn.server.Server.handle_exit = handle_exit_waking_held
+
+
+KEEPALIVE_ENV = "FEDHAEM_FLOWER_KEEPALIVE_S"
+KEEPALIVE_S = 60.0  # over the SuperNode's 25 s heartbeat period
+
+
+def keepalive_s() -> float:
+    return _seconds(KEEPALIVE_ENV, KEEPALIVE_S, 0, 600)
+
+
+def apply_server_keepalive() -> None:
+    """uvicorn keeps an idle connection open for 5 s by default and httpx for 5 s too, so every
+    SuperNode heartbeat (each 25 s, on its own connection while the node's pull is held) paid a
+    new TLS handshake. The tuned SuperLink keeps idle connections KEEPALIVE_S + 15 s (longer than
+    its clients, so a client never sends on a connection the server is closing)."""
+    keep = keepalive_s()
+    if keep <= 0:
+        return
+    import uvicorn
+    run = uvicorn.run
+
+    def run_keeping_alive(*args, **kwargs):
+        kwargs.setdefault("timeout_keep_alive", int(keep) + 15)
+        return run(*args, **kwargs)
+
+    uvicorn.run = run_keeping_alive
+
+
+def apply_client_keepalive() -> None:
+    """The tuned SuperNode's HTTP clients (Flower's ProtobufClient) keep idle connections for
+    KEEPALIVE_S (FEDHAEM_FLOWER_KEEPALIVE_S; 0 = httpx's 5 s)."""
+    keep = keepalive_s()
+    if keep <= 0:
+        return
+    import httpx
+    from flwr.supercore.protobuf import client as protobuf_client
+    if getattr(protobuf_client, "httpx", None) is not httpx:
+        raise RuntimeError("flwr.supercore.protobuf.client no longer builds its client with httpx")
+    shim = types.ModuleType("httpx")
+    shim.__dict__.update(httpx.__dict__)
+
+    def client(*args, **kwargs):
+        kwargs.setdefault("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                                 keepalive_expiry=keep))
+        return httpx.Client(*args, **kwargs)
+
+    shim.Client = client
+    protobuf_client.httpx = shim
+
+
+TASK_KEY = "task"
+
+
+def apply_task_hold(hold_s: float | None = None) -> Doorbell | None:
+    """Hold an AcquireTask of the Runtime API (a launcher asking for a ServerApp or ClientApp to
+    start) that finds no pending task until work comes, up to TASK_HOLD_S (5 s;
+    FEDHAEM_FLOWER_TASK_HOLD_S, 0 = off): see the module's doc. The prefork launchers notice a
+    held answer and ask again at once."""
+    _check_version()
+    hold = task_hold_s() if hold_s is None else hold_s
+    if hold <= 0:
+        return None
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.supercore.servicer.runtime import runtime_handlers
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+    bell = Doorbell()
+    for cls in (InMemoryLinkState, SqlLinkState):
+        create_run = cls.create_run
+
+        def create_run_and_ring(self, *args, _create=create_run, **kwargs):
+            result = _create(self, *args, **kwargs)
+            bell.ring(TASK_KEY)
+            return result
+
+        cls.create_run = create_run_and_ring
+
+    # The SuperNode creates a message's task before it stores the message; a ClientApp started
+    # in between would find no message ("No messages received from Runtime API"), so its bell
+    # rings once the message is stored (its objects follow, pulled with back-off as in Flower).
+    store_message = InMemoryNodeState.store_message
+
+    def store_message_and_ring(self, message, _store=store_message):
+        result = _store(self, message)
+        if result is not None and not message.metadata.reply_to_message_id:
+            bell.ring(TASK_KEY)
+        return result
+
+    InMemoryNodeState.store_message = store_message_and_ring
+
+    acquire = runtime_handlers.acquire_task
+    threads_raised: list = []
+
+    def acquire_task_held(request, state):
+        seen = bell.rung(TASK_KEY)
+        response = acquire(request, state)
+        if response.HasField("task") or bell.closed:
+            return response
+        if not threads_raised:
+            _raise_thread_limit(40 + bell.max_held)
+            threads_raised.append(True)
+        if bell.wait(TASK_KEY, seen, hold):
+            return acquire(request, state)
+        return response
+
+    runtime_handlers.acquire_task = acquire_task_held
+    _close_on_exit(bell)
+    return bell
+
+
+def held_answer(started: float) -> bool:
+    """An empty answer that took HELD_PULL_S or more was held by a tuned server: ask again now."""
+    return _time.monotonic() - started >= HELD_PULL_S
+
+
 def apply() -> None:
     """All tuning that applies inside a ClientApp or ServerApp process."""
     apply_pull_backoff()
@@ -142,10 +431,19 @@ def apply() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "supernode":
-        raise SystemExit("usage: python -m fl_engine.deploy.flower_tuning supernode <flower-supernode args>")
+    if not argv or argv[0] not in ("supernode", "superlink"):
+        raise SystemExit("usage: python -m fl_engine.deploy.flower_tuning supernode|superlink <Flower's arguments>")
+    if argv[0] == "superlink":
+        apply_superlink_pull_hold()
+        apply_task_hold()
+        apply_server_keepalive()
+        from flwr.superlink.cli.flower_superlink import flower_superlink
+        sys.argv = ["flower-superlink", *argv[1:]]
+        sys.exit(flower_superlink())
     apply_supernode_sleeps()
     apply_pull_backoff()
+    apply_task_hold()
+    apply_client_keepalive()
     from flwr.supernode.cli.flower_supernode import flower_supernode
     sys.argv = ["flower-supernode", *argv[1:]]
     flower_supernode()

@@ -3,8 +3,9 @@
 
 Flower's SuperExec starts a fresh ``flwr-clientapp`` process for every message: ~1.4 s of Python
 and Flower start-up, ~1.8 s ``import torch`` and ~1.1 s of lazy ``torch._dynamo`` import on the
-first optimiser step, per message and node. This process pays that once: it imports flwr, torch,
-torch._dynamo and the FedHaem ClientApp, then acquires ClientApp tasks from the SuperNode's
+first optimiser step, per message and node (FedHaem's models now train with
+fl_engine.models.optim.Adam, which needs no torch._dynamo). This process pays that once: it
+imports flwr, torch and the FedHaem ClientApp, then acquires ClientApp tasks from the SuperNode's
 Runtime API exactly as SuperExec does (``AcquireTask``), and ``fork()``s a child per task that
 runs Flower's own ``run_clientapp()`` with the task token. No torch operation runs before a fork
 (torch's thread pools are not fork-safe once started), and the parent stays single-threaded.
@@ -43,12 +44,18 @@ def _warm_app() -> None:
     request, its column statistics, without it)."""
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
     import fl_engine.federation.client_app  # noqa: F401  (warmed once in the parent, before any fork)
+    # what every child would otherwise import for itself (a third of a warm child's CPU, py-spy):
+    # pandas.read_parquet's pyarrow modules, the FAB's zip codec, the table fingerprint's CSV writer
+    import encodings.cp437  # noqa: F401
+    import pandas.io.formats.csvs  # noqa: F401
+    import pyarrow.dataset  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
 
 
 def _warm_torch() -> None:
     """What training needs; imported in the parent only, never after a torch operation ran there."""
     import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer.step otherwise)
+    import fl_engine.models.deepsurv  # noqa: F401  (torch.nn; FedHaem's Adam needs no torch._dynamo)
 
 
 def _warm_imports() -> None:
@@ -129,6 +136,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    held_seen = False
     while True:
         forking.reap(children, "ClientApp", log, quiet_success=True)
         if children:  # busy until the last child has exited: idle time counts from then
@@ -136,6 +144,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
         if parent_pid is not None and not forking.alive(parent_pid):
             log.info("SuperNode %d is gone; exiting", parent_pid)
             _stop(None, None)
+        asked = time.monotonic()
         try:
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
         except Exception as err:  # SuperNode restarting: keep trying
@@ -167,7 +176,11 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
         if (warm and release_after_s is not None and not children
                 and time.monotonic() - activity.last > release_after_s):
             _release(argv or [])
-        time.sleep(activity.poll_s() if not children else poll_interval_s)
+        if not flower_tuning.held_answer(asked):
+            time.sleep(activity.poll_s() if not children else poll_interval_s)
+        elif not held_seen:  # a tuned SuperNode held it: it answers when a task comes
+            held_seen = True
+            log.info("the SuperNode holds AcquireTask until a task comes: no idle polling")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -188,7 +188,8 @@ def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
 
     `database`: SQLite file for runs and nodes (None = in memory). `poll_interval_s` sets
     FLWR_SUPEREXEC_TASK_POLL_INTERVAL for the SuperExec that launches ServerApps (None = Flower's 1 s).
-    `tuning`: the ServerApp applies fl_engine.deploy.flower_tuning (off by default).
+    `tuning`: the SuperLink holds idle Fleet pulls until a message comes and the ServerApp
+    applies the shorter pull back-off (fl_engine.deploy.flower_tuning; off by default).
     `events_key_file`: the key with which ServerApps sign their run events for the portal
     (fl_engine.federation.events); without it the portal replays events from the run's log.
     `serverapp_launcher`: "prefork" (fl_engine.deploy.serverapp_prefork: ServerApps forked from a
@@ -201,7 +202,10 @@ def start_superlink(pki: Pki, log_dir: str | Path, port: int | None = None,
         raise ValueError(f"serverapp_launcher must be one of {SERVERAPP_LAUNCHERS}, got {launcher!r}")
     port = port or free_port()
     log_dir = Path(log_dir)
-    args = [str(VENV_BIN / "flower-superlink"),
+    # tuned: Flower's SuperLink behind fl_engine.deploy.flower_tuning (held Fleet pulls)
+    head = ([sys.executable, "-m", "fl_engine.deploy.flower_tuning", "superlink"] if tuning
+            else [str(VENV_BIN / "flower-superlink")])
+    args = [*head,
             "--ssl-ca-certfile", str(pki.ca_cert), "--ssl-certfile", str(pki.server_cert),
             "--ssl-keyfile", str(pki.server_key),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",

@@ -20,7 +20,9 @@ SuperLink by whatever supervises that). Two processes:
   the SuperLink (`--parent-pid`) is gone.
 - the worker (``--worker``): imports flwr's ServerApp runtime, FedHaem's ServerApp and torch
   once, then polls AcquireTask every FLWR_SUPEREXEC_TASK_POLL_INTERVAL seconds (Flower's own
-  knob, the SERVERAPP_POLL_S the portal sets) and forks.
+  knob, the SERVERAPP_POLL_S the portal sets) and forks. A tuned SuperLink holds an empty
+  AcquireTask until a run is created (fl_engine.deploy.flower_tuning): the worker then asks
+  again at once instead of sleeping, so an idle manager costs one request per hold.
 
 Fork safety: the worker stays single-threaded in Python (no Flower heartbeat, log uploader or
 watchdog thread runs before a fork: those start inside each child's run_serverapp / ServerApp
@@ -44,7 +46,7 @@ import subprocess
 import sys
 import time
 
-from fl_engine.deploy import forking
+from fl_engine.deploy import flower_tuning, forking
 
 log = logging.getLogger("fedhaem.serverapp_prefork")
 
@@ -131,11 +133,13 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     request = AcquireTaskRequest(supported_task_types=[TaskType.SERVER_APP])
+    held_seen = False
     while True:
         forking.reap(children, "ServerApp", log)
         if parent_pid is not None and not forking.alive(parent_pid):
             log.info("supervisor %d is gone; exiting", parent_pid)
             _stop(None, None)
+        asked = time.monotonic()
         try:
             res = client.AcquireTask(request)
         except Exception as err:  # SuperLink restarting: keep trying
@@ -151,7 +155,11 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             children.add(pid)
             log.info("task %s (run %s) -> ServerApp child %d", res.task.task_id, res.task.run_id, pid)
             continue  # another run may be waiting
-        time.sleep(poll_s)
+        if not flower_tuning.held_answer(asked):
+            time.sleep(poll_s)
+        elif not held_seen:  # a tuned SuperLink held it: it answers when a run comes
+            held_seen = True
+            log.info("the SuperLink holds AcquireTask until a run comes: no idle polling")
 
 
 def supervise(worker_args: list[str], parent_pid: int | None, backoff_max_s: float = BACKOFF_MAX_S) -> None:

@@ -107,7 +107,7 @@ def test_demo_restarts_what_dies_and_stops_cleanly(tmp_path):
         _wait(lambda: any("--name hosp-c" in c for p, c in _children(demo.pid).items() if p != node), 15,
               "new node agent", out)
 
-        superlink = _one(demo.pid, "flower-superlink")
+        superlink = _one(demo.pid, "superlink --ssl-ca-certfile")  # stock or tuned entry
         launchers = list(_children(superlink))  # Flower's SuperExec, in a session of its own
         assert launchers
         t0 = time.monotonic()
