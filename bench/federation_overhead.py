@@ -116,8 +116,17 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
     c = CONFIGS[config]
     if c["launcher"] != "prefork":
         raise ValueError("the portal measurement uses FedHaem's deployment (prefork launcher)")
+    # The ServerApp signs its run events for the portal with this key (as the demo's SuperLink
+    # does); without it the portal learns of the run's end only from the reconciler (Celery beat).
+    import secrets as _secrets
+    # (one key per process: Django's settings, read once, keep the first measurement's)
+    events_key = Path(os.environ.get("RUN_EVENTS_KEY_FILE") or root / f"portal-run-events-key-{config}")
+    if not events_key.exists():
+        events_key.parent.mkdir(parents=True, exist_ok=True)
+        events_key.write_text(_secrets.token_hex(32))
+        events_key.chmod(0o600)
     with LocalFederation(root / f"portal-fed-{config}", launcher="prefork", poll_interval_s=0.1,
-                         tuning=c["tuning"]) as fed:
+                         tuning=c["tuning"], events_key_file=events_key) as fed:
         for node, table in tables.items():
             fed.add_node(node, table, dataset="bench")
         fed.wait_nodes_online(180)
@@ -126,6 +135,7 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
             "FEDHAEM_VAR_DIR": str(root / f"portal-var-{config}"),
             "FLOWER_FUSED_EVALUATION": "true" if c["fuse"] else "false", "EMBEDDED_REDIS_PORT": str(free_port()),
             "DJANGO_SETTINGS_MODULE": "portal.settings", "FLOWER_CONTROL_ADDRESS": fed.address,
+            "RUN_EVENTS_KEY_FILE": str(events_key),
             "FLOWER_PKI_DIR": str(fed.pki.ca_cert.parent), "PORTAL_BASE_URL": f"http://127.0.0.1:{port}",
             "CHANNELS_PREFIX": f"bench{port}"})
         import django

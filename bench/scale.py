@@ -199,12 +199,14 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         out["private_mb_per_idle_node"] = round(statistics.mean(
             private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
         if warm_mb is not None:
-            need, avail = n * warm_mb * 1.1, mem_available_mb()
+            # the idle nodes are already in memory: a run adds what a busy node holds beyond them
+            more = max(warm_mb - out["private_mb_per_idle_node"], 0.0)
+            need, avail = n * more * 1.1, mem_available_mb()
             if need > avail:
                 out.update(completed=False, not_run=(
                     f"a run warms every node's launcher (torch and the ClientApp, {warm_mb:.0f} MB private per "
-                    f"busy node, measured at a smaller size or given by --busy-node-mb): {n} nodes need ~{need / 1024:.1f} GB, "
-                    f"{avail / 1024:.1f} GB is available"))
+                    f"busy node, measured at a smaller size or given by --busy-node-mb, {more:.0f} MB more than "
+                    f"idle): {n} nodes need ~{need / 1024:.1f} GB more, {avail / 1024:.1f} GB is available"))
                 echo(f"{n} nodes: run not started: {out['not_run']}")
                 return out
         metrics = root / f"n{n}-{serverapp_launcher}-{time.monotonic_ns()}-metrics.jsonl"
@@ -276,9 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle-window", type=float, default=30.0)
     p.add_argument("--no-portal", action="store_true", help="skip portal_vs_engine_ratio at 3 nodes")
-    p.add_argument("--busy-node-mb", type=float, default=410.0,
+    p.add_argument("--busy-node-mb", type=float, default=351.0,
                    help="private memory of one busy node assumed before any size has been measured "
-                        "(410 MB: SuperNode + warmed launcher, measured here on 2026-12-03); guards "
+                        "(351 MB: SuperNode + warmed launcher, measured here on 2026-12-05); guards "
                         "the first size against running the machine out of memory")
     p.add_argument("--serverapp-launcher", choices=("stock", "prefork", "both"), default="stock",
                    help="how the SuperLink launches ServerApps: Flower's SuperExec (stock), FedHaem's "
