@@ -158,6 +158,26 @@ def timeline(metrics: Path, t0: float) -> dict:
     return out
 
 
+def wait_finished(fed, run_id: str, timeout_s: float, poll_s: float = 0.5) -> str:
+    """The run's final status. Asked in this process (control.list_runs, in_process): a `flwr ls`
+    CLI per poll costs ~1.5 s of CPU, so polling through it kept a core of this 2-core box busy
+    during every measured run (the figures before 2026-12-05 08:50 UTC carry that load), and at 50
+    nodes it did not answer within its 60 s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            rec = next((r for r in control.list_runs(fed.address, **fed.conn_kwargs())
+                        if str(r.get("run-id")) == str(run_id)), None)
+        except control.ControlError:
+            rec = None  # the SuperLink busy: ask again
+        status = str((rec or {}).get("status", ""))
+        if status.startswith("finished"):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {status or 'unknown'} after {timeout_s:g} s")
+        time.sleep(poll_s)
+
+
 def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None,
                  serverapp_launcher: str = "stock") -> dict:
     """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
@@ -235,8 +255,8 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
             "comparison": False,  # its own phase, measured apart (portal_vs_engine_ratio_with_comparison)
             "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
         try:
-            status = fed.wait_run(run_id, 120 * rounds + 600, poll_s=0.5)
-            out["completed"] = status["status"] == "finished:completed"
+            status = wait_finished(fed, run_id, 120 * rounds + 600)
+            out["completed"] = status == "finished:completed"
         except TimeoutError as err:
             out["completed"], out["error"] = False, str(err)
         total = time.time() - t0
