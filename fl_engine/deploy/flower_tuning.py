@@ -323,6 +323,7 @@ def apply_server_keepalive() -> None:
     SuperNode heartbeat (each 25 s, on its own connection while the node's pull is held) paid a
     new TLS handshake. The tuned SuperLink keeps idle connections KEEPALIVE_S + 15 s (longer than
     its clients, so a client never sends on a connection the server is closing)."""
+    _check_version()
     keep = keepalive_s()
     if keep <= 0:
         return
@@ -339,6 +340,7 @@ def apply_server_keepalive() -> None:
 def apply_client_keepalive() -> None:
     """The tuned SuperNode's HTTP clients (Flower's ProtobufClient) keep idle connections for
     KEEPALIVE_S (FEDHAEM_FLOWER_KEEPALIVE_S; 0 = httpx's 5 s)."""
+    _check_version()
     keep = keepalive_s()
     if keep <= 0:
         return

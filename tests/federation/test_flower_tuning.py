@@ -103,3 +103,14 @@ def test_supernode_loop_slows_down_when_idle_and_speeds_up_on_a_message(monkeypa
         assert activity.last > 0
     finally:
         sci._pull_and_store_message, sci.time = saved
+
+
+@pytest.mark.parametrize("apply", ["apply_pull_backoff", "apply_supernode_sleeps", "apply_superlink_pull_hold",
+                                   "apply_task_hold", "apply_server_keepalive", "apply_client_keepalive"])
+def test_every_patch_refuses_another_flower_version(apply, monkeypatch):
+    """The patches are written against flwr 1.42's internals: on any other version each one
+    refuses loudly before it touches anything, rather than guess."""
+    import flwr
+    monkeypatch.setattr(flwr, "__version__", "1.43.0", raising=False)
+    with pytest.raises(RuntimeError, match=r"written for flwr 1\.42, found 1\.43\.0"):
+        getattr(flower_tuning, apply)()
