@@ -131,18 +131,25 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
             fed.add_node(node, table, dataset="bench")
         fed.wait_nodes_online(180)
         port = free_port()
-        os.environ.update({
-            "FEDHAEM_VAR_DIR": str(root / f"portal-var-{config}"),
-            "FLOWER_FUSED_EVALUATION": "true" if c["fuse"] else "false", "EMBEDDED_REDIS_PORT": str(free_port()),
-            "DJANGO_SETTINGS_MODULE": "portal.settings", "FLOWER_CONTROL_ADDRESS": fed.address,
-            "RUN_EVENTS_KEY_FILE": str(events_key),
-            "FLOWER_PKI_DIR": str(fed.pki.ca_cert.parent), "PORTAL_BASE_URL": f"http://127.0.0.1:{port}",
-            "CHANNELS_PREFIX": f"bench{port}"})
+        # A second measurement in this process keeps the first's database, Redis and key (Django's
+        # settings are read once); what belongs to this federation and this portal is updated in
+        # the environment (the daphne child reads it) and in the settings (this process).
+        for key, value in (("FEDHAEM_VAR_DIR", str(root / f"portal-var-{config}")),
+                           ("EMBEDDED_REDIS_PORT", str(free_port())), ("CHANNELS_PREFIX", f"bench{port}"),
+                           ("DJANGO_SETTINGS_MODULE", "portal.settings"), ("RUN_EVENTS_KEY_FILE", str(events_key))):
+            os.environ.setdefault(key, value)
+        here = {"FLOWER_FUSED_EVALUATION": "true" if c["fuse"] else "false", "FLOWER_CONTROL_ADDRESS": fed.address,
+                "FLOWER_PKI_DIR": str(fed.pki.ca_cert.parent), "PORTAL_BASE_URL": f"http://127.0.0.1:{port}"}
+        os.environ.update(here)
         import django
 
         django.setup()
         from celery.contrib.testing.worker import start_worker
         from django.conf import settings
+        settings.FLOWER_FUSED_EVALUATION = c["fuse"]
+        settings.FLOWER_CONTROL_ADDRESS = fed.address
+        settings.FLOWER_PKI_DIR = fed.pki.ca_cert.parent
+        settings.PORTAL_BASE_URL = here["PORTAL_BASE_URL"]
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
 
@@ -167,7 +174,7 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
                 org, _ = Organisation.objects.get_or_create(code=node.lower(), defaults={"name": node})
                 # update_or_create: a second measurement in the same process meets the first's nodes
                 wn, _ = WorkerNode.objects.update_or_create(
-                    name=node.lower(), defaults={"organisation": org, "status": "approved",
+                    name=node, defaults={"organisation": org, "status": "approved",
                                                  "public_key": "registered by LocalFederation",
                                                  "flower_node_id": fed.node_ids[node]})
                 entry = DatasetRegistry(fed.root / "nodes" / node / "data").get("bench")
