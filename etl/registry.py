@@ -21,6 +21,7 @@ encrypt-at-rest --migrate` encrypts it in place).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +49,11 @@ PLAINTEXT_FILES = frozenset({"manifest.json"})
 ETL_PATIENT_FILES = ("bundles.ndjson", "table.parquet", "table.csv", "quality.json", "quality.html",
                      "quarantine.csv", "extra.csv")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class RegistryError(Exception):
@@ -212,12 +218,48 @@ class DatasetRegistry:
         if self.keys is not None and not atrest.is_encrypted(p):
             log.warning("%s: %s v%d is stored in plaintext (registered before encryption at rest); encrypt "
                         "it with `fedhaem-node encrypt-at-rest --migrate`", p, name, e.version)
+        digest = _file_sha256(p)
         df = read_table_file(p, self.keys)
+        if self._verified(e, digest):
+            return df
         fp = fingerprint(df)
         if fp != e.fingerprint:
             raise FingerprintMismatch(f"{name} v{e.version}: table {p} has fingerprint {fp[:12]}..., "
                                       f"registered {e.fingerprint[:12]}...; it was changed after registration")
+        self._remember_verified(e, digest)
         return df
+
+    # A table's fingerprint is of its canonical CSV (every float printed to 17 digits), which
+    # costs a training process more CPU than reading the table. Once a file's exact bytes were
+    # verified against the registered fingerprint, their sha256 is remembered beside the
+    # registry (.verified/<name>-v<version>.json); the next load hashes the raw file (cheap)
+    # and verifies the fingerprint again only when those bytes changed. The record grants
+    # nothing the registry.json beside it does not: whoever can rewrite it can rewrite that.
+    def _verified_path(self, e: DatasetEntry) -> Path:
+        return self.data_dir / ".verified" / f"{e.name}-v{e.version}.json"
+
+    def _verified(self, e: DatasetEntry, digest: str) -> bool:
+        try:
+            rec = json.loads(self._verified_path(e).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (isinstance(rec, dict) and rec.get("file_sha256") == digest
+                and rec.get("fingerprint") == e.fingerprint and rec.get("table_path") == e.table_path)
+
+    def _remember_verified(self, e: DatasetEntry, digest: str) -> None:
+        path = self._verified_path(e)
+        rec = {"table_path": e.table_path, "fingerprint": e.fingerprint, "file_sha256": digest}
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(rec, f)
+            os.replace(tmp, path)
+        except OSError as err:  # a read-only data dir: the next load verifies in full again
+            log.debug("could not remember the verified table %s: %s", path, err)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def register(self, name: str, table: str | Path | pd.DataFrame, use_case: str,
                  quality_summary: dict | None = None, schema_version: str | None = None,

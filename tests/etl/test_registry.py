@@ -114,3 +114,38 @@ def test_fingerprint_ignores_row_order_and_sees_any_change(seed):
     changed = df.copy()
     changed.loc[i, "os_months"] = np.nextafter(changed.loc[i, "os_months"], np.inf)
     assert fingerprint(changed) != fingerprint(df)
+
+
+def test_verified_table_is_not_fingerprinted_again_until_its_bytes_change(tmp_path, etl_out, monkeypatch):
+    """A load verifies the fingerprint once per exact file content: the second load of the same
+    bytes skips the canonical CSV, and any change to the file (even keeping the fingerprint
+    record) is verified in full again and refused."""
+    import etl.registry as registry_mod
+    reg = DatasetRegistry(tmp_path / "node")
+    e, _ = reg.register_etl_output("d", etl_out)
+    calls = []
+    real = registry_mod.fingerprint
+    monkeypatch.setattr(registry_mod, "fingerprint", lambda df, *a: calls.append(1) or real(df, *a))
+    first = reg.load_table("d", 1)
+    assert len(calls) == 1
+    assert (tmp_path / "node" / ".verified" / "d-v1.json").is_file()
+    pd.testing.assert_frame_equal(reg.load_table("d", 1), first)
+    assert len(calls) == 1  # same bytes: not fingerprinted again
+    p = reg.table_file(e)
+    df = pd.read_parquet(p)
+    df.loc[3, "age"] = 99.0
+    df.to_parquet(p, index=False)
+    with pytest.raises(FingerprintMismatch):
+        reg.load_table("d", 1)
+    assert len(calls) == 2
+    # a forged record naming the new bytes does not help: it must also carry the registered
+    # fingerprint, and then it says nothing registry.json does not
+    rec = tmp_path / "node" / ".verified" / "d-v1.json"
+    import hashlib
+    import json as _json
+    _json.dump({"table_path": e.table_path, "fingerprint": "0" * 64,
+                "file_sha256": hashlib.sha256(p.read_bytes()).hexdigest()}, rec.open("w"))
+    with pytest.raises(FingerprintMismatch):
+        reg.load_table("d", 1)
+    # the verification record is not a patient-level file of the registry
+    assert all(".verified" not in q.parts for q in reg.at_rest_files())
