@@ -22,6 +22,9 @@ except one check in each child: the run's FAB must configure FedHaem's installed
 carry no code (fl_engine.deploy.fab_pin), so no manager can make the hospital run its own code.
 TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
 
+The launcher and its children run at niceness FEDHAEM_NODE_COMPUTE_NICE (10): training yields
+the CPU to the control plane (SuperNode, SuperLink) on a shared box.
+
     python -m fl_engine.deploy.prefork --runtime-api-address 127.0.0.1:9094 --insecure
 """
 from __future__ import annotations
@@ -82,6 +85,33 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
         os._exit(code)
 
 
+COMPUTE_NICE_ENV = "FEDHAEM_NODE_COMPUTE_NICE"
+COMPUTE_NICE = 10
+
+
+def compute_nice() -> int:
+    """The niceness a node's ClientApp work runs at (FEDHAEM_NODE_COMPUTE_NICE, 0-19, default 10)."""
+    raw = os.environ.get(COMPUTE_NICE_ENV, "").strip()
+    try:
+        value = int(raw) if raw else COMPUTE_NICE
+    except ValueError:
+        raise RuntimeError(f"{COMPUTE_NICE_ENV}={raw!r} is not a whole number (0-19)") from None
+    if not 0 <= value <= 19:
+        raise RuntimeError(f"{COMPUTE_NICE_ENV}={raw!r} must lie between 0 and 19")
+    return value
+
+
+def lower_priority(target: int) -> int:
+    """Run this process (and the children it forks) at niceness `target` at least: a node's
+    training yields the CPU to its SuperNode's Fleet connection and to the SuperLink sharing the
+    box, so heartbeats and TLS handshakes are not starved when many nodes train at once.
+    Absolute, so a re-executed launcher does not add it twice. Returns the niceness now."""
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    if target > now:
+        now = os.nice(target - now)
+    return now
+
+
 def _release(argv: list[str]) -> None:
     """Re-execute this launcher (same pid and arguments) without its warm imports."""
     log.info("idle: re-executing to release the ClientApp's memory")
@@ -98,6 +128,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     (if longer) otherwise. With `release_after_s` the parent starts lean, warms its imports after
     its first task, and re-executes itself with `argv` after that long without work; without
     it, the parent warms at once and stays warm."""
+    niceness = lower_priority(compute_nice())
     warm = release_after_s is None
     if warm:
         _warm_imports()
@@ -123,8 +154,8 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     me = os.getpid()
     # poll fast while tasks come (a run's rounds), slowly once idle (flower_tuning.Activity)
     activity = flower_tuning.Activity(poll_interval_s, idle_poll_s)
-    log.info("prefork launcher %d serving %s (poll %.3f s, %.3f s when idle)", me, address,
-             poll_interval_s, max(poll_interval_s, idle_poll_s))
+    log.info("prefork launcher %d serving %s (poll %.3f s, %.3f s when idle; niceness %d)", me, address,
+             poll_interval_s, max(poll_interval_s, idle_poll_s), niceness)
 
     def _stop(signum, _frame):
         for pid in children:

@@ -3,6 +3,7 @@ ClientApp, forks its first task cold, warms up for the tasks that follow, and re
 lean once idle; runs before and after the release finish the same way."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -59,6 +60,11 @@ def test_launcher_is_lean_when_idle_and_serves_runs_before_and_after_releasing(t
 
         _run(fed, tmp_path, 2)
         assert launcher.log_text().count("serving 127.0.0.1") >= 2  # started, and re-executed at least once
+        # training yields the CPU to the control plane: niceness 10 (FEDHAEM_NODE_COMPUTE_NICE),
+        # absolute, so re-executing did not add it twice
+        expected = max(10, os.getpriority(os.PRIO_PROCESS, 0))
+        assert os.getpriority(os.PRIO_PROCESS, launcher.pid) == expected
+        assert os.getpriority(os.PRIO_PROCESS, node.process.pid) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_a_cold_node_answers_the_stats_request_without_loading_torch(node_tables):
