@@ -191,12 +191,15 @@ def _control_client(address: str, root_certificates: str | Path | None):
 
 
 def run_status(run_id: str, superlink_control_address: str, *, root_certificates: str | Path | None = None,
-               flwr_home: str | Path | None = None) -> dict:
+               flwr_home: str | Path | None = None, in_process: bool = True) -> dict:
     """{"run_id", "status" (e.g. "running", "finished:completed", "finished:stopped",
-    "finished:failed"), "finished" (bool), "raw": Flower's record}."""
-    conn = connection(superlink_control_address, root_certificates, flwr_home)
-    data = _flwr(conn, ["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60)
-    runs = data.get("runs") or []
+    "finished:failed"), "finished" (bool), "raw": Flower's record}. Asked from this process
+    like list_runs (a `flwr ls` CLI per poll costs ~1.5 s of CPU); `in_process=False`: the CLI."""
+    if in_process:
+        runs = _one_run_in_process(superlink_control_address, root_certificates, run_id)
+    else:
+        conn = connection(superlink_control_address, root_certificates, flwr_home)
+        runs = _flwr(conn, ["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60).get("runs") or []
     rec = next((r for r in runs if str(r.get("run-id")) == str(run_id)), None)
     if rec is None:
         raise ControlError(f"run {run_id} not found on {superlink_control_address}")
@@ -219,6 +222,23 @@ def list_runs(superlink_control_address: str, *, root_certificates: str | Path |
     for r in runs:
         r["run-id"] = str(r.get("run-id"))
     return runs
+
+
+def _one_run_in_process(address: str, root_certificates: str | Path | None, run_id: str) -> list[dict]:
+    # flwr 1.42's CLI internals (ls._display_one_run/_to_json), as _list_runs_in_process
+    from flwr.cli import ls as flwr_ls
+
+    try:
+        rid = int(str(run_id))
+    except ValueError:
+        raise ControlError(f"run id {run_id!r} is not a Flower run id (a whole number)") from None
+    client = _control_client(address, root_certificates)
+    try:
+        return json.loads(flwr_ls._to_json(flwr_ls._display_one_run(client, rid))).get("runs") or []
+    except (SystemExit, Exception) as err:  # the CLI's error handler exits; keep Flower's words
+        raise ControlError(f"run {run_id} on {address}: {err!r}") from err
+    finally:
+        client.close()
 
 
 def _list_runs_in_process(address: str, root_certificates: str | Path | None) -> list[dict]:

@@ -86,6 +86,14 @@ def test_runs_listed_in_process_match_the_flwr_cli(fed):
     assert all(r["status"].startswith("finished") for r in fast)
     with pytest.raises(control.ControlError, match="127.0.0.1:9"):
         control.list_runs("127.0.0.1:9", root_certificates=fed.pki.ca_cert)
+    # one run's status, asked in this process, is the CLI's record too; an unknown run is an error
+    run_id = fast[0]["run-id"]
+    one = control.run_status(run_id, fed.address, **fed.conn_kwargs())
+    one_cli = control.run_status(run_id, fed.address, in_process=False, **fed.conn_kwargs())
+    assert (one["status"], one["finished"]) == (one_cli["status"], one_cli["finished"]) == (fast[0]["status"], True)
+    unknown = str(max(int(r["run-id"]) for r in fast) + 1)
+    with pytest.raises(control.ControlError, match=unknown):
+        control.run_status(unknown, fed.address, **fed.conn_kwargs())
 
 
 def test_runs_started_in_process_match_the_flwr_cli(fed, tmp_path):
