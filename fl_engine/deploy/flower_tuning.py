@@ -41,6 +41,12 @@ What it changes, and why (measured in /work/shared/notes/flower-round-latency.md
   SuperLink's `create_run` (a run's ServerApp task), the SuperNode's `store_message` of an
   incoming message (stored just after its task is created). FedHaem's prefork launchers ask
   again at once after a held answer; a stock flower-superexec just waits longer.
+- Scoped middleware, SuperLink: Flower's FastAPI app runs eight Starlette BaseHTTPMiddleware
+  layers on every request, six of which act on one API only (Control authentication, licence,
+  no-cache headers and event log; Fleet node authentication and event log). The tuned SuperLink
+  runs each of those six only on its own API's paths (PathScoped, pure ASGI), so an idle node's
+  held pulls and heartbeats pass four layers instead of eight
+  (FEDHAEM_FLOWER_SCOPED_MIDDLEWARE=0 keeps Flower's stack).
 Pinned to flwr 1.42: `apply()` refuses another version rather than guess.
 
     python -m fl_engine.deploy.flower_tuning supernode <flower-supernode arguments>
@@ -421,6 +427,81 @@ def apply_task_hold(hold_s: float | None = None) -> Doorbell | None:
     return bell
 
 
+SCOPED_MIDDLEWARE_ENV = "FEDHAEM_FLOWER_SCOPED_MIDDLEWARE"
+CONTROL_PREFIX = "/v1/control/"
+FLEET_PREFIX = "/v1/fleet/"
+
+
+class PathScoped:
+    """A pure-ASGI stand-in for one of Flower's path-specific middlewares: requests under
+    `prefix` (and, with `plugin_state`, only while the app has that plugin) go through the
+    middleware, every other request straight to the next layer. Each of Flower's eight layers is
+    a Starlette BaseHTTPMiddleware (a task group and memory streams per request), and for a path
+    outside its API each one only calls the next layer."""
+
+    def __init__(self, app, middleware, prefix: str, plugin_state: str | None = None, **kwargs):
+        self.app = app
+        self.inner = middleware(app, **kwargs)
+        self.prefix = prefix
+        self.plugin_state = plugin_state
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and str(scope.get("path", "")).startswith(self.prefix):
+            state = getattr(scope.get("app"), "state", None)
+            if self.plugin_state is None or getattr(state, self.plugin_state, None) is not None:
+                await self.inner(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def apply_scoped_middleware() -> None:
+    """The tuned SuperLink runs Flower's Control-only middlewares (authentication, licence,
+    no-cache headers, event log) for Control requests only and its Fleet-only ones (node
+    authentication, event log) for Fleet requests only (PathScoped), each exactly where its own
+    dispatch acts; the error translation and protobuf translation stay on every request, and
+    so does any middleware this list does not name (an extension's). An idle node's requests
+    (held pulls, heartbeats) pass four layers instead of eight. FEDHAEM_FLOWER_SCOPED_MIDDLEWARE=0
+    keeps Flower's stack."""
+    _check_version()
+    if os.environ.get(SCOPED_MIDDLEWARE_ENV, "1").strip() == "0":
+        return
+    from starlette.middleware import Middleware
+    from flwr.superlink import main as superlink_main
+    from flwr.superlink.routers.control import middlewares as control_mw
+    from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
+    from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
+
+    scopes = {
+        control_mw.ControlSensitiveResponseMiddleware: (CONTROL_PREFIX, None),
+        control_mw.ControlAuthenticationMiddleware: (CONTROL_PREFIX, None),
+        control_mw.ControlLicenseMiddleware: (CONTROL_PREFIX, None),
+        control_mw.ControlEventLogMiddleware: (CONTROL_PREFIX, "control_event_log_plugin"),
+        NodeAuthMiddleware: (FLEET_PREFIX, None),
+        FleetEventLogMiddleware: (FLEET_PREFIX, "fleet_event_log_plugin"),
+    }
+    stock = superlink_main._get_middleware
+    if getattr(stock, "fedhaem_scoped", False):
+        return
+    found = {m.cls for m in stock()}
+    if not set(scopes) <= found:  # Flower's stack changed: scope nothing rather than guess
+        raise RuntimeError("flwr.superlink.main._get_middleware no longer lists the middlewares "
+                           f"FedHaem scopes: {sorted(c.__name__ for c in set(scopes) - found)}")
+
+    def scoped() -> list:
+        out = []
+        for m in stock():
+            if m.cls in scopes and not m.args:
+                prefix, plugin = scopes[m.cls]
+                out.append(Middleware(PathScoped, middleware=m.cls, prefix=prefix, plugin_state=plugin,
+                                      **m.kwargs))
+            else:
+                out.append(m)
+        return out
+
+    scoped.fedhaem_scoped = True
+    superlink_main._get_middleware = scoped
+
+
 def held_answer(started: float) -> bool:
     """An empty answer that took HELD_PULL_S or more was held by a tuned server: ask again now."""
     return _time.monotonic() - started >= HELD_PULL_S
@@ -439,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         apply_superlink_pull_hold()
         apply_task_hold()
         apply_server_keepalive()
+        apply_scoped_middleware()
         from flwr.superlink.cli.flower_superlink import flower_superlink
         sys.argv = ["flower-superlink", *argv[1:]]
         sys.exit(flower_superlink())

@@ -106,7 +106,8 @@ def test_supernode_loop_slows_down_when_idle_and_speeds_up_on_a_message(monkeypa
 
 
 @pytest.mark.parametrize("apply", ["apply_pull_backoff", "apply_supernode_sleeps", "apply_superlink_pull_hold",
-                                   "apply_task_hold", "apply_server_keepalive", "apply_client_keepalive"])
+                                   "apply_task_hold", "apply_server_keepalive", "apply_client_keepalive",
+                                   "apply_scoped_middleware"])
 def test_every_patch_refuses_another_flower_version(apply, monkeypatch):
     """The patches are written against flwr 1.42's internals: on any other version each one
     refuses loudly before it touches anything, rather than guess."""
@@ -114,3 +115,64 @@ def test_every_patch_refuses_another_flower_version(apply, monkeypatch):
     monkeypatch.setattr(flwr, "__version__", "1.43.0", raising=False)
     with pytest.raises(RuntimeError, match=r"written for flwr 1\.42, found 1\.43\.0"):
         getattr(flower_tuning, apply)()
+
+
+def test_scoped_middleware_runs_each_of_flowers_layers_only_on_its_own_api(monkeypatch):
+    """The tuned SuperLink's stack: the same layers in the same order; the Control-only ones run
+    for /v1/control/ paths only, the Fleet-only ones for /v1/fleet/ only (event logs only with
+    their plugin); error and protobuf translation stay on every request."""
+    import asyncio
+
+    from flwr.superlink import main as superlink_main
+    from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
+    monkeypatch.setattr(superlink_main, "_get_middleware", superlink_main._get_middleware)
+    stock = superlink_main._get_middleware()
+    flower_tuning.apply_scoped_middleware()
+    tuned = superlink_main._get_middleware()
+    assert len(tuned) == len(stock) == 8
+    inner = [m.kwargs["middleware"] if m.cls is flower_tuning.PathScoped else m.cls for m in tuned]
+    assert inner == [m.cls for m in stock]  # same layers, same order
+    scoped = {m.kwargs["middleware"].__name__: m.kwargs["prefix"] for m in tuned if m.cls is flower_tuning.PathScoped}
+    assert scoped == {"ControlSensitiveResponseMiddleware": "/v1/control/", "ControlAuthenticationMiddleware": "/v1/control/",
+                      "ControlLicenseMiddleware": "/v1/control/", "ControlEventLogMiddleware": "/v1/control/",
+                      "NodeAuthMiddleware": "/v1/fleet/", "FleetEventLogMiddleware": "/v1/fleet/"}
+    flower_tuning.apply_scoped_middleware()  # applying twice wraps nothing twice
+    assert [m.cls for m in superlink_main._get_middleware()] == [m.cls for m in tuned]
+
+    # PathScoped itself: the wrapped middleware sees only its prefix (and, with plugin_state,
+    # only while the app has that plugin)
+    seen = []
+
+    class Recorder:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    async def endpoint(scope, receive, send):
+        seen.append("endpoint")
+
+    class App:
+        class state:
+            plugin = None
+    layer = flower_tuning.PathScoped(endpoint, middleware=Recorder, prefix="/v1/fleet/")
+    logged = flower_tuning.PathScoped(endpoint, middleware=Recorder, prefix="/v1/fleet/", plugin_state="plugin")
+    for path in ("/v1/fleet/pull-messages", "/v1/control/list-runs", "/v1/runtime/acquire-task"):
+        asyncio.run(layer({"type": "http", "path": path, "app": App}, None, None))
+        asyncio.run(logged({"type": "http", "path": path, "app": App}, None, None))
+    assert seen == ["/v1/fleet/pull-messages", "endpoint", "endpoint"] + ["endpoint"] * 4
+    App.state.plugin = object()
+    seen.clear()
+    asyncio.run(logged({"type": "http", "path": "/v1/fleet/x", "app": App}, None, None))
+    assert seen == ["/v1/fleet/x", "endpoint"]
+    assert NodeAuthMiddleware in inner
+
+
+def test_scoped_middleware_can_be_switched_off(monkeypatch):
+    from flwr.superlink import main as superlink_main
+    monkeypatch.setattr(superlink_main, "_get_middleware", superlink_main._get_middleware)
+    monkeypatch.setenv(flower_tuning.SCOPED_MIDDLEWARE_ENV, "0")
+    flower_tuning.apply_scoped_middleware()
+    assert all(m.cls is not flower_tuning.PathScoped for m in superlink_main._get_middleware())

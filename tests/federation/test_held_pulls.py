@@ -97,6 +97,9 @@ def test_idle_nodes_are_held_and_a_run_still_reaches_them_at_once(tmp_path, monk
         while missing() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not missing(), missing()
+        # Fleet requests still pass node authentication (the tuned SuperLink runs Flower's
+        # Fleet-only middlewares for Fleet paths only): an unsigned pull for a real node is refused
+        _assert_unsigned_pull_refused(fed)
 
         run_id = control.start_run(APP_DIR, {
             "dataset": "held", "num_rounds": 2, "min_nodes": 2, "local_epochs": 1,
@@ -144,3 +147,22 @@ def test_a_tuned_supernode_pulls_again_at_once_after_a_held_pull_only(monkeypatc
         assert slept == [flower_tuning.SUPERNODE_SLEEPS[3], 2.0]
     finally:
         sci._pull_and_store_message, sci.time = saved
+
+
+def _assert_unsigned_pull_refused(fed) -> None:
+    import httpx
+    from flwr.proto.fleet_pb2 import PullMessagesRequest  # pylint: disable=E0611
+    from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+
+    client = FleetHttpClient.from_server_address(
+        server_address=fed.address, insecure=False, root_certificates=fed.pki.ca_cert.read_bytes(),
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperNode")])
+    node_id = next(iter(fed.node_ids.values()))
+    try:
+        with pytest.raises(httpx.HTTPStatusError) as err:
+            client.PullMessages(PullMessagesRequest(node=Node(node_id=int(node_id))))
+        assert err.value.response.status_code == 401
+    finally:
+        client.close()
