@@ -30,6 +30,9 @@ class LocalFederation:
     superlink_poll_s: float | None = None  # the SuperLink's SuperExec poll (None: poll_interval_s)
     events_key_file: Path | None = None  # the portal's run-events key (portal tests)
     serverapp_launcher: str | None = None  # "prefork" / "flower" (None: FEDHAEM_SERVERAPP_PREFORK)
+    # every node shares this box with the SuperLink: nodes run below its priority, so the hub keeps
+    # answering (heartbeats, TLS handshakes, the ServerApp's task heartbeat) when all get work at once
+    node_niceness: int = 5
     pki: Pki | None = None
     superlink: SuperLinkHandle | None = None
     nodes: dict[str, SuperNodeHandle] = field(default_factory=dict)
@@ -74,7 +77,7 @@ class LocalFederation:
         h = start_supernode(name, self.address, self.pki.ca_cert, keys.private_key, ndir / "data",
                             ndir, launcher=self.launcher, poll_interval_s=self.poll_interval_s or 1.0,
                             tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"},
-                            release_after_s=self.release_after_s)
+                            release_after_s=self.release_after_s, niceness=self.node_niceness)
         self.nodes[name] = h
         return h
 

@@ -56,11 +56,12 @@ class ManagedProcess:
     popen: subprocess.Popen | None = None
     env: dict | None = None
     cwd: str | Path | None = None
+    niceness: int = 0  # at least this niceness (0: as this process)
 
     @classmethod
     def start(cls, name: str, args: list[str], log_path: str | Path, env: dict,
-              cwd: str | Path | None = None) -> "ManagedProcess":
-        proc = cls(name, list(args), Path(log_path), env=env, cwd=cwd)
+              cwd: str | Path | None = None, niceness: int = 0) -> "ManagedProcess":
+        proc = cls(name, list(args), Path(log_path), env=env, cwd=cwd, niceness=niceness)
         proc.launch()
         return proc
 
@@ -73,6 +74,11 @@ class ManagedProcess:
             self.popen = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
                                           start_new_session=True)
+        if self.niceness > os.getpriority(os.PRIO_PROCESS, 0):
+            try:  # raising a child's niceness needs no privilege; it is set before it has forked
+                os.setpriority(os.PRIO_PROCESS, self.popen.pid, self.niceness)
+            except ProcessLookupError:
+                pass  # exited at once: its log says why
 
     @property
     def pid(self) -> int:
@@ -309,7 +315,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                     data_dir: str | Path, state_dir: str | Path, runtime_port: int | None = None,
                     launcher: str = "prefork", poll_interval_s: float = 0.1,
                     tuning: bool = False, node_options: dict | None = None,
-                    release_after_s: float | None = None) -> SuperNodeHandle:
+                    release_after_s: float | None = None, niceness: int = 0) -> SuperNodeHandle:
     """Start a hospital's SuperNode connected to `superlink` (host:port, TLS + node auth).
 
     launcher: "prefork" (our `fl_engine.deploy.prefork` under ``--isolation process``: ClientApps
@@ -318,7 +324,9 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     (shorter Flower sleeps; off by default). Logs and FLWR_HOME go under `state_dir`.
     `node_options` adds ClientApp node-config keys: "manager" and "token-file" (where the node
     fetches its approvals), or "trust-all-runs" = "true" (engine tests and benchmarks only: the
-    node then serves any run without asking a manager).
+    node then serves any run without asking a manager). `niceness`: the SuperNode's (its
+    launcher runs at FEDHAEM_NODE_COMPUTE_NICE at least); on a box shared with the SuperLink,
+    nodes below the SuperLink's priority keep the hub answering when all of them get work at once.
     """
     if launcher not in ("prefork", "flower"):
         raise ValueError(f"launcher must be 'prefork' or 'flower', got {launcher!r}")
@@ -346,7 +354,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                    "--host", "127.0.0.1", "--port", str(runtime_port)]
     if launcher == "prefork":
         args += ["--isolation", "process"]
-    proc = ManagedProcess.start(f"supernode-{name}", args, state_dir / "supernode.log", env)
+    proc = ManagedProcess.start(f"supernode-{name}", args, state_dir / "supernode.log", env, niceness=niceness)
     handle = SuperNodeHandle(name, runtime_port, proc)
     if launcher == "prefork":
         largs = [sys.executable, "-m", "fl_engine.deploy.prefork",
@@ -354,7 +362,8 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                  "--parent-pid", str(proc.pid), "--poll-interval", str(poll_interval_s)]
         if release_after_s is not None:
             largs += ["--release-after", str(release_after_s)]
-        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env)
+        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env,
+                                               niceness=niceness)
     return handle
 
 
