@@ -66,7 +66,10 @@ CONFIGS = {
 }
 
 
-def measure(name: str, tables: dict, rounds: int, root: Path, comparison: bool = True) -> dict:
+def measure(name: str, tables: dict, rounds: int, root: Path, comparison: bool = True,
+            warmup: bool = False) -> dict:
+    """One run of `rounds` on a fresh federation deployed as `name`; with `warmup`, after a first
+    one-round run that is not measured (what a federation that has run before costs)."""
     c = CONFIGS[name]
     metrics = root / f"{name}-metrics.jsonl"
     with LocalFederation(root / name, launcher=c["launcher"], poll_interval_s=c["poll_interval_s"],
@@ -74,6 +77,14 @@ def measure(name: str, tables: dict, rounds: int, root: Path, comparison: bool =
         for node, table in tables.items():
             fed.add_node(node, table, dataset="bench")
         fed.wait_nodes_online(180)
+        if warmup:
+            first = control.start_run(APP_DIR, {
+                "dataset": "bench", "num_rounds": 1, "min_nodes": len(tables), "local_epochs": 1,
+                "poll_interval_s": c["server_poll_s"], "round_timeout_s": 300.0, "fuse_evaluation": c["fuse"],
+                "comparison": False, "metrics_path": str(root / f"{name}-warmup.jsonl")},
+                fed.address, **fed.conn_kwargs())
+            if fed.wait_run(first, 600, poll_s=0.5)["status"] != "finished:completed":
+                raise RuntimeError(f"{name}: the warm-up run did not complete")
         t0 = time.time()
         run_id = control.start_run(APP_DIR, {
             "dataset": "bench", "num_rounds": rounds, "min_nodes": len(tables), "local_epochs": 1,
@@ -102,9 +113,11 @@ def summarise(metrics: Path, t0: float, total: float) -> dict:
 
 
 def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_fused",
-                   comparison: bool = True) -> dict:
+                   comparison: bool = True, warmup: bool = False) -> dict:
     """The same study started through the portal's own code path (see the module docstring), the
-    federation deployed as `config` (the portal's default deployment: tuned_fused)."""
+    federation deployed as `config` (the portal's default deployment: tuned_fused). With
+    `warmup`, a first one-round run of the study goes through the same portal and worker
+    unmeasured (a long-running portal has imported MLflow and opened its database before)."""
     import socket
     import subprocess
 
@@ -196,6 +209,14 @@ def measure_portal(tables: dict, rounds: int, root: Path, config: str = "tuned_f
                 time.sleep(0.2)
             with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
                               queues=["celery", settings.CONCLUSIONS_QUEUE, settings.GRIDS_QUEUE], shutdown_timeout=30):
+                if warmup:
+                    first = services.start_run(coordinator, study, 1, comparison=False)
+                    deadline = time.monotonic() + 600
+                    while first.status in Run.ACTIVE and time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        first.refresh_from_db()
+                    if first.status != "finished":
+                        raise RuntimeError(f"the portal's warm-up run ended {first.status}: {first.error[:500]}")
                 t0 = time.time()
                 run = services.start_run(coordinator, study, rounds, comparison=comparison)
                 while True:

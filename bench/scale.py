@@ -39,7 +39,9 @@ and, with 3 in --nodes, portal_vs_engine_ratio: the same 3-hospital study throug
 (Celery, run events, MLflow registration) over the engine driven directly
 (bench/federation_overhead.py's measure_portal / measure, tuned_fused), both without the
 comparison phase (switched off per run); portal_vs_engine_ratio_with_comparison and the run
-totals with it give that phase's cost apart.
+totals with it give that phase's cost apart. Each side first runs one unmeasured one-round run
+on its fresh federation (and, for the portal, in its fresh Celery worker): the ratio is what a
+portal that has run before adds, not the first import of MLflow in a new process.
 CPU figures are process CPU time from /proc (so other programs on a shared machine inflate them
 less than wall-clock figures); the machine's load average is printed beside them.
 """
@@ -257,6 +259,11 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         try:
             status = wait_finished(fed, run_id, 120 * rounds + 600)
             out["completed"] = status == "finished:completed"
+            if not out["completed"]:  # Flower's status and its words: what ended the run
+                out["status"] = status
+                rec = next((r for r in control.list_runs(fed.address, **fed.conn_kwargs())
+                            if str(r.get("run-id")) == str(run_id)), {})
+                out["error"] = str(rec.get("status-details") or "")[:500]
         except TimeoutError as err:
             out["completed"], out["error"] = False, str(err)
         total = time.time() - t0
@@ -338,9 +345,10 @@ def main(argv=None) -> int:
             for label, comparison in (("", False), ("_with_comparison", True)):
                 (root / f"e{label}").mkdir(parents=True, exist_ok=True)
                 (root / f"p{label}").mkdir(parents=True, exist_ok=True)
-                engine = overhead.measure("tuned_fused", tables, a.rounds, root / f"e{label}", comparison=comparison)
+                engine = overhead.measure("tuned_fused", tables, a.rounds, root / f"e{label}", comparison=comparison,
+                                          warmup=True)
                 portal = overhead.measure_portal(tables, a.rounds, root / f"p{label}", "tuned_fused",
-                                                 comparison=comparison)
+                                                 comparison=comparison, warmup=True)
                 out[f"portal_vs_engine_ratio{label}"] = round(portal["run_total_s"] / engine["run_total_s"], 3)
                 out[f"engine_run_total_s{label}"] = round(engine["run_total_s"], 1)
                 out[f"portal_run_total_s{label}"] = round(portal["run_total_s"], 1)
