@@ -39,3 +39,18 @@ def reap(children: set[int], what: str, log: logging.Logger, quiet_success: bool
                 log.warning("%s child %d exited with code %d", what, pid, code)
             elif not quiet_success:
                 log.info("%s child %d exited with code %d", what, pid, code)
+
+
+# How long a launcher's request may keep retrying before it returns to its loop: there it checks
+# that its parent still lives. Flower's own retry invoker retries a refused connection forever,
+# so a launcher whose SuperNode (or SuperLink) was killed stayed behind with its warm memory.
+RETRY_WITHIN_S = 30.0
+
+
+def bounded_retry_invoker(max_time_s: float = RETRY_WITHIN_S):
+    """Flower's HTTP retry invoker for a Runtime API client, giving up after `max_time_s`."""
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    invoker.max_time = max_time_s
+    return invoker

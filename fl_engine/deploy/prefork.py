@@ -138,7 +138,6 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.tls import validate_and_resolve_root_certificates
 
@@ -149,7 +148,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             master_secret=secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})))
     client = RuntimeHttpClient.from_server_address(
         server_address=address, insecure=insecure, root_certificates=certificates,
-        interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker())
+        interceptors=interceptors, retry_invoker=forking.bounded_retry_invoker())
     children: set[int] = set()
     me = os.getpid()
     # poll fast while tasks come (a run's rounds), slowly once idle (flower_tuning.Activity)

@@ -109,7 +109,6 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.tls import validate_and_resolve_root_certificates
 
@@ -117,7 +116,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     client = RuntimeHttpClient.from_server_address(
         server_address=address, insecure=insecure, root_certificates=certificates,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
-        retry_invoker=make_simple_http_retry_invoker())
+        retry_invoker=forking.bounded_retry_invoker())
     children: set[int] = set()
     log.info("ServerApp launcher worker %d warm in %.2f s, serving %s (poll %.3f s)", os.getpid(),
              time.monotonic() - t, address, poll_s)

@@ -94,3 +94,22 @@ print(json.dumps({{"torch": "torch" in sys.modules, "columns": len(reply.stats["
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["columns"] > 0
     assert got["torch"] is False
+
+
+def test_a_launcher_whose_supernode_was_killed_does_not_stay_behind(tmp_path, node_tables):
+    """Flower's retry invoker retries a refused connection forever; the launcher's requests give
+    up after forking.RETRY_WITHIN_S, so it notices its SuperNode is gone and exits instead of
+    keeping its memory as an orphan."""
+    from fl_engine.deploy import forking
+    table = next(iter(node_tables.values()))
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True) as fed:
+        node = fed.add_node("H1", table, dataset="study")
+        fed.wait_nodes_online(120)
+        time.sleep(2)  # the launcher is waiting in AcquireTask at its SuperNode
+        node.process.popen.kill()
+        node.process.popen.wait()
+        deadline = time.monotonic() + forking.RETRY_WITHIN_S + 30
+        while node.launcher.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert node.launcher.popen.poll() is not None, node.launcher.log_text()[-2000:]
+        assert "is gone; exiting" in node.launcher.log_text()
