@@ -75,7 +75,9 @@ class ManagedProcess:
                                           stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
                                           start_new_session=True)
         if self.niceness > os.getpriority(os.PRIO_PROCESS, 0):
-            try:  # raising a child's niceness needs no privilege; it is set before it has forked
+            # raising a child's niceness needs no privilege; on Linux niceness is per thread, and this
+            # reaches the main thread while its interpreter is still starting (before any thread)
+            try:
                 os.setpriority(os.PRIO_PROCESS, self.popen.pid, self.niceness)
             except ProcessLookupError:
                 pass  # exited at once: its log says why
