@@ -225,31 +225,30 @@ def list_runs(superlink_control_address: str, *, root_certificates: str | Path |
 
 
 def _one_run_in_process(address: str, root_certificates: str | Path | None, run_id: str) -> list[dict]:
-    # flwr 1.42's CLI internals (ls._display_one_run/_to_json), as _list_runs_in_process
-    from flwr.cli import ls as flwr_ls
-
     try:
         rid = int(str(run_id))
     except ValueError:
         raise ControlError(f"run id {run_id!r} is not a Flower run id (a whole number)") from None
-    client = _control_client(address, root_certificates)
-    try:
-        return json.loads(flwr_ls._to_json(flwr_ls._display_one_run(client, rid))).get("runs") or []
-    except (SystemExit, Exception) as err:  # the CLI's error handler exits; keep Flower's words
-        raise ControlError(f"run {run_id} on {address}: {err!r}") from err
-    finally:
-        client.close()
+    return _ls_in_process(address, root_certificates, lambda ls, client: ls._display_one_run(client, rid),
+                          f"run {run_id} on {address}")
 
 
 def _list_runs_in_process(address: str, root_certificates: str | Path | None) -> list[dict]:
-    # flwr 1.42's CLI internals (ls._list_runs/_to_json): pinned like the rest of this adapter
+    return _ls_in_process(address, root_certificates, lambda ls, client: ls._list_runs(client),
+                          f"ListRuns at {address} failed")
+
+
+def _ls_in_process(address: str, root_certificates: str | Path | None, rows, what: str) -> list[dict]:
+    """The JSON rows of `flwr ls` for `rows(flwr.cli.ls, client)`, asked from this process."""
+    # flwr 1.42's CLI internals (ls._list_runs / _display_one_run / _to_json): pinned like the
+    # rest of this adapter
     from flwr.cli import ls as flwr_ls
 
     client = _control_client(address, root_certificates)
     try:
-        return json.loads(flwr_ls._to_json(flwr_ls._list_runs(client))).get("runs") or []
+        return json.loads(flwr_ls._to_json(rows(flwr_ls, client))).get("runs") or []
     except (SystemExit, Exception) as err:  # the CLI's error handler exits; keep Flower's words
-        raise ControlError(f"ListRuns at {address} failed: {err!r}") from err
+        raise ControlError(f"{what}: {err!r}") from err
     finally:
         client.close()
 
