@@ -24,6 +24,18 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def redis_ready(port: int) -> bool:
+    """True once the server on 127.0.0.1:`port` answers PING with PONG. A restarted Redis listens
+    before it has replayed its append-only file and answers every command with -LOADING until
+    then: a client let in on the open port alone fails with BusyLoadingError."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def data_dir(var_dir: Path) -> Path:
     return Path(var_dir) / "redis"
 
@@ -44,17 +56,18 @@ def redis_command(port: int, var_dir: Path, daemonize: bool = False) -> list[str
 
 
 def ensure_redis(port: int, var_dir: Path, timeout: float = 10.0) -> bool:
-    """Start redis-server on 127.0.0.1:`port` (daemonized) unless one answers; True if this call
-    started it."""
-    if _listening(port):
-        return False
-    subprocess.run(redis_command(port, var_dir, daemonize=True), check=True)
+    """Start redis-server on 127.0.0.1:`port` (daemonized) unless one listens; True if this call
+    started it. Returns once the server answers PING (its append-only file replayed)."""
+    started = False
+    if not _listening(port):
+        subprocess.run(redis_command(port, var_dir, daemonize=True), check=True)
+        started = True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _listening(port):
-            return True
+        if redis_ready(port):
+            return started
         time.sleep(0.05)
-    raise RuntimeError(f"embedded Redis did not start on 127.0.0.1:{port}; see {data_dir(var_dir) / 'redis.log'}")
+    raise RuntimeError(f"embedded Redis did not answer PING on 127.0.0.1:{port}; see {data_dir(var_dir) / 'redis.log'}")
 
 
 def stop_redis(var_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.ops.embedded import _listening, ensure_redis, redis_command, stop_redis
+from portal.ops.embedded import _listening, ensure_redis, redis_command, redis_ready, stop_redis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ class ForegroundRedis:
     def start(self):
         self.proc = subprocess.Popen(redis_command(self.port, self.var_dir), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait(lambda: _listening(self.port), 10, "redis up")
+        _wait(lambda: redis_ready(self.port), 10, "redis answers PING")
 
     def kill9(self):
         os.killpg(self.proc.pid, signal.SIGKILL)
@@ -180,3 +180,34 @@ def test_task_of_a_sigkilled_worker_runs_again_after_redis_restart(tmp_path):
                 os.killpg(worker.pid, signal.SIGKILL)
         log.close()
         redis_srv.stop()
+
+
+def test_redis_ready_waits_for_the_append_only_file_replay():
+    """A Redis that still replays its file listens and answers -LOADING: not ready. (The supervised
+    restart above once let a client in on the open port alone: BusyLoadingError.)"""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    replies = [b"-LOADING Redis is loading the dataset in memory\r\n", b"+PONG\r\n"]
+
+    def serve():
+        for reply in replies:
+            conn, _ = srv.accept()
+            with conn:
+                assert conn.recv(64) == b"PING\r\n"
+                conn.sendall(reply)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert not redis_ready(port)  # listening, still loading
+        assert redis_ready(port)
+    finally:
+        t.join(5)
+        srv.close()
+    assert not redis_ready(port)  # nothing listens
+

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 from portal.devidp.people import PEOPLE
 from portal.devidp.runner import DevIdentityProvider
 from portal.ops import federation_demo
-from portal.ops.embedded import redis_command
+from portal.ops.embedded import redis_command, redis_ready
 from portal.ops.supervisor import Service, Supervisor, port_open
 
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
                 if port_open(redis_port):  # one already runs (another demo, a test session): reuse it
                     self.stdout.write(f"  embedded Redis on 127.0.0.1:{redis_port} (already running)")
                 else:
-                    sup.start(Service("redis", redis_command(redis_port, var), ready=lambda: port_open(redis_port),
+                    sup.start(Service("redis", redis_command(redis_port, var), ready=lambda: redis_ready(redis_port),
                                       ready_timeout=20))
             call_command("migrate", verbosity=0)
             # the portal serves CSS, JS and plotly.js with WhiteNoise from STATIC_ROOT (var/static)
