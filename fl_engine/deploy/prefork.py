@@ -22,6 +22,10 @@ except one check in each child: the run's FAB must configure FedHaem's installed
 carry no code (fl_engine.deploy.fab_pin), so no manager can make the hospital run its own code.
 TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
 
+A task claimed before the ClientApp is imported is kept alive by heartbeats from the parent until
+its child starts (ClaimKeeper). Fault injection for tests and bench/faults.py:
+FEDHAEM_FAULT_SLOW_WARM_S adds that many seconds to that import (a box where many nodes warm at once).
+
 The launcher and its children run at niceness FEDHAEM_NODE_COMPUTE_NICE (10): training yields
 the CPU to the control plane (SuperNode, SuperLink) on a shared box.
 
@@ -34,6 +38,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from fl_engine.deploy import flower_tuning, forking
@@ -83,6 +88,67 @@ def _run_child(address: str, token: str, insecure: bool, certificates: bytes | N
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+# A claimed task must show life within 30 s (flwr's HEARTBEAT_DEFAULT_INTERVAL) or the SuperNode
+# revokes its token; the child heartbeats once run_clientapp starts, the parent until then.
+CLAIM_HEARTBEAT_S = 10.0
+
+
+class ClaimKeeper:
+    """Heartbeats a claimed task (its token) from a thread while this parent imports the
+    ClientApp before forking the task's child. On a busy box that import took 50 s (fifty nodes
+    warming at once on two cores); the SuperNode had revoked the token after 30 s without a
+    heartbeat, the child's first request was refused ("task-token authentication failed") and
+    the node answered the run's first message minutes late. The thread is joined before the
+    fork: the parent stays single-threaded where it forks."""
+
+    def __init__(self, address: str, token: str, insecure: bool, certificates: bytes | None,
+                 every_s: float = CLAIM_HEARTBEAT_S):
+        self.address, self.token, self.insecure, self.certificates = address, token, insecure, certificates
+        self.every_s = every_s
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest  # pylint: disable=E0611
+        from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+        from flwr.supercore.runtime import RuntimeHttpClient
+
+        client = RuntimeHttpClient.from_server_address(
+            server_address=self.address, insecure=self.insecure, root_certificates=self.certificates,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                          RuntimeTokenHttpInterceptor(self.token)],
+            retry_invoker=forking.bounded_retry_invoker(self.every_s))
+        try:
+            while not self._stop.wait(self.every_s):
+                try:
+                    if client.SendTaskHeartbeat(SendTaskHeartbeatRequest()).success:
+                        self.beats += 1
+                except Exception as err:  # noqa: BLE001 - the child will say what is wrong
+                    log.warning("heartbeat for a claimed task failed: %s", err)
+        finally:
+            client.close()
+
+    def __enter__(self) -> "ClaimKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+FAULT_SLOW_WARM_ENV = "FEDHAEM_FAULT_SLOW_WARM_S"
+
+
+def _fault_slow_warm_s() -> float:
+    raw = os.environ.get(FAULT_SLOW_WARM_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else 0.0
+    except ValueError:
+        raise SystemExit(f"{FAULT_SLOW_WARM_ENV}={raw!r} is not a number of seconds") from None
 
 
 COMPUTE_NICE_ENV = "FEDHAEM_NODE_COMPUTE_NICE"
@@ -187,8 +253,11 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 # and fork a child that has nothing left to import, then load torch in this parent
                 # while the child answers (the training tasks that follow fork from it warm).
                 t = time.monotonic()
-                _warm_app()
-                log.info("ClientApp loaded in %.2f s", time.monotonic() - t)
+                with ClaimKeeper(address, res.token, insecure, certificates) as claim:
+                    _warm_app()
+                    time.sleep(_fault_slow_warm_s())
+                log.info("ClientApp loaded in %.2f s (%d heartbeats for the claimed task)",
+                         time.monotonic() - t, claim.beats)
             pid = os.fork()
             if pid == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -4,6 +4,7 @@ lean once idle; runs before and after the release finish the same way."""
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -67,6 +68,26 @@ def test_launcher_is_lean_when_idle_and_serves_runs_before_and_after_releasing(t
         # a one-box federation runs its SuperNodes below the SuperLink (LocalFederation.node_niceness)
         assert os.getpriority(os.PRIO_PROCESS, node.process.pid) == max(5, os.getpriority(os.PRIO_PROCESS, 0))
         assert os.getpriority(os.PRIO_PROCESS, fed.superlink.process.pid) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_claimed_task_outlives_a_slow_warm_up(tmp_path, node_tables, monkeypatch):
+    """The lean launcher claims a task, then imports the ClientApp before forking its child; with
+    fifty nodes warming at once on two cores that took 50 s, past the 30 s a claimed task may go
+    without a heartbeat, and the child was refused. The parent heartbeats the claim meanwhile."""
+    from fl_engine.deploy import prefork
+    monkeypatch.setenv(prefork.FAULT_SLOW_WARM_ENV, "40")
+    table = next(iter(node_tables.values()))
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, release_after_s=600.0) as fed:
+        node = fed.add_node("H1", table, dataset="study")
+        fed.wait_nodes_online(120)
+        _run(fed, tmp_path, 3)
+        text = node.launcher.log_text()
+        # the first task's child ran on the task claimed before the slow import: the SuperNode
+        # never refused its token and the launcher forked that task once
+        assert "task-token authentication failed" not in node.process.log_text()
+        tasks = re.findall(r"task (\d+) \(run \d+\) -> child", text)
+        assert tasks and len(tasks) == len(set(tasks)), text[-2000:]
+        assert "(0 heartbeats" not in text and "heartbeats for the claimed task" in text, text[-2000:]
 
 
 def test_a_cold_node_answers_the_stats_request_without_loading_torch(node_tables):
