@@ -106,6 +106,7 @@ def test_supernode_loop_slows_down_when_idle_and_speeds_up_on_a_message(monkeypa
 
 
 @pytest.mark.parametrize("apply", ["apply_pull_backoff", "apply_supernode_sleeps", "apply_superlink_pull_hold",
+                                   "apply_object_hold",
                                    "apply_task_hold", "apply_server_keepalive", "apply_client_keepalive",
                                    "apply_scoped_middleware"])
 def test_every_patch_refuses_another_flower_version(apply, monkeypatch):

@@ -63,6 +63,94 @@ def test_doorbell_times_out_counts_rings_before_the_wait_and_caps_waiters():
     assert bell.held == 0
 
 
+def test_doorbell_forgets_the_oldest_keys_beyond_max_keys():
+    bell = flower_tuning.Doorbell(max_keys=2)
+    for key in ("a", "b", "c"):
+        bell.ring(key)
+    assert (bell.rung("a"), bell.rung("b"), bell.rung("c")) == (0, 1, 1)
+    # a waiter of a forgotten key is not left waiting for a ring it already missed
+    t = time.monotonic()
+    assert bell.wait("a", 1, 5.0)
+    assert time.monotonic() - t < 0.5
+
+
+@pytest.fixture
+def object_hold(monkeypatch):
+    """apply_object_hold on this process's Flower modules, put back after the test."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.superlink.servicer.fleet import fleet_handlers
+    from flwr.superlink.servicer.runtime import runtime_handlers
+    import uvicorn.server
+    for owner, name in ((InMemoryLinkState, "store_object"), (SqlLinkState, "store_object"),
+                        (fleet_handlers, "pull_object"), (runtime_handlers, "pull_object"),
+                        (uvicorn.server.Server, "handle_exit")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    monkeypatch.setattr(flower_tuning, "_SERVER_BELLS", [])
+    return lambda hold_s: flower_tuning.apply_object_hold(hold_s)
+
+
+def _pull_in_server_thread(state, run_id: int, object_id: str, out: dict) -> None:
+    """The Runtime API's PullObject as the SuperLink serves it: in an anyio worker thread."""
+    import anyio
+    import anyio.to_thread
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+    from flwr.proto.message_pb2 import PullObjectRequest  # pylint: disable=E0611
+    from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    request = PullObjectRequest(node=Node(node_id=SUPERLINK_NODE_ID), run_id=run_id, object_id=object_id)
+    t = time.monotonic()
+    out["response"] = anyio.run(anyio.to_thread.run_sync, lambda: runtime_handlers.pull_object(
+        request, state, Task(run_id=run_id)))
+    out["took"] = time.monotonic() - t
+
+
+def test_an_object_pull_is_held_until_the_object_is_pushed(object_hold):
+    """Flower's own LinkState and Runtime handler: a pull for an object announced but not pushed
+    is answered once it is stored (not after a client back-off); one never pushed gets Flower's
+    "not available" after the hold; with the hold off, at once."""
+    from flwr.app import ConfigRecord
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.supercore.inflatable.inflatable_object import get_object_tree
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation.noop_federation_manager import NoOpFederationManager
+
+    def announced(state, value: int):
+        record = ConfigRecord({"round": value})
+        session = state.start_session(run_id)
+        assert state.preregister_object_tree(get_object_tree(record), session) == [record.object_id]
+        return record, session
+
+    run_id = 42
+    state = InMemoryLinkState(NoOpFederationManager(), ObjectStoreFactory().store())
+    # stock Flower: "found, not available" at once
+    record, _ = announced(state, 0)
+    out: dict = {}
+    _pull_in_server_thread(state, run_id, record.object_id, out)
+    assert out["response"].object_found and not out["response"].object_available and out["took"] < 0.5
+
+    bell = object_hold(3.0)
+    record, session = announced(state, 1)
+    out = {}
+    puller = threading.Thread(target=_pull_in_server_thread, args=(state, run_id, record.object_id, out))
+    puller.start()
+    time.sleep(0.5)
+    assert puller.is_alive() and bell.held == 1  # held at the SuperLink
+    assert state.store_object(run_id, session, record.object_id, record.deflate())
+    puller.join(5)
+    assert out["response"].object_available and out["response"].object_content == record.deflate()
+    assert 0.4 < out["took"] < 2.0, out["took"]
+
+    record, _ = announced(state, 2)  # never pushed
+    out = {}
+    _pull_in_server_thread(state, run_id, record.object_id, out)
+    assert out["response"].object_found and not out["response"].object_available
+    assert 2.9 < out["took"] < 6.0, out["took"]
+    assert bell.held == 0
+
+
 def test_hold_setting_is_checked(monkeypatch):
     monkeypatch.setenv(flower_tuning.PULL_HOLD_ENV, "0")
     assert flower_tuning.pull_hold_s() == 0
