@@ -16,6 +16,9 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
   round_overhead_s         median over rounds of the round's wall time minus the slowest node's
                            own training (bench/federation_overhead.py's definition), fused
                            evaluation on
+  warm_run                 the same run again right after the first, every launcher warm:
+                           its run_start_s, round_overhead_s and round times (the first run's
+                           rounds also carry n cold launchers' torch imports on this box's cores)
   completed                the run finished with every round (a size whose busy nodes would not
                            fit in the available memory, by the private memory per busy node
                            measured at the smaller size before it, is not run: `not_run` says why)
@@ -181,7 +184,7 @@ def wait_finished(fed, run_id: str, timeout_s: float, poll_s: float = 0.5) -> st
 
 
 def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None,
-                 serverapp_launcher: str = "stock") -> dict:
+                 serverapp_launcher: str = "stock", warm_run: bool = True) -> dict:
     """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
     at a smaller size; when n of them would not fit in the memory available after the idle
     measurement, the run is not started (the machine would swap or kill processes) and the
@@ -276,6 +279,27 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         # right after the run every launcher is warm (it sheds that memory after --release-after)
         out["private_mb_per_busy_node"] = round(statistics.mean(
             private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
+        if out["completed"] and warm_run:
+            # the same run again at once: every launcher warm (a network running studies back to
+            # back); the first run's rounds also carry each cold launcher's torch import, n of
+            # them sharing this machine's cores
+            warm_metrics = metrics.with_name(metrics.name.replace("-metrics", "-warm-metrics"))
+            t1 = time.time()
+            again = control.start_run(APP_DIR, {
+                "dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
+                "poll_interval_s": 0.1, "round_timeout_s": 600.0, "fuse_evaluation": True,
+                "comparison": False, "metrics_path": str(warm_metrics)}, fed.address, **fed.conn_kwargs())
+            try:
+                if wait_finished(fed, again, 120 * rounds + 600) == "finished:completed":
+                    w = overhead.summarise(warm_metrics, t1, time.time() - t1)
+                    out["warm_run"] = {"run_start_s": timeline(warm_metrics, t1)["first_round_start_s"],
+                                       "round_overhead_s": round(w["round_overhead_s"], 2),
+                                       "round_times_s": w["round_times_s"],
+                                       "run_total_s": round(w["run_total_s"], 1)}
+                else:
+                    out["warm_run"] = {"completed": False}
+            except TimeoutError as err:
+                out["warm_run"] = {"completed": False, "error": str(err)}
     if out["completed"]:
         s = overhead.summarise(metrics, t0, total)
         tl = timeline(metrics, t0)
@@ -305,6 +329,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle-window", type=float, default=30.0)
     p.add_argument("--no-portal", action="store_true", help="skip portal_vs_engine_ratio at 3 nodes")
+    p.add_argument("--no-warm-run", action="store_true", help="skip the second run on the warm federation")
     p.add_argument("--busy-node-mb", type=float, default=351.0,
                    help="private memory of one busy node assumed before any size has been measured "
                         "(351 MB: SuperNode + warmed launcher, measured here on 2026-12-05); guards "
@@ -330,7 +355,8 @@ def main(argv=None) -> int:
         for n in sorted(a.nodes):
             for which in order:
                 try:
-                    out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb, which))
+                    out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb, which,
+                                                     warm_run=not a.no_warm_run))
                     warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
                 except Exception as err:  # keep the sizes measured so far
                     out["sizes"].append({"nodes": n, "serverapp_launcher": which, "completed": False,
