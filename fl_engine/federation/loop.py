@@ -141,6 +141,20 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
         ok = successful_replies(replies, f"round {r} evaluation", cfg.min_nodes)
         return {names[k]: v.metrics for k, v in ok.items()}
 
+    has_baseline = hasattr(build_model(cfg.model, len(pre.output_names), cfg.model_params), "set_baseline")
+
+    def baseline(w: list, nodes: list[str], with_evaluation: bool = False) -> dict:
+        """Binned Breslow sums of `w` from `nodes`, summed into hist.baseline; with
+        `with_evaluation`, each node also evaluates `w` (its metrics by node name)."""
+        conf = {"preprocessor": hist.preprocessor, "round": cfg.num_rounds}
+        if with_evaluation:
+            conf["evaluate"] = True
+        replies = request({by_name[n]: NodeRequest("baseline", w, conf) for n in nodes}, "baseline hazard")
+        ok = successful_replies(replies, "baseline hazard", cfg.min_nodes)
+        times, cumhaz = merge_baseline([ok[k].arrays for k in sorted(ok, key=names.get)])
+        hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
+        return {names[k]: v.metrics for k, v in ok.items()}
+
     pending = None  # fused evaluation: (round, train metrics, weights, start time) awaiting evaluation
     for r in range(1, cfg.num_rounds + 1):
         t0 = time.monotonic()
@@ -182,19 +196,19 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
         if cfg.fuse_evaluation and r < cfg.num_rounds:
             pending = (r, trained, weights, t0)
             continue
-        evaluated = evaluate(r, weights, [n for n in available if n not in dropped])
+        nodes = [n for n in available if n not in dropped]
+        if cfg.fuse_evaluation and has_baseline:
+            # the final model's evaluation rides on the baseline request (same weights): one
+            # exchange with every node fewer at the end of the run
+            evaluated = baseline(weights, nodes, with_evaluation=True)
+        else:
+            evaluated = evaluate(r, weights, nodes)
         emit(r, trained, evaluated, time.monotonic() - t0, weights)
 
     # Cox-type models need a baseline hazard to give survival curves: one more phase in which
     # each node sends binned Breslow sums of the final model (aggregates), summed here.
-    if hist.weights and hasattr(build_model(cfg.model, len(pre.output_names), cfg.model_params), "set_baseline"):
-        nodes = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]
-        replies = request({by_name[n]: NodeRequest("baseline", hist.weights,
-                                                   {"preprocessor": hist.preprocessor, "round": cfg.num_rounds})
-                           for n in nodes}, "baseline hazard")
-        ok = successful_replies(replies, "baseline hazard", cfg.min_nodes)
-        times, cumhaz = merge_baseline([ok[k].arrays for k in sorted(ok, key=names.get)])
-        hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
+    if hist.weights and has_baseline and not hist.baseline:
+        baseline(hist.weights, [names[k] for k in transport.nodes() if k in names and names[k] not in dropped])
 
     if cfg.comparison and hist.rounds:
         nodes = [names[k] for k in transport.nodes() if k in names and names[k] not in dropped]

@@ -45,8 +45,11 @@ def _answer_evaluate(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: s
 
 
 def _answer_baseline(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) -> NodeReply:
+    """With config "evaluate" (fused evaluation, last round), also the evaluate reply's metrics."""
     _check_training_split(df, cfg, req.kind, name)
-    return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays))
+    metrics = node_evaluate(df, cfg, req.config["preprocessor"], req.arrays) if req.config.get("evaluate") else {}
+    return NodeReply(name=name, arrays=node_baseline(df, cfg, req.config["preprocessor"], req.arrays),
+                     metrics=metrics)
 
 
 def _answer_reference(df: pd.DataFrame, cfg: RunConfig, req: NodeRequest, name: str) -> NodeReply:
@@ -141,7 +144,8 @@ MESSAGE_KINDS = (
     MessageKind("evaluate", _answer_evaluate, _check_evaluate_reply,
                 doc="Harrell's C of the global model on the held-out split"),
     MessageKind("baseline", _answer_baseline, _check_baseline_reply,
-                doc="binned Breslow sums of the final model (the federated baseline hazard)"),
+                doc="binned Breslow sums of the final model (the federated baseline hazard); "
+                    "with fused evaluation also the evaluate reply's metrics"),
     MessageKind("reference", _answer_reference, _check_reference_reply,
                 doc="the comparison: the model trained alone, conventional scores, risk-group curves"),
 )

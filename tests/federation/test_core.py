@@ -212,10 +212,30 @@ def test_events_are_posted_to_the_portal_with_the_runs_hmac(node_tables, tmp_pat
     assert {("global", "c_index"), ("global", "loss"), ("H1", "c_index"), ("H3", "loss")} <= names
 
 
-def test_fused_evaluation_gives_the_same_model_and_metrics(node_tables):
+def test_fused_evaluation_gives_the_same_model_and_metrics(node_tables, monkeypatch):
+    """Fused: each round's evaluation rides on the next round's training request, the last one on
+    the baseline request; the same model, metrics and baseline in fewer exchanges."""
+    from fl_engine.federation import executor
+    from fl_engine.federation.config import parse_run_config
+
+    def run(config: dict):
+        cfg = parse_run_config(config)
+        transport = executor.LocalTransport(cfg, node_tables)
+        kinds: list[str] = []
+        request = transport.request
+
+        def counting(reqs, timeout_s):
+            kinds.append(next(iter(reqs.values())).kind)
+            return request(reqs, timeout_s)
+        monkeypatch.setattr(transport, "request", counting)
+        return executor.run_federation(cfg, transport), kinds
+
     base = {"dataset": "d", "num_rounds": 3, "min_nodes": 3, "seed": 5}
-    sep = run_in_process(base, node_tables)
-    fused = run_in_process({**base, "fuse_evaluation": True}, node_tables)
+    sep, sep_kinds = run(base)
+    fused, fused_kinds = run({**base, "fuse_evaluation": True})
+    assert sep_kinds == ["stats"] + ["train", "evaluate"] * 3 + ["baseline"]
+    assert fused_kinds == ["stats", "train", "train", "train", "baseline"]
+    assert sep.baseline == fused.baseline and sep.baseline["times"]
     for a, b in zip(sep.weights, fused.weights):
         np.testing.assert_array_equal(a, b)
     for rs, rf in zip(sep.rounds, fused.rounds):
