@@ -23,7 +23,7 @@ carry no code (fl_engine.deploy.fab_pin), so no manager can make the hospital ru
 TLS and SuperNode authentication are untouched: they live in the SuperNode's Fleet connection.
 
 A task claimed before the ClientApp is imported is kept alive by heartbeats from the parent until
-its child starts (ClaimKeeper). Fault injection for tests and bench/faults.py:
+its child starts (ClaimKeeper). Fault injection for tests:
 FEDHAEM_FAULT_SLOW_WARM_S adds that many seconds to that import (a box where many nodes warm at once).
 
 The launcher and its children run at niceness FEDHAEM_NODE_COMPUTE_NICE (10): training yields
