@@ -337,8 +337,8 @@ def apply_object_hold(hold_s: float | None = None) -> Doorbell | None:
     message is pullable as soon as it is stored, before its objects are pushed; every node then
     asked for each missing object again and again (back-off from 0.05 s to 1 s, two requests in
     flight per node), each a signed HTTPS request through the one SuperLink, while the
-    ServerApp was still pushing to the other nodes: at 50 nodes on two cores 37 of 50 gave up
-    after 60 s. A held pull is answered as soon as that object is stored (`store_object` rings
+    ServerApp was still pushing to the other nodes (in a 50-node attempt on two cores, 37 of 50
+    nodes gave up fetching after 60 s). A held pull is answered as soon as that object is stored (`store_object` rings
     its bell), or after the hold with Flower's own "not available" answer."""
     _check_version()
     hold = object_hold_s() if hold_s is None else hold_s
