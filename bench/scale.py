@@ -254,11 +254,13 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         watcher = threading.Thread(target=watch_first_round, daemon=True)
         watcher.start()
         t0 = time.time()
-        run_id = control.start_run(APP_DIR, {
-            "dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
-            "poll_interval_s": 0.1, "round_timeout_s": 600.0, "fuse_evaluation": True,
-            "comparison": False,  # its own phase, measured apart (portal_vs_engine_ratio_with_comparison)
-            "metrics_path": str(metrics)}, fed.address, **fed.conn_kwargs())
+        def run_config(path: Path) -> dict:
+            return {"dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
+                    "poll_interval_s": 0.1, "round_timeout_s": 600.0, "fuse_evaluation": True,
+                    # the comparison is its own phase, measured apart (portal_vs_engine_ratio_with_comparison)
+                    "comparison": False, "metrics_path": str(path)}
+
+        run_id = control.start_run(APP_DIR, run_config(metrics), fed.address, **fed.conn_kwargs())
         try:
             status = wait_finished(fed, run_id, 120 * rounds + 600)
             out["completed"] = status == "finished:completed"
@@ -285,10 +287,7 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
             # them sharing this machine's cores
             warm_metrics = metrics.with_name(metrics.name.replace("-metrics", "-warm-metrics"))
             t1 = time.time()
-            again = control.start_run(APP_DIR, {
-                "dataset": "bench", "num_rounds": rounds, "min_nodes": n, "local_epochs": 1,
-                "poll_interval_s": 0.1, "round_timeout_s": 600.0, "fuse_evaluation": True,
-                "comparison": False, "metrics_path": str(warm_metrics)}, fed.address, **fed.conn_kwargs())
+            again = control.start_run(APP_DIR, run_config(warm_metrics), fed.address, **fed.conn_kwargs())
             try:
                 if wait_finished(fed, again, 120 * rounds + 600) == "finished:completed":
                     w = overhead.summarise(warm_metrics, t1, time.time() - t1)
