@@ -1,7 +1,7 @@
 """How the federation's cost grows with the number of hospitals, on this machine.
 
     python bench/scale.py [--json] [--nodes 3 10 20 50] [--rounds 3] [--idle-window 30]
-                          [--serverapp-launcher stock|prefork|both] [--repeat 1]
+                          [--serverapp-launcher stock|prefork|both] [--repeat 1] [--shared-warm]
 
 For each size in turn: a real federation on 127.0.0.1 (SuperLink + one SuperNode and prefork
 launcher per hospital, TLS and SuperNode authentication, fl_engine.deploy.flower_tuning on, as
@@ -38,6 +38,9 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
 With --serverapp-launcher both, each size is measured with Flower's SuperExec ("stock") and with
 the prefork ServerApp launcher, alternating (stock, prefork, then prefork, stock ...) --repeat
 times, in this one invocation: the A/B of run_start_s and serverapp_start_s on a shared machine.
+With --shared-warm, one warm process per box forks every node's ClientApps (fl_engine.deploy.zygote,
+LocalFederation(shared_warm=True)) and the launchers stay lean; its CPU and memory are counted to
+the nodes, an n-th each (rss_zygote_mb: its own).
 and, with 3 in --nodes, portal_vs_engine_ratio: the same 3-hospital study through the portal
 (Celery, run events, MLflow registration) over the engine driven directly
 (bench/federation_overhead.py's measure_portal / measure, tuned_fused), both without the
@@ -184,7 +187,7 @@ def wait_finished(fed, run_id: str, timeout_s: float, poll_s: float = 0.5) -> st
 
 
 def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None,
-                 serverapp_launcher: str = "stock", warm_run: bool = True) -> dict:
+                 serverapp_launcher: str = "stock", warm_run: bool = True, shared_warm: bool = False) -> dict:
     """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
     at a smaller size; when n of them would not fit in the memory available after the idle
     measurement, the run is not started (the machine would swap or kill processes) and the
@@ -192,12 +195,13 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
     cohort = generate_mds_cohort(200 * n, seed=n)
     cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
     tables = {f"H{i + 1:02d}": t for i, t in enumerate(split_nodes(cohort, tuple([1 / n] * n), seed=0))}
-    out: dict = {"nodes": n, "serverapp_launcher": serverapp_launcher,
+    out: dict = {"nodes": n, "serverapp_launcher": serverapp_launcher, "shared_warm": shared_warm,
                  "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     shutil.rmtree(root / f"n{n}", ignore_errors=True)  # a repeated size starts afresh
     with LocalFederation(root / f"n{n}", launcher="prefork", poll_interval_s=0.1, tuning=True,
                          superlink_poll_s=SERVERAPP_POLL_S,
-                         serverapp_launcher="flower" if serverapp_launcher == "stock" else "prefork") as fed:
+                         serverapp_launcher="flower" if serverapp_launcher == "stock" else "prefork",
+                         shared_warm=shared_warm) as fed:
         t0 = time.monotonic()
         for name, table in tables.items():
             fed.add_node(name, table, dataset="bench")
@@ -208,21 +212,34 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         link = tree(fed.superlink.process.pid)
         nodes = {k: h.process.pid for k, h in fed.nodes.items()}
         launchers = {k: h.launcher.pid for k, h in fed.nodes.items()}
-        a_link, a_nodes = cpu_s(link), {k: cpu_s({nodes[k], launchers[k]}) for k in nodes}
+        # with --shared-warm, the box's warm process forks every node's ClientApps: its CPU (its
+        # children's included) and memory are the nodes', an n-th to each
+        zygote = fed.zygote.pid if fed.zygote is not None else None
+
+        def node_cpu(k: str, children: bool = False) -> float:
+            own = cpu_s({nodes[k], launchers[k]}, children=children)
+            return own + (cpu_s({zygote}, children=children) / n if zygote else 0.0)
+
+        def node_mb(k: str, measure) -> float:
+            return measure(nodes[k]) + measure(launchers[k]) + (measure(zygote) / n if zygote else 0.0)
+
+        a_link, a_nodes = cpu_s(link), {k: node_cpu(k) for k in nodes}
         w0 = time.monotonic()
         time.sleep(idle_window)
         dt = time.monotonic() - w0
         out["idle_cpu_superlink_pct"] = round(100 * (cpu_s(link) - a_link) / dt, 2)
-        per_node = [100 * (cpu_s({nodes[k], launchers[k]}) - a_nodes[k]) / dt for k in nodes]
+        per_node = [100 * (node_cpu(k) - a_nodes[k]) / dt for k in nodes]
         out["idle_cpu_per_node_pct"] = round(statistics.mean(per_node), 2)
         out["idle_cpu_per_node_max_pct"] = round(max(per_node), 2)
-        out["rss_per_node_mb"] = round(statistics.mean(rss_mb(nodes[k]) + rss_mb(launchers[k]) for k in nodes), 1)
+        out["rss_per_node_mb"] = round(statistics.mean(node_mb(k, rss_mb) for k in nodes), 1)
+        if zygote:
+            out["rss_zygote_mb"] = round(rss_mb(zygote), 1)
         out["rss_superlink_mb"] = round(sum(rss_mb(p) for p in tree(fed.superlink.process.pid)), 1)
         out["load_avg_1m_idle"] = round(os.getloadavg()[0], 2)
         echo(f"{n} nodes idle: SuperLink {out['idle_cpu_superlink_pct']}%, per node {out['idle_cpu_per_node_pct']}%, "
              f"{out['rss_per_node_mb']} MB per node")
         out["private_mb_per_idle_node"] = round(statistics.mean(
-            private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
+            node_mb(k, private_mb) for k in nodes), 1)
         if warm_mb is not None:
             # the idle nodes are already in memory: a run adds what a busy node holds beyond them
             more = max(warm_mb - out["private_mb_per_idle_node"], 0.0)
@@ -236,7 +253,7 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
                 return out
         metrics = root / f"n{n}-{serverapp_launcher}-{time.monotonic_ns()}-metrics.jsonl"
         c_link = cpu_s(tree(fed.superlink.process.pid), children=True)
-        c_nodes = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
+        c_nodes = {k: node_cpu(k, children=True) for k in nodes}
         # node CPU when the first round's record appears: the rounds after it cost the rest
         after_first: dict = {}
 
@@ -244,7 +261,7 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
             deadline = time.monotonic() + 120 * rounds + 600
             while time.monotonic() < deadline:
                 if metrics.exists() and any('"round": 1' in line for line in metrics.read_text().splitlines()):
-                    after_first.update({k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes})
+                    after_first.update({k: node_cpu(k, children=True) for k in nodes})
                     after_first["_train"] = sum(
                         m["value"] for line in metrics.read_text().splitlines() if line.strip()
                         for m in json.loads(line).get("metrics", []) if m["name"] == "train_time_s")
@@ -274,13 +291,13 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         total = time.time() - t0
         time.sleep(1.0)  # the last children exit and are reaped
         out["run_cpu_superlink_s"] = round(cpu_s(tree(fed.superlink.process.pid), children=True) - c_link, 1)
-        end_cpu = {k: cpu_s({nodes[k], launchers[k]}, children=True) for k in nodes}
+        end_cpu = {k: node_cpu(k, children=True) for k in nodes}
         out["run_cpu_per_node_s"] = round(statistics.mean(end_cpu[k] - c_nodes[k] for k in nodes), 2)
         if after_first and rounds > 1:  # the later rounds: warm launchers, no start-up in them
             out["later_rounds_cpu_per_node_s"] = round(statistics.mean(end_cpu[k] - after_first[k] for k in nodes), 2)
         # right after the run every launcher is warm (it sheds that memory after --release-after)
         out["private_mb_per_busy_node"] = round(statistics.mean(
-            private_mb(nodes[k]) + private_mb(launchers[k]) for k in nodes), 1)
+            node_mb(k, private_mb) for k in nodes), 1)
         if out["completed"] and warm_run:
             # the same run again at once: every launcher warm (a network running studies back to
             # back); the first run's rounds also carry each cold launcher's torch import, n of
@@ -337,6 +354,9 @@ def main(argv=None) -> int:
                    help="how the SuperLink launches ServerApps: Flower's SuperExec (stock), FedHaem's "
                         "warm launcher (prefork), or both alternating (A/B)")
     p.add_argument("--repeat", type=int, default=1, help="with --serverapp-launcher both: pairs per size")
+    p.add_argument("--shared-warm", action="store_true",
+                   help="one warm process forks every node's ClientApps (fl_engine.deploy.zygote); its CPU "
+                        "and memory are counted to the nodes, an n-th each")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if any(n < 1 for n in a.nodes):
@@ -355,7 +375,7 @@ def main(argv=None) -> int:
             for which in order:
                 try:
                     out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb, which,
-                                                     warm_run=not a.no_warm_run))
+                                                     warm_run=not a.no_warm_run, shared_warm=a.shared_warm))
                     warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
                 except Exception as err:  # keep the sizes measured so far
                     out["sizes"].append({"nodes": n, "serverapp_launcher": which, "completed": False,

@@ -11,7 +11,7 @@ import pandas as pd
 from fl_engine.deploy import control
 from fl_engine.deploy.pki import Pki, ensure_dev_pki, ensure_node_keys
 from fl_engine.deploy.processes import (
-    SuperLinkHandle, SuperNodeHandle, start_superlink, start_supernode, wait_until,
+    ManagedProcess, SuperLinkHandle, SuperNodeHandle, start_superlink, start_supernode, start_zygote, wait_until,
 )
 from fl_engine.node.datasets import register_table
 
@@ -33,6 +33,11 @@ class LocalFederation:
     # every node shares this box with the SuperLink: nodes run below its priority, so the hub keeps
     # answering (heartbeats, TLS handshakes, the ServerApp's task heartbeat) when all get work at once
     node_niceness: int = 5
+    # one warm process forks every node's ClientApps (fl_engine.deploy.zygote): a run after an idle
+    # spell does not pay one torch import per node on the box's cores (prefork launchers only)
+    shared_warm: bool = False
+    zygote: ManagedProcess | None = None
+    zygote_socket: Path | None = None
     pki: Pki | None = None
     superlink: SuperLinkHandle | None = None
     nodes: dict[str, SuperNodeHandle] = field(default_factory=dict)
@@ -47,6 +52,8 @@ class LocalFederation:
                                              tuning=self.tuning,
                                              events_key_file=self.events_key_file,
                                              serverapp_launcher=self.serverapp_launcher)
+            if self.shared_warm and self.launcher == "prefork":
+                self.zygote, self.zygote_socket = start_zygote(self.root / "zygote", tuning=self.tuning)
         except Exception:
             self.close()
             raise
@@ -77,7 +84,8 @@ class LocalFederation:
         h = start_supernode(name, self.address, self.pki.ca_cert, keys.private_key, ndir / "data",
                             ndir, launcher=self.launcher, poll_interval_s=self.poll_interval_s or 1.0,
                             tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"},
-                            release_after_s=self.release_after_s, niceness=self.node_niceness)
+                            release_after_s=self.release_after_s, niceness=self.node_niceness,
+                            zygote=self.zygote_socket)
         self.nodes[name] = h
         return h
 
@@ -109,5 +117,7 @@ class LocalFederation:
     def close(self) -> None:
         for h in self.nodes.values():
             h.stop()
+        if self.zygote is not None:
+            self.zygote.stop()
         if self.superlink is not None:
             self.superlink.stop()

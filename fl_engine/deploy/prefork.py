@@ -42,6 +42,7 @@ import threading
 import time
 
 from fl_engine.deploy import flower_tuning, forking
+from fl_engine.deploy import zygote as zygote_client
 from fl_engine.deploy.fab_pin import pin_clientapp_fab
 
 log = logging.getLogger("fedhaem.prefork")
@@ -188,8 +189,11 @@ def _release(argv: list[str]) -> None:
 
 def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
           poll_interval_s: float, secret: bytes | None = None, idle_poll_s: float = 0.0,
-          release_after_s: float | None = None, argv: list[str] | None = None) -> None:
-    """Acquire ClientApp tasks forever and fork one child per task. Polls every
+          release_after_s: float | None = None, argv: list[str] | None = None,
+          zygote: str | None = None) -> None:
+    """Acquire ClientApp tasks forever and fork one child per task. With `zygote` (the Unix
+    socket of the box's warm process, fl_engine.deploy.zygote) that process forks each task's
+    child and this launcher stays lean; when it cannot, the launcher forks the task itself. Polls every
     `poll_interval_s` while children run or within 30 s of the last task, every `idle_poll_s`
     (if longer) otherwise. With `release_after_s` the parent starts lean, warms its imports after
     its first task, and re-executes itself with `argv` after that long without work; without
@@ -216,6 +220,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
         server_address=address, insecure=insecure, root_certificates=certificates,
         interceptors=interceptors, retry_invoker=forking.bounded_retry_invoker())
     children: set[int] = set()
+    remote: dict[int, "zygote_client.RemoteChild"] = {}  # children forked by the box's warm process
     me = os.getpid()
     # poll fast while tasks come (a run's rounds), slowly once idle (flower_tuning.Activity)
     activity = flower_tuning.Activity(poll_interval_s, idle_poll_s)
@@ -228,6 +233,8 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        for child in remote.values():
+            child.kill()
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
@@ -235,7 +242,12 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
     held_seen = False
     while True:
         forking.reap(children, "ClientApp", log, quiet_success=True)
-        if children:  # busy until the last child has exited: idle time counts from then
+        for pid, child in list(remote.items()):
+            if child.poll():
+                del remote[pid]
+                if child.code:
+                    log.warning("ClientApp child %d (box warm process) exited with code %d", pid, child.code)
+        if children or remote:  # busy until the last child has exited: idle time counts from then
             activity.mark()
         if parent_pid is not None and not forking.alive(parent_pid):
             log.info("SuperNode %d is gone; exiting", parent_pid)
@@ -248,6 +260,19 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             time.sleep(max(poll_interval_s, 0.5))
             continue
         if res.HasField("task") and res.token:
+            if zygote is not None:
+                try:
+                    child = zygote_client.spawn(zygote, address, res.token, insecure, certificates,
+                                                res.task.task_id)
+                except (OSError, ValueError) as err:
+                    log.warning("the box's warm process at %s did not fork task %s (%s): forking it here",
+                                zygote, res.task.task_id, err)
+                else:
+                    remote[child.pid] = child
+                    activity.mark()
+                    log.info("task %s (run %s) -> child %d (box warm process)", res.task.task_id,
+                             res.task.run_id, child.pid)
+                    continue
             if not warm:
                 # A run's first task after an idle spell is its stats request: import the app here
                 # and fork a child that has nothing left to import, then load torch in this parent
@@ -272,11 +297,11 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 log.info("torch loaded in %.2f s", time.monotonic() - t)
                 warm = True
             continue  # there may be more queued tasks
-        if (warm and release_after_s is not None and not children
+        if (warm and release_after_s is not None and not children and not remote
                 and time.monotonic() - activity.last > release_after_s):
             _release(argv or [])
         if not flower_tuning.held_answer(asked):
-            time.sleep(activity.poll_s() if not children else poll_interval_s)
+            time.sleep(activity.poll_s() if not (children or remote) else poll_interval_s)
         elif not held_seen:  # a tuned SuperNode held it: it answers when a task comes
             held_seen = True
             log.info("the SuperNode holds AcquireTask until a task comes: no idle polling")
@@ -295,13 +320,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds without work after which an idle launcher re-executes itself lean; "
                         "0: import everything at start and stay warm")
     p.add_argument("--superexec-auth-secret-file", default=None)
+    p.add_argument("--zygote", default=None,
+                   help="Unix socket of the box's warm process (fl_engine.deploy.zygote): it forks this "
+                        "node's ClientApps, this launcher stays lean")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     secret = open(a.superexec_auth_secret_file, "rb").read() if a.superexec_auth_secret_file else None
     idle = a.idle_poll_interval if a.idle_poll_interval is not None else flower_tuning.idle_poll_s()
     serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret, idle,
-          release_after_s=a.release_after or None, argv=list(sys.argv[1:] if argv is None else argv))
+          release_after_s=a.release_after or None, argv=list(sys.argv[1:] if argv is None else argv),
+          zygote=a.zygote)
 
 
 if __name__ == "__main__":

@@ -317,7 +317,8 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                     data_dir: str | Path, state_dir: str | Path, runtime_port: int | None = None,
                     launcher: str = "prefork", poll_interval_s: float = 0.1,
                     tuning: bool = False, node_options: dict | None = None,
-                    release_after_s: float | None = None, niceness: int = 0) -> SuperNodeHandle:
+                    release_after_s: float | None = None, niceness: int = 0,
+                    zygote: str | Path | None = None) -> SuperNodeHandle:
     """Start a hospital's SuperNode connected to `superlink` (host:port, TLS + node auth).
 
     launcher: "prefork" (our `fl_engine.deploy.prefork` under ``--isolation process``: ClientApps
@@ -329,6 +330,8 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     node then serves any run without asking a manager). `niceness`: the SuperNode's (its
     launcher runs at FEDHAEM_NODE_COMPUTE_NICE at least); on a box shared with the SuperLink,
     nodes below the SuperLink's priority keep the hub answering when all of them get work at once.
+    `zygote`: the Unix socket of the box's warm process (start_zygote), which then forks this
+    node's ClientApps (prefork launcher only).
     """
     if launcher not in ("prefork", "flower"):
         raise ValueError(f"launcher must be 'prefork' or 'flower', got {launcher!r}")
@@ -364,9 +367,25 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                  "--parent-pid", str(proc.pid), "--poll-interval", str(poll_interval_s)]
         if release_after_s is not None:
             largs += ["--release-after", str(release_after_s)]
+        if zygote is not None:
+            largs += ["--zygote", str(zygote)]
         handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env,
                                                niceness=niceness)
     return handle
+
+
+def start_zygote(state_dir: str | Path, tuning: bool = False, timeout_s: float = 120.0) -> tuple[ManagedProcess, Path]:
+    """Start the box's warm process (fl_engine.deploy.zygote) under `state_dir` and wait until it
+    accepts (it imports torch and the ClientApp first); returns it and its socket path, for
+    start_supernode(zygote=...)."""
+    state_dir = Path(state_dir)
+    sock = state_dir / "run" / "zygote.sock"
+    extra = {"FEDHAEM_FLOWER_TUNING": "1"} if tuning else {}
+    proc = ManagedProcess.start("zygote", [sys.executable, "-m", "fl_engine.deploy.zygote", "--socket", str(sock),
+                                           "--parent-pid", str(os.getpid())],
+                                state_dir / "zygote.log", flower_env(state_dir / "flwr-home", extra))
+    wait_until(sock.exists, timeout_s, "the box's warm process", proc)
+    return proc, sock
 
 
 def exit_when_superlink_gone(target, grace_s: float = 10.0, interval_s: float = 2.0) -> threading.Thread | None:

@@ -1,16 +1,25 @@
 """Real processes: an idle worker node is lean. The prefork launcher starts without torch or the
 ClientApp, forks its first task cold, warms up for the tasks that follow, and re-executes itself
-lean once idle; runs before and after the release finish the same way."""
+lean once idle; runs before and after the release finish the same way. On a box with many nodes,
+one warm process (fl_engine.deploy.zygote) forks every node's ClientApps instead: the launchers
+stay lean, a launcher that is stopped takes its child with it, and when the warm process is gone
+the launchers fork their tasks themselves."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from fl_engine.deploy import control
+from fl_engine.deploy import control, forking, zygote
 from fl_engine.deploy.local import APP_DIR, LocalFederation
+from fl_engine.deploy.processes import start_zygote
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +32,8 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def _run(fed: LocalFederation, tmp_path, seed: int) -> dict:
-    cfg = {"dataset": "study", "num_rounds": 1, "min_nodes": 1, "local_epochs": 1, "seed": seed,
+def _run(fed: LocalFederation, tmp_path, seed: int, rounds: int = 1) -> dict:
+    cfg = {"dataset": "study", "num_rounds": rounds, "min_nodes": len(fed.nodes), "local_epochs": 1, "seed": seed,
            "round_timeout_s": 120.0, "portal_run_id": str(seed),
            "metrics_path": str(tmp_path / f"metrics-{seed}.jsonl"), "model_dir": str(tmp_path / f"model-{seed}")}
     run_id = control.start_run(APP_DIR, cfg, fed.address, **fed.conn_kwargs())
@@ -94,10 +103,6 @@ def test_a_cold_node_answers_the_stats_request_without_loading_torch(node_tables
     """A run's first message to a node is the stats request; after an idle spell the node answers
     it from a cold child. That child must not pay for torch (seconds of CPU per node, at every
     node at once): only training loads it."""
-    import json
-    import subprocess
-    import sys
-
     table = next(iter(node_tables.values()))
     code = f"""
 import sys, json, pandas as pd
@@ -121,7 +126,6 @@ def test_a_launcher_whose_supernode_was_killed_does_not_stay_behind(tmp_path, no
     """Flower's retry invoker retries a refused connection forever; the launcher's requests give
     up after forking.RETRY_WITHIN_S, so it notices its SuperNode is gone and exits instead of
     keeping its memory as an orphan."""
-    from fl_engine.deploy import forking
     table = next(iter(node_tables.values()))
     with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True) as fed:
         node = fed.add_node("H1", table, dataset="study")
@@ -134,3 +138,93 @@ def test_a_launcher_whose_supernode_was_killed_does_not_stay_behind(tmp_path, no
             time.sleep(0.5)
         assert node.launcher.popen.poll() is not None, node.launcher.log_text()[-2000:]
         assert "is gone; exiting" in node.launcher.log_text()
+
+
+# The box's warm process (fl_engine.deploy.zygote): one torch import for all the nodes of a box
+
+def test_the_box_warm_process_forks_every_nodes_clientapps_and_launchers_stay_lean(tmp_path, node_tables):
+    tables = list(node_tables.values())[:2]
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, release_after_s=600.0,
+                         shared_warm=True) as fed:
+        assert fed.zygote is not None and fed.zygote.alive()
+        nodes = [fed.add_node(f"H{i}", t, dataset="study") for i, t in enumerate(tables, 1)]
+        fed.wait_nodes_online(120)
+        _run(fed, tmp_path, 1, rounds=2)
+        zlog = fed.zygote.log_text()
+        for node in nodes:
+            text = node.launcher.log_text()
+            # every task of the run went to the warm process; the launcher imported neither the
+            # ClientApp nor torch, and holds what an idle lean launcher holds
+            assert "(box warm process)" in text, text[-2000:]
+            assert "did not fork" not in text and "ClientApp loaded in" not in text, text[-2000:]
+            assert "torch loaded in" not in text, text[-2000:]
+            assert _rss_mb(node.launcher.pid) < 200
+            assert f"of launcher {node.launcher.pid} -> child" in zlog, zlog[-2000:]
+            # the child wrote to its node's launcher log, not to the warm process's
+            assert "forked by the box's warm process" in text, text[-2000:]
+        # the children ran at the nodes' compute niceness: the warm process's own
+        assert os.getpriority(os.PRIO_PROCESS, fed.zygote.pid) == max(10, os.getpriority(os.PRIO_PROCESS, 0))
+
+        # the warm process dies: the launchers fork their tasks themselves, the next run completes
+        fed.zygote.kill()
+        _run(fed, tmp_path, 2)
+        for node in nodes:
+            text = node.launcher.log_text()
+            assert "did not fork task" in text and "ClientApp loaded in" in text, text[-2000:]
+
+
+def _child_pids(parent: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == parent:
+                        out.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def test_a_warm_process_child_does_not_outlive_its_launcher_and_bad_requests_are_refused(tmp_path):
+    proc, sock = start_zygote(tmp_path / "zygote")
+    try:
+        assert oct(os.stat(sock.parent).st_mode & 0o777) == "0o700"
+        # a request that is not one: refused with a reason, and the process keeps serving
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(str(sock))
+        socket.send_fds(conn, [b"{not json"], [1, 2])
+        assert "bad request" in json.loads(conn.recv(4096))["error"]
+        conn.close()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(str(sock))
+        conn.send(json.dumps({"address": "127.0.0.1:1", "token": "t", "parent": 1, "env": {}}).encode())
+        assert "stdout and stderr" in json.loads(conn.recv(4096))["error"]  # no descriptors passed
+        conn.close()
+
+        # a launcher (a real process using the launcher's own call) gets a child for a task, then
+        # is killed before the task ends: the warm process stops that child
+        code = (f"from fl_engine.deploy import zygote\n"
+                f"c = zygote.spawn({str(sock)!r}, '127.0.0.1:9', 'token', True, None, 'T1')\n"
+                f"print(c.pid, flush=True)\n"
+                f"import time; time.sleep(600)\n")
+        launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        child = int(launcher.stdout.readline())
+        assert child in _child_pids(proc.pid)
+        time.sleep(1.0)
+        assert forking.alive(child)  # still trying to reach a Runtime API that is not there
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while forking.alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not forking.alive(child), proc.log_text()[-2000:]
+        assert proc.alive()
+    finally:
+        proc.stop()
+    assert not sock.exists()  # a stopped warm process leaves no socket behind
+
+
+def test_spawn_without_a_warm_process_raises_so_the_launcher_forks_itself(tmp_path):
+    with pytest.raises(OSError):
+        zygote.spawn(tmp_path / "absent.sock", "127.0.0.1:9", "token", True, None, "T1", timeout_s=1)

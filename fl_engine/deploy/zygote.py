@@ -1,0 +1,301 @@
+"""One warm process shared by the worker nodes of one box (a one-box federation: the demo, tests,
+benchmarks): it imports Flower's ClientApp runtime, FedHaem's ClientApp and torch once, and forks
+the ClientApp child of any of the box's nodes on request, so a run after an idle spell does not
+pay every node's own torch import on the box's cores (fifty lean launchers warming at once on two
+cores took 50-60 s each).
+
+A node's prefork launcher (fl_engine.deploy.prefork, ``--zygote PATH``) stays lean: for each task
+it claims, it sends this process the task's Runtime API address and token, its own pid, its
+environment and its stdout/stderr (file descriptors over the Unix socket). This process forks;
+the child takes the launcher's environment and output and runs Flower's ``run_clientapp`` with
+the token, watching the launcher's pid as Flower's SuperExec children watch theirs. The launcher
+learns the child's pid at once and its exit code when it ends; if the launcher's connection
+closes first (the launcher was stopped or killed), the child is sent SIGTERM. Nothing of a
+hospital's data passes through this process: the child reads its node's table itself, through
+the node config its SuperNode hands to the ClientApp.
+
+Trust: the socket lives in a directory only this user can open (0700) and every connection's
+peer must run as this user (SO_PEERCRED). On a hospital's own machine (one node) the launcher
+warms itself as before; this is for boxes that host many nodes of one operator.
+
+No torch operation ever runs here (torch's thread pools are not fork-safe once started) and the
+loop is single-threaded. If this process is gone or does not answer, launchers fall back to
+warming themselves (fl_engine.deploy.prefork).
+
+    python -m fl_engine.deploy.zygote --socket /path/zygote.sock [--parent-pid PID]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from fl_engine.deploy import flower_tuning, forking
+
+log = logging.getLogger("fedhaem.zygote")
+
+MAX_MESSAGE = 1 << 20  # a request: address, token, certificates, the launcher's environment
+REPLY_TIMEOUT_S = 30.0  # a launcher waits this long for the child's pid, then warms itself
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    try:
+        conn.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the launcher is gone: its child was (or will be) stopped
+
+
+def _child(request: dict, fds: list[int], keep_closed: list) -> None:
+    """In the forked child: the launcher's output and environment, then the task."""
+    from fl_engine.deploy.prefork import _run_child  # cycle: prefork imports zygote
+
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        for s in keep_closed:  # the zygote's sockets and pipe: only the zygote holds them
+            s.close() if isinstance(s, socket.socket) else os.close(s)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
+            flower_tuning.apply()  # as the launcher would have: its node's settings, not this process's
+        certificates = base64.b64decode(request["certificates"]) if request.get("certificates") else None
+        log.info("task %s of launcher %d forked by the box's warm process %d", request.get("task"),
+                 request["parent"], os.getppid())
+    except BaseException:  # noqa: BLE001 - a child must never return into the zygote's loop
+        logging.getLogger("fedhaem.zygote").exception("zygote child failed to start")
+        os._exit(code)
+    _run_child(request["address"], request["token"], bool(request.get("insecure")), certificates,
+               int(request["parent"]))
+
+
+def serve(path: Path, parent_pid: int | None = None) -> None:
+    """Warm up, then fork ClientApp children for the launchers that connect to `path` until
+    SIGTERM (or until `parent_pid` is gone)."""
+    from fl_engine.deploy.prefork import _warm_imports, compute_nice, lower_priority  # cycle: prefork imports zygote
+
+    niceness = lower_priority(compute_nice())
+    t = time.monotonic()
+    _warm_imports()
+    if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
+        flower_tuning.apply()
+    log.info("warm in %.2f s", time.monotonic() - t)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    listener.bind(str(tmp))
+    listener.listen(128)
+    os.replace(tmp, path)  # launchers see the socket only once it accepts
+    listener.setblocking(False)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector when a child exits
+
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "listen")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    conn_of: dict[int, socket.socket] = {}  # child pid -> its launcher's connection
+    child_of: dict[socket.socket, int] = {}
+    me = os.getuid()
+    log.info("box warm process %d serving %s (niceness %d)", os.getpid(), path, niceness)
+
+    def _stop(signum, _frame):
+        for pid in list(conn_of):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        path.unlink(missing_ok=True)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    def _drop(conn: socket.socket) -> None:
+        sel.unregister(conn)
+        child_of.pop(conn, None)
+        conn.close()
+
+    while True:
+        for key, _ in sel.select(timeout=2.0):
+            if key.data == "wake":
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif key.data == "listen":
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                if _peer_uid(conn) != me:
+                    log.warning("refused a connection from another user")
+                    conn.close()
+                    continue
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ, "conn")
+            else:
+                conn = key.fileobj
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 4)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data, fds = b"", []
+                if not data:  # the launcher closed its end: stop the child it was waiting on
+                    pid = child_of.get(conn)
+                    if pid is not None and pid in conn_of:
+                        log.info("launcher of child %d is gone: stopping it", pid)
+                        try:
+                            os.kill(pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+                        conn_of.pop(pid, None)
+                    _drop(conn)
+                    continue
+                if conn in child_of or len(fds) != 2:
+                    for fd in fds:
+                        os.close(fd)
+                    _send(conn, {"error": "one request per connection, with stdout and stderr"})
+                    _drop(conn)
+                    continue
+                try:
+                    request = json.loads(data)
+                    for k in ("address", "token", "parent", "env"):
+                        if k not in request:
+                            raise ValueError(f"no {k!r}")
+                except ValueError as err:
+                    for fd in fds:
+                        os.close(fd)
+                    _send(conn, {"error": f"bad request: {err}"})
+                    _drop(conn)
+                    continue
+                others = [listener, *child_of, conn, wake_r, wake_w]
+                pid = os.fork()
+                if pid == 0:
+                    _child(request, fds, others)
+                for fd in fds:
+                    os.close(fd)
+                conn_of[pid] = conn
+                child_of[conn] = pid
+                _send(conn, {"pid": pid})
+                log.info("task %s of launcher %s -> child %d", request.get("task"), request["parent"], pid)
+        try:  # every exited child; the launcher waiting on it learns its exit code
+            while True:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                conn = conn_of.pop(pid, None)
+                if conn is not None:
+                    _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                    if conn in child_of:
+                        _drop(conn)
+        except ChildProcessError:
+            pass
+        if parent_pid is not None and not forking.alive(parent_pid):
+            log.info("parent %d is gone; exiting", parent_pid)
+            _stop(None, None)
+
+
+class RemoteChild:
+    """A launcher's view of a child forked by the box's warm process: its pid, and its exit code
+    once the warm process reports it."""
+
+    def __init__(self, conn: socket.socket, pid: int):
+        self.conn, self.pid = conn, pid
+        self.code: int | None = None
+
+    def poll(self) -> bool:
+        """True once the child has exited (or the warm process is gone: it cannot tell any more)."""
+        if self.code is not None:
+            return True
+        try:
+            data = self.conn.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.code = -1  # the warm process is gone; the child watches this launcher on its own
+        else:
+            self.code = int(json.loads(data).get("exit", -1))
+        self.conn.close()
+        return True
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.conn.close()
+
+
+def spawn(path: str | Path, address: str, token: str, insecure: bool, certificates: bytes | None,
+          task: str | int, timeout_s: float = REPLY_TIMEOUT_S) -> RemoteChild:
+    """Ask the box's warm process at `path` to fork the ClientApp child of a claimed task for this
+    launcher. Raises OSError (or ValueError) when it cannot: the caller then forks the task itself."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        conn.settimeout(timeout_s)
+        conn.connect(str(path))
+        request = {"address": address, "token": token, "insecure": insecure,
+                   "certificates": base64.b64encode(certificates).decode() if certificates else None,
+                   "parent": os.getpid(), "env": dict(os.environ), "task": str(task)}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        socket.send_fds(conn, [json.dumps(request).encode()], [1, 2])
+        data = conn.recv(MAX_MESSAGE)
+        if not data:
+            raise ConnectionError(f"the box's warm process at {path} closed the connection")
+        reply = json.loads(data)
+        if "pid" not in reply:
+            raise ConnectionError(f"the box's warm process at {path} refused: {reply.get('error')}")
+        conn.setblocking(True)
+        return RemoteChild(conn, int(reply["pid"]))
+    except BaseException:
+        conn.close()
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="FedHaem: one warm process forking the ClientApps of a box's nodes")
+    p.add_argument("--socket", required=True, help="Unix socket path (its directory is made 0700)")
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    serve(Path(a.socket), a.parent_pid)
+
+
+if __name__ == "__main__":
+    main()
