@@ -59,6 +59,21 @@ def _send(conn: socket.socket, message: dict) -> None:
         pass  # the launcher is gone: its child was (or will be) stopped
 
 
+def _parse_request(data: bytes) -> dict:
+    """A launcher's request, checked before anything is forked for it (ValueError naming what is wrong)."""
+    request = json.loads(data)
+    if not isinstance(request, dict):
+        raise ValueError("not a JSON object")
+    for key, kind in (("address", str), ("token", str), ("parent", int), ("env", dict)):
+        if not isinstance(request.get(key), kind):
+            raise ValueError(f"{key!r} missing or not of type {kind.__name__}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items()):
+        raise ValueError("'env' must map names to strings")
+    if request.get("certificates") is not None and not isinstance(request["certificates"], str):
+        raise ValueError("'certificates' must be base64 text")
+    return request
+
+
 def _child(request: dict, fds: list[int], keep_closed: list) -> None:
     """In the forked child: the launcher's output and environment, then the task."""
     from fl_engine.deploy.prefork import _run_child  # cycle: prefork imports zygote
@@ -190,10 +205,7 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
                     _drop(conn)
                     continue
                 try:
-                    request = json.loads(data)
-                    for k in ("address", "token", "parent", "env"):
-                        if k not in request:
-                            raise ValueError(f"no {k!r}")
+                    request = _parse_request(data)
                 except ValueError as err:
                     for fd in fds:
                         os.close(fd)

@@ -196,6 +196,13 @@ def test_a_warm_process_child_does_not_outlive_its_launcher_and_bad_requests_are
         socket.send_fds(conn, [b"{not json"], [1, 2])
         assert "bad request" in json.loads(conn.recv(4096))["error"]
         conn.close()
+        for bad, says in ((b"5", "not a JSON object"), (b'{"address": "a", "token": "t", "parent": "1", "env": {}}',
+                                                         "'parent' missing or not of type int")):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            conn.connect(str(sock))
+            socket.send_fds(conn, [bad], [1, 2])
+            assert says in json.loads(conn.recv(4096))["error"]
+            conn.close()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         conn.connect(str(sock))
         conn.send(json.dumps({"address": "127.0.0.1:1", "token": "t", "parent": 1, "env": {}}).encode())
