@@ -38,9 +38,6 @@ the portal deploys it), a generated MDS cohort of 200 patients per hospital; the
 With --serverapp-launcher both, each size is measured with Flower's SuperExec ("stock") and with
 the prefork ServerApp launcher, alternating (stock, prefork, then prefork, stock ...) --repeat
 times, in this one invocation: the A/B of run_start_s and serverapp_start_s on a shared machine.
-With --shared-warm, one warm process per box forks every node's ClientApps (fl_engine.deploy.zygote,
-LocalFederation(shared_warm=True)) and the launchers stay lean; its CPU and memory are counted to
-the nodes, an n-th each (rss_zygote_mb: its own).
 and, with 3 in --nodes, portal_vs_engine_ratio: the same 3-hospital study through the portal
 (Celery, run events, MLflow registration) over the engine driven directly
 (bench/federation_overhead.py's measure_portal / measure, tuned_fused), both without the
@@ -50,6 +47,9 @@ on its fresh federation (and, for the portal, in its fresh Celery worker): the r
 portal that has run before adds, not the first import of MLflow in a new process.
 CPU figures are process CPU time from /proc (so other programs on a shared machine inflate them
 less than wall-clock figures); the machine's load average is printed beside them.
+With --shared-warm, one warm process per box forks every node's ClientApps (fl_engine.deploy.zygote,
+LocalFederation(shared_warm=True)) and the launchers stay lean; its CPU and memory are counted to
+the nodes, an n-th each (rss_zygote_mb: its own).
 """
 from __future__ import annotations
 
