@@ -59,6 +59,13 @@ def _warm_app() -> None:
     import pandas.io.formats.csvs  # noqa: F401
     import pyarrow.dataset  # noqa: F401
     import pyarrow.parquet  # noqa: F401
+    # and what Flower and pandas import lazily in every child (a quarter of a 50-node run's
+    # ClientApp samples, py-spy): httpx's transport for the Runtime API client, and the pyarrow
+    # extension types pandas registers when it first reads a parquet file
+    import httpcore  # noqa: F401
+    import pandas.core.arrays.arrow.extension_types  # noqa: F401
+    from fl_engine.federation.protocol import PROTOCOL  # warmed in the parent, like the ClientApp above
+    PROTOCOL.kind("stats")  # the survival message kinds, registered once here (the protocol loads them by name)
 
 
 def _warm_torch() -> None:

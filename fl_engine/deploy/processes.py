@@ -33,12 +33,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TELEMETRY_ENV = "FLWR_TELEMETRY_ENABLED"  # read by Flower when it is imported
+
+
 def flower_env(flwr_home: str | Path | None = None, extra: dict | None = None) -> dict:
-    """Environment for Flower processes: venv bin first on PATH, FLWR_HOME, one BLAS thread."""
+    """Environment for Flower processes: venv bin first on PATH, FLWR_HOME, one BLAS thread, and
+    Flower's usage telemetry off (FLWR_TELEMETRY_ENABLED=0, Flower's own switch) unless the
+    operator set it: a hospital's machines call nothing outside the federation, and each ClientApp
+    run no longer starts a thread that loads the system's CA store to post an event (a fifth of
+    the box's ClientApp CPU in a 50-node run's first phase, py-spy, bench/README §8)."""
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     if flwr_home:
         env["FLWR_HOME"] = str(flwr_home)
+    env.setdefault(TELEMETRY_ENV, "0")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MKL_NUM_THREADS", "1")
     env["PYTHONUNBUFFERED"] = "1"

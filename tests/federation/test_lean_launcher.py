@@ -19,7 +19,7 @@ import pytest
 
 from fl_engine.deploy import control, forking, zygote
 from fl_engine.deploy.local import APP_DIR, LocalFederation
-from fl_engine.deploy.processes import start_zygote
+from fl_engine.deploy.processes import flower_env, start_zygote
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +120,52 @@ print(json.dumps({{"torch": "torch" in sys.modules, "columns": len(reply.stats["
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["columns"] > 0
     assert got["torch"] is False
+
+
+def test_a_warm_parent_leaves_its_children_nothing_to_import_for_the_stats_request(tmp_path, node_tables):
+    """What a forked child imports for itself, every child pays again (at 50 nodes, a quarter of the
+    box's ClientApp samples went to httpx's lazy `import httpcore` and pandas' pyarrow extension
+    types): after the warm-up, the Runtime API client, reading the node's parquet table and the
+    stats answer import nothing new."""
+    table = next(iter(node_tables.values()))
+    table.to_parquet(tmp_path / "t.parquet")
+    code = f"""
+import sys, json
+from fl_engine.deploy.prefork import _warm_app
+_warm_app()
+before = set(sys.modules)
+import pandas as pd
+from flwr.supercore.runtime import RuntimeHttpClient
+from fl_engine.federation.config import parse_run_config
+from fl_engine.federation.core import NodeRequest, handle_request
+RuntimeHttpClient.from_server_address(server_address="127.0.0.1:9", insecure=True, root_certificates=None,
+                                      interceptors=[])
+df = pd.read_parquet({str(tmp_path / "t.parquet")!r})
+handle_request(df, parse_run_config({{"dataset": "study"}}), NodeRequest("stats"), "H1")
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_flower_processes_run_without_usage_telemetry(tmp_path, node_tables, monkeypatch):
+    """Flower posts a usage event to its telemetry service when a SuperLink, SuperNode, ServerApp
+    or ClientApp starts unless FLWR_TELEMETRY_ENABLED=0: FedHaem's processes make no call outside
+    the federation (and a ClientApp child no longer loads the CA store for that post); an operator
+    who sets the variable keeps their choice."""
+    monkeypatch.delenv("FLWR_TELEMETRY_ENABLED", raising=False)
+    assert flower_env()["FLWR_TELEMETRY_ENABLED"] == "0"
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "1")
+    assert flower_env()["FLWR_TELEMETRY_ENABLED"] == "1"
+    monkeypatch.delenv("FLWR_TELEMETRY_ENABLED")
+    table = next(iter(node_tables.values()))
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, shared_warm=True) as fed:
+        node = fed.add_node("H1", table, dataset="study")
+        fed.wait_nodes_online(120)
+        for pid in (fed.superlink.process.pid, fed.zygote.pid, node.process.pid, node.launcher.pid):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert b"FLWR_TELEMETRY_ENABLED=0" in f.read().split(b"\0"), pid
 
 
 def test_a_launcher_whose_supernode_was_killed_does_not_stay_behind(tmp_path, node_tables):
