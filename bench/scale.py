@@ -149,17 +149,22 @@ def mem_available_mb() -> float:
 
 def timeline(metrics: Path, t0: float) -> dict:
     """Seconds from submission to each step of the run, from its metrics file: the ServerApp's
-    first line, the end of preprocessing (the first round's start), each phase's last record
-    (round, baseline, comparison) and the "finished" event; `after_rounds_s` is what the run spent
-    after its last training round (the baseline and the comparison phase)."""
+    first line, the end of preprocessing (first_round_start_s: the run's "training" event, sent
+    as round 1's training requests go out), each phase's last record (round, baseline,
+    comparison) and the "finished" event; `after_rounds_s` is what the run spent after its last
+    training round (the baseline and the comparison phase). Figures before 2026-12-06 03:30 UTC
+    took round 1's record time minus its round time, which with fused evaluation also counted
+    round 2's training exchange (round 1's record is written when its evaluation comes back)."""
     recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     out: dict = {}
     for r in recs:
+        if r.get("type") == "phase" and r.get("phase") == "training" and "first_round_start_s" not in out:
+            # the end of preprocessing: round 1's training request goes out now
+            out["first_round_start_s"] = round(r["time"] - t0, 2)
+            continue
         key = r.get("phase", "round") if "round" in r else r.get("type", "?")
         out[f"{key}_s"] = round(r["time"] - t0, 2)  # the last record of each kind
         if "round" in r and r.get("phase", "round") == "round" and "first_round_s" not in out:
-            g = {m["name"]: m["value"] for m in r["metrics"] if m["node"] == "global"}
-            out["first_round_start_s"] = round(r["time"] - t0 - g.get("round_time_s", 0.0), 2)
             out["first_round_s"] = round(r["time"] - t0, 2)
     if "round_s" in out:
         out["after_rounds_s"] = round(max(v for v in out.values()) - out["round_s"], 2)

@@ -51,6 +51,10 @@ What it changes, and why (measured in /work/shared/notes/flower-round-latency.md
   runs each of those six only on its own API's paths (PathScoped, pure ASGI), so an idle node's
   held pulls and heartbeats pass four layers instead of eight
   (FEDHAEM_FLOWER_SCOPED_MIDDLEWARE=0 keeps Flower's stack).
+- Quiet telemetry, every process: with Flower's telemetry switched off (FLWR_TELEMETRY_ENABLED=0,
+  Flower's own option, FedHaem's default) its events are answered at once instead of first
+  building a payload that runs two subprocesses (`file`, `uname -p`) in every ClientApp and
+  ServerApp (apply_quiet_telemetry).
 Pinned to flwr 1.42: `apply()` refuses another version rather than guess.
 
     python -m fl_engine.deploy.flower_tuning supernode <flower-supernode arguments>
@@ -602,15 +606,38 @@ def held_answer(started: float) -> bool:
     return _time.monotonic() - started >= HELD_PULL_S
 
 
+def apply_quiet_telemetry() -> None:
+    """With Flower's telemetry off (FLWR_TELEMETRY_ENABLED=0, FedHaem's default: processes
+    .flower_env), answer its events at once. Flower 1.42 builds each event's payload before it
+    looks at that switch (flwr/supercore/telemetry.py create_event): platform.architecture() runs
+    `file` on the interpreter and platform.uname().processor runs `uname -p`, two subprocesses
+    forked from every ClientApp and ServerApp as it starts (from the box's warm process at 50
+    nodes: 4.5% of its samples in a run's first phase, py-spy). Nothing is posted either way.
+    Telemetry on, or its payload logging on (FLWR_TELEMETRY_LOGGING=1), keeps Flower's code."""
+    _check_version()
+    from flwr.supercore import telemetry
+    if telemetry.FLWR_TELEMETRY_ENABLED != "0" or telemetry.FLWR_TELEMETRY_LOGGING == "1":
+        return
+    if not callable(getattr(telemetry, "create_event", None)):
+        raise RuntimeError("flwr.supercore.telemetry has no create_event")
+
+    def create_event(event_type, event_details=None) -> str:
+        return "disabled"  # what Flower's create_event returns with telemetry off
+
+    telemetry.create_event = create_event
+
+
 def apply() -> None:
     """All tuning that applies inside a ClientApp or ServerApp process."""
     apply_pull_backoff()
+    apply_quiet_telemetry()
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("supernode", "superlink"):
         raise SystemExit("usage: python -m fl_engine.deploy.flower_tuning supernode|superlink <Flower's arguments>")
+    apply_quiet_telemetry()
     if argv[0] == "superlink":
         apply_superlink_pull_hold()
         apply_object_hold()

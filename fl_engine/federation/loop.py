@@ -155,6 +155,10 @@ def _run(cfg: RunConfig, transport: Transport, sink: EventSink, hist: History, t
         hist.baseline = {"times": times.tolist(), "cumhaz": cumhaz.tolist(), "nodes": sorted(names[k] for k in ok)}
         return {names[k]: v.metrics for k, v in ok.items()}
 
+    # preprocessing is done: the run page's history and the benchmarks date the first round from
+    # here (with fused evaluation, round 1's record is written only when its evaluation comes back
+    # with round 2's training replies)
+    sink.event("training", nodes=len(ok))
     pending = None  # fused evaluation: (round, train metrics, weights, start time) awaiting evaluation
     for r in range(1, cfg.num_rounds + 1):
         t0 = time.monotonic()

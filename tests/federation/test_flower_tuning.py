@@ -6,6 +6,10 @@ These tests call flwr's own pull functions with the defaults the tuning installs
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -108,7 +112,7 @@ def test_supernode_loop_slows_down_when_idle_and_speeds_up_on_a_message(monkeypa
 @pytest.mark.parametrize("apply", ["apply_pull_backoff", "apply_supernode_sleeps", "apply_superlink_pull_hold",
                                    "apply_object_hold",
                                    "apply_task_hold", "apply_server_keepalive", "apply_client_keepalive",
-                                   "apply_scoped_middleware"])
+                                   "apply_scoped_middleware", "apply_quiet_telemetry"])
 def test_every_patch_refuses_another_flower_version(apply, monkeypatch):
     """The patches are written against flwr 1.42's internals: on any other version each one
     refuses loudly before it touches anything, rather than guess."""
@@ -177,3 +181,33 @@ def test_scoped_middleware_can_be_switched_off(monkeypatch):
     monkeypatch.setenv(flower_tuning.SCOPED_MIDDLEWARE_ENV, "0")
     flower_tuning.apply_scoped_middleware()
     assert all(m.cls is not flower_tuning.PathScoped for m in superlink_main._get_middleware())
+
+
+def test_quiet_telemetry_answers_at_once_without_building_flowers_payload():
+    """Flower builds its telemetry payload (two subprocesses: `file`, `uname -p`) even when
+    telemetry is off; tuned, an event is answered "disabled" without it. With telemetry on, the
+    tuning leaves Flower's code in place. In fresh interpreters: Flower reads the switch at import."""
+    code = """
+import json, platform
+from fl_engine.deploy import flower_tuning
+from flwr.supercore import telemetry
+calls = []
+platform.architecture = lambda *a, **k: calls.append("architecture") or ("64bit", "ELF")
+flower_tuning.apply_quiet_telemetry()
+res = telemetry.event(telemetry.EventType.FLWR_CLIENTAPP_RUN_ENTER).result(timeout=30)
+print(json.dumps({"result": res, "calls": calls}))
+"""
+    for enabled, want_calls in (("0", []), ("1", ["architecture"])):
+        env = {**os.environ, "FLWR_TELEMETRY_ENABLED": enabled, "FLWR_TELEMETRY_LOGGING": "0"}
+        if enabled == "1":  # nothing may leave this machine in a test: an unroutable address fails at once
+            code_run = code.replace("flower_tuning.apply_quiet_telemetry()",
+                                    "flower_tuning.apply_quiet_telemetry(); "
+                                    "telemetry.TELEMETRY_EVENTS_URL = 'http://127.0.0.1:9/'")
+        else:
+            code_run = code
+        out = subprocess.run([sys.executable, "-c", code_run], env=env, text=True, capture_output=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["calls"] == want_calls, (enabled, got)
+        if enabled == "0":
+            assert got["result"] == "disabled"
