@@ -49,7 +49,9 @@ CPU figures are process CPU time from /proc (so other programs on a shared machi
 less than wall-clock figures); the machine's load average is printed beside them.
 With --shared-warm, one warm process per box forks every node's ClientApps (fl_engine.deploy.zygote,
 LocalFederation(shared_warm=True)) and the launchers stay lean; its CPU and memory are counted to
-the nodes, an n-th each (rss_zygote_mb: its own).
+the nodes, an n-th each (rss_zygote_mb: its own). With --claims-in-node as well, each SuperNode
+claims its own tasks (no launcher process: a node is the SuperNode and its share of the warm
+process).
 """
 from __future__ import annotations
 
@@ -192,7 +194,8 @@ def wait_finished(fed, run_id: str, timeout_s: float, poll_s: float = 0.5) -> st
 
 
 def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm_mb: float | None = None,
-                 serverapp_launcher: str = "stock", warm_run: bool = True, shared_warm: bool = False) -> dict:
+                 serverapp_launcher: str = "stock", warm_run: bool = True, shared_warm: bool = False,
+                 claims_in_node: bool = False) -> dict:
     """One size. `warm_mb`: private memory of one busy node (SuperNode + warmed launcher) measured
     at a smaller size; when n of them would not fit in the memory available after the idle
     measurement, the run is not started (the machine would swap or kill processes) and the
@@ -201,12 +204,13 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
     cohort = cohort[cohort["age"].notna()].reset_index(drop=True)
     tables = {f"H{i + 1:02d}": t for i, t in enumerate(split_nodes(cohort, tuple([1 / n] * n), seed=0))}
     out: dict = {"nodes": n, "serverapp_launcher": serverapp_launcher, "shared_warm": shared_warm,
+                 "claims_in_node": claims_in_node,
                  "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     shutil.rmtree(root / f"n{n}", ignore_errors=True)  # a repeated size starts afresh
     with LocalFederation(root / f"n{n}", launcher="prefork", poll_interval_s=0.1, tuning=True,
                          superlink_poll_s=SERVERAPP_POLL_S,
                          serverapp_launcher="flower" if serverapp_launcher == "stock" else "prefork",
-                         shared_warm=shared_warm) as fed:
+                         shared_warm=shared_warm, claims_in_node=claims_in_node) as fed:
         t0 = time.monotonic()
         for name, table in tables.items():
             fed.add_node(name, table, dataset="bench")
@@ -216,17 +220,19 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         time.sleep(flower_tuning.ACTIVE_WINDOW_S + 5)  # past the nodes' busy window
         link = tree(fed.superlink.process.pid)
         nodes = {k: h.process.pid for k, h in fed.nodes.items()}
-        launchers = {k: h.launcher.pid for k, h in fed.nodes.items()}
+        # with --claims-in-node a node has no launcher process: its SuperNode claims its tasks
+        launchers = {k: h.launcher.pid for k, h in fed.nodes.items() if h.launcher is not None}
         # with --shared-warm, the box's warm process forks every node's ClientApps: its CPU (its
         # children's included) and memory are the nodes', an n-th to each
         zygote = fed.zygote.pid if fed.zygote is not None else None
 
         def node_cpu(k: str, children: bool = False) -> float:
-            own = cpu_s({nodes[k], launchers[k]}, children=children)
+            own = cpu_s({nodes[k], *([launchers[k]] if k in launchers else [])}, children=children)
             return own + (cpu_s({zygote}, children=children) / n if zygote else 0.0)
 
         def node_mb(k: str, measure) -> float:
-            return measure(nodes[k]) + measure(launchers[k]) + (measure(zygote) / n if zygote else 0.0)
+            return (measure(nodes[k]) + (measure(launchers[k]) if k in launchers else 0.0)
+                    + (measure(zygote) / n if zygote else 0.0))
 
         a_link, a_nodes = cpu_s(link), {k: node_cpu(k) for k in nodes}
         w0 = time.monotonic()
@@ -362,10 +368,15 @@ def main(argv=None) -> int:
     p.add_argument("--shared-warm", action="store_true",
                    help="one warm process forks every node's ClientApps (fl_engine.deploy.zygote); its CPU "
                         "and memory are counted to the nodes, an n-th each")
+    p.add_argument("--claims-in-node", action="store_true",
+                   help="with --shared-warm: each SuperNode claims its tasks itself, no launcher process "
+                        "(prefork.serve_in_supernode)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if any(n < 1 for n in a.nodes):
         p.error("--nodes: every size must be at least 1")
+    if a.claims_in_node and not a.shared_warm:
+        p.error("--claims-in-node needs --shared-warm (the box's warm process forks the tasks)")
     echo = (lambda s: print(s, file=sys.stderr, flush=True)) if a.json else (lambda s: print(s, flush=True))
     root = Path(tempfile.mkdtemp(prefix="fedhaem-scale-"))
     out: dict = {"cpu_count": os.cpu_count(), "rounds": a.rounds, "sizes": []}
@@ -380,7 +391,8 @@ def main(argv=None) -> int:
             for which in order:
                 try:
                     out["sizes"].append(measure_size(n, a.rounds, a.idle_window, root, echo, warm_mb, which,
-                                                     warm_run=not a.no_warm_run, shared_warm=a.shared_warm))
+                                                     warm_run=not a.no_warm_run, shared_warm=a.shared_warm,
+                                                     claims_in_node=a.claims_in_node))
                     warm_mb = out["sizes"][-1].get("private_mb_per_busy_node", warm_mb)
                 except Exception as err:  # keep the sizes measured so far
                     out["sizes"].append({"nodes": n, "serverapp_launcher": which, "completed": False,

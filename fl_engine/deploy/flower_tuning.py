@@ -62,6 +62,7 @@ Pinned to flwr 1.42: `apply()` refuses another version rather than guess.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -70,6 +71,9 @@ import time as _time
 import types
 
 ENV = "FEDHAEM_FLOWER_TUNING"
+# set by processes.start_supernode(claims_in_node=True): JSON {address, zygote, poll_interval_s,
+# idle_poll_s}; the SuperNode claims its tasks itself (fl_engine.deploy.prefork.serve_in_supernode)
+NODE_CLAIMS_ENV = "FEDHAEM_NODE_CLAIMS"
 SUPERNODE_SLEEPS = {3: 0.1, 0.5: 0.05}
 INITIAL_BACKOFF_S = 0.05
 BACKOFF_CAP_S = 1.0
@@ -651,6 +655,15 @@ def main(argv: list[str] | None = None) -> None:
     apply_pull_backoff()
     apply_task_hold()
     apply_client_keepalive()
+    claims = os.environ.get(NODE_CLAIMS_ENV, "").strip()
+    if claims:  # FedHaem's own: this node's tasks are claimed here, not by a launcher process
+        from fl_engine.deploy import prefork  # cycle: prefork imports this module
+        try:
+            conf = json.loads(claims)
+            prefork.serve_in_supernode(str(conf["address"]), str(conf["zygote"]), float(conf["poll_interval_s"]),
+                                       float(conf["idle_poll_s"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"{NODE_CLAIMS_ENV}: {err!r} in {claims[:200]!r}") from None
     from flwr.supernode.cli.flower_supernode import flower_supernode
     sys.argv = ["flower-supernode", *argv[1:]]
     flower_supernode()

@@ -36,6 +36,9 @@ class LocalFederation:
     # one warm process forks every node's ClientApps (fl_engine.deploy.zygote): a run after an idle
     # spell does not pay one torch import per node on the box's cores (prefork launchers only)
     shared_warm: bool = False
+    # with shared_warm: each SuperNode claims its tasks in a thread of its own, no launcher process
+    # (one Flower-importing process per node instead of two: prefork.serve_in_supernode)
+    claims_in_node: bool = False
     zygote: ManagedProcess | None = None
     zygote_socket: Path | None = None
     pki: Pki | None = None
@@ -85,7 +88,8 @@ class LocalFederation:
                             ndir, launcher=self.launcher, poll_interval_s=self.poll_interval_s or 1.0,
                             tuning=self.tuning, node_options=node_options or {"trust-all-runs": "true"},
                             release_after_s=self.release_after_s, niceness=self.node_niceness,
-                            zygote=self.zygote_socket)
+                            zygote=self.zygote_socket,
+                            claims_in_node=self.claims_in_node and self.zygote_socket is not None)
         self.nodes[name] = h
         return h
 

@@ -37,6 +37,8 @@ import argparse
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -197,17 +199,22 @@ def _release(argv: list[str]) -> None:
 def serve(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None,
           poll_interval_s: float, secret: bytes | None = None, idle_poll_s: float = 0.0,
           release_after_s: float | None = None, argv: list[str] | None = None,
-          zygote: str | None = None) -> None:
+          zygote: str | None = None, in_node: bool = False) -> None:
     """Acquire ClientApp tasks forever and fork one child per task. With `zygote` (the Unix
     socket of the box's warm process, fl_engine.deploy.zygote) that process forks each task's
     child and this launcher stays lean; when it cannot, the launcher forks the task itself. Polls every
     `poll_interval_s` while children run or within 30 s of the last task, every `idle_poll_s`
     (if longer) otherwise. With `release_after_s` the parent starts lean, warms its imports after
     its first task, and re-executes itself with `argv` after that long without work; without
-    it, the parent warms at once and stays warm."""
-    niceness = lower_priority(compute_nice())
-    warm = release_after_s is None
-    if warm:
+    it, the parent warms at once and stays warm.
+    `in_node`: this loop is a thread of the SuperNode process (serve_in_supernode), with a
+    `zygote`: it never forks (the SuperNode is multi-threaded) and never warms; a task the warm
+    process cannot fork runs in a fresh process (task_process), signals stay the SuperNode's."""
+    if in_node and zygote is None:
+        raise ValueError("serve(in_node=True) needs the box's warm process (zygote)")
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) if in_node else lower_priority(compute_nice())
+    warm = release_after_s is None or in_node  # in_node: nothing to warm, nothing to release
+    if warm and not in_node:
         _warm_imports()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
         flower_tuning.apply()
@@ -228,6 +235,7 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
         interceptors=interceptors, retry_invoker=forking.bounded_retry_invoker())
     children: set[int] = set()
     remote: dict[int, "zygote_client.RemoteChild"] = {}  # children forked by the box's warm process
+    fresh: dict[int, subprocess.Popen] = {}  # in_node: tasks the warm process could not fork
     me = os.getpid()
     # poll fast while tasks come (a run's rounds), slowly once idle (flower_tuning.Activity)
     activity = flower_tuning.Activity(poll_interval_s, idle_poll_s)
@@ -244,8 +252,9 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
             child.kill()
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if not in_node:  # in the SuperNode, its own handlers stop it (the warm process then stops our children)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     held_seen = False
     while True:
         forking.reap(children, "ClientApp", log, quiet_success=True)
@@ -254,7 +263,12 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 del remote[pid]
                 if child.code:
                     log.warning("ClientApp child %d (box warm process) exited with code %d", pid, child.code)
-        if children or remote:  # busy until the last child has exited: idle time counts from then
+        for pid, proc in list(fresh.items()):
+            if proc.poll() is not None:
+                del fresh[pid]
+                if proc.returncode:
+                    log.warning("ClientApp process %d exited with code %d", pid, proc.returncode)
+        if children or remote or fresh:  # busy until the last child has exited: idle time counts from then
             activity.mark()
         if parent_pid is not None and not forking.alive(parent_pid):
             log.info("SuperNode %d is gone; exiting", parent_pid)
@@ -272,6 +286,13 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                     child = zygote_client.spawn(zygote, address, res.token, insecure, certificates,
                                                 res.task.task_id)
                 except (OSError, ValueError) as err:
+                    if in_node:
+                        proc = task_process(address, res.token, insecure, root_certificates)
+                        fresh[proc.pid] = proc
+                        activity.mark()
+                        log.warning("the box's warm process at %s did not fork task %s (%s): task -> "
+                                    "fresh process %d", zygote, res.task.task_id, err, proc.pid)
+                        continue
                     log.warning("the box's warm process at %s did not fork task %s (%s): forking it here",
                                 zygote, res.task.task_id, err)
                 else:
@@ -308,10 +329,85 @@ def serve(address: str, insecure: bool, root_certificates: str | None, parent_pi
                 and time.monotonic() - activity.last > release_after_s):
             _release(argv or [])
         if not flower_tuning.held_answer(asked):
-            time.sleep(activity.poll_s() if not (children or remote) else poll_interval_s)
+            time.sleep(activity.poll_s() if not (children or remote or fresh) else poll_interval_s)
         elif not held_seen:  # a tuned SuperNode held it: it answers when a task comes
             held_seen = True
             log.info("the SuperNode holds AcquireTask until a task comes: no idle polling")
+
+
+def task_process(address: str, token: str, insecure: bool, root_certificates: str | None) -> subprocess.Popen:
+    """One claimed task in a fresh process (`--one-task`): the child path of this module (FAB pin,
+    Flower's run_clientapp) in a new interpreter that heartbeats the claim while it imports. The
+    token goes through a pipe, not the command line (which every user of the machine can read).
+    It exits with this process (--parent-pid)."""
+    args = [sys.executable, "-m", "fl_engine.deploy.prefork", "--one-task", "--runtime-api-address", address,
+            "--parent-pid", str(os.getpid())]
+    if insecure:
+        args.append("--insecure")
+    if root_certificates:
+        args += ["--root-certificates", str(root_certificates)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(token.encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it died at once: its exit code is reaped and logged
+    return proc
+
+
+def _one_task(address: str, insecure: bool, root_certificates: str | None, parent_pid: int | None) -> None:
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    token = sys.stdin.read().strip()
+    if not token:
+        raise SystemExit("--one-task: no task token on stdin")
+    certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
+    with ClaimKeeper(address, token, insecure, certificates):
+        _warm_app()
+    if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
+        flower_tuning.apply()
+    _run_child(address, token, insecure, certificates, parent_pid)
+
+
+def serve_in_supernode(address: str, zygote: str, poll_interval_s: float, idle_poll_s: float,
+                       ready_timeout_s: float = 120.0) -> threading.Thread:
+    """Claim this SuperNode's ClientApp tasks from a thread of the SuperNode process itself and
+    hand each to the box's warm process (fl_engine.deploy.zygote): a node is then one process
+    that imports Flower instead of two (a lean launcher alone is ~100 MB resident, 83 MB of it
+    `import flwr`). The loop waits for the SuperNode's Runtime API to listen. If it fails, it
+    stops the SuperNode (SIGTERM) rather than leave a node that takes no task."""
+    fed = logging.getLogger("fedhaem")
+    if not fed.handlers:  # the SuperNode configures Flower's logger only: ours go to its stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        fed.addHandler(handler)
+        fed.setLevel(logging.INFO)
+        fed.propagate = False
+    host, port = address.rsplit(":", 1)
+
+    def run() -> None:
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                try:
+                    socket.create_connection((host, int(port)), timeout=1.0).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the SuperNode's Runtime API at {address} is not listening "
+                                           f"after {ready_timeout_s:g} s") from None
+                    time.sleep(0.1)
+            log.info("claiming this SuperNode's tasks in its own process; the box's warm process at %s "
+                     "forks them", zygote)
+            serve(address, True, None, None, poll_interval_s, idle_poll_s=idle_poll_s, zygote=zygote,
+                  in_node=True)
+        except BaseException:  # noqa: BLE001 - a node that takes no task must not look alive
+            log.exception("the SuperNode's task claims stopped: stopping the SuperNode")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=run, name="fedhaem-claims", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,9 +426,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zygote", default=None,
                    help="Unix socket of the box's warm process (fl_engine.deploy.zygote): it forks this "
                         "node's ClientApps, this launcher stays lean")
+    p.add_argument("--one-task", action="store_true",
+                   help="run the one task whose token comes on stdin, then exit (task_process)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if a.one_task:
+        _one_task(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid)
+        return
     secret = open(a.superexec_auth_secret_file, "rb").read() if a.superexec_auth_secret_file else None
     idle = a.idle_poll_interval if a.idle_poll_interval is not None else flower_tuning.idle_poll_s()
     serve(a.runtime_api_address, a.insecure, a.root_certificates, a.parent_pid, a.poll_interval, secret, idle,

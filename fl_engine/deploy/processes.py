@@ -10,6 +10,7 @@ in place of Flower's SuperExec: a directory whose ``flower-superexec`` runs it g
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fl_engine.deploy import flower_tuning
 from fl_engine.deploy.pki import Pki
 
 VENV_BIN = Path(sys.executable).parent
@@ -326,7 +328,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
                     launcher: str = "prefork", poll_interval_s: float = 0.1,
                     tuning: bool = False, node_options: dict | None = None,
                     release_after_s: float | None = None, niceness: int = 0,
-                    zygote: str | Path | None = None) -> SuperNodeHandle:
+                    zygote: str | Path | None = None, claims_in_node: bool = False) -> SuperNodeHandle:
     """Start a hospital's SuperNode connected to `superlink` (host:port, TLS + node auth).
 
     launcher: "prefork" (our `fl_engine.deploy.prefork` under ``--isolation process``: ClientApps
@@ -339,10 +341,15 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     launcher runs at FEDHAEM_NODE_COMPUTE_NICE at least); on a box shared with the SuperLink,
     nodes below the SuperLink's priority keep the hub answering when all of them get work at once.
     `zygote`: the Unix socket of the box's warm process (start_zygote), which then forks this
-    node's ClientApps (prefork launcher only).
+    node's ClientApps (prefork launcher only). `claims_in_node` (with `zygote` and `tuning`): no
+    launcher process; the SuperNode claims its tasks in a thread of its own and hands them to the
+    warm process (prefork.serve_in_supernode): one process per node imports Flower, not two.
     """
     if launcher not in ("prefork", "flower"):
         raise ValueError(f"launcher must be 'prefork' or 'flower', got {launcher!r}")
+    if claims_in_node and (launcher != "prefork" or zygote is None or not tuning):
+        raise ValueError("claims_in_node needs launcher='prefork', the box's warm process (zygote) and tuning=True "
+                         "(the SuperNode then runs through fl_engine.deploy.flower_tuning)")
     state_dir = Path(state_dir)
     runtime_port = runtime_port or free_port()
     node_config = f'name="{name}" data-dir="{Path(data_dir).resolve()}"'
@@ -355,6 +362,11 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     if tuning:
         extra_env["FEDHAEM_FLOWER_TUNING"] = "1"
     env = flower_env(state_dir / "flwr-home", extra_env)
+    launcher_env = dict(env)
+    if claims_in_node:
+        env[flower_tuning.NODE_CLAIMS_ENV] = json.dumps({
+            "address": f"127.0.0.1:{runtime_port}", "zygote": str(zygote),
+            "poll_interval_s": poll_interval_s, "idle_poll_s": flower_tuning.idle_poll_s()})
     if tuning:
         head = [sys.executable, "-m", "fl_engine.deploy.flower_tuning", "supernode"]
     else:
@@ -369,7 +381,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
         args += ["--isolation", "process"]
     proc = ManagedProcess.start(f"supernode-{name}", args, state_dir / "supernode.log", env, niceness=niceness)
     handle = SuperNodeHandle(name, runtime_port, proc)
-    if launcher == "prefork":
+    if launcher == "prefork" and not claims_in_node:
         largs = [sys.executable, "-m", "fl_engine.deploy.prefork",
                  "--runtime-api-address", f"127.0.0.1:{runtime_port}", "--insecure",
                  "--parent-pid", str(proc.pid), "--poll-interval", str(poll_interval_s)]
@@ -377,7 +389,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
             largs += ["--release-after", str(release_after_s)]
         if zygote is not None:
             largs += ["--zygote", str(zygote)]
-        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env,
+        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", launcher_env,
                                                niceness=niceness)
     return handle
 

@@ -19,7 +19,7 @@ import pytest
 
 from fl_engine.deploy import control, forking, zygote
 from fl_engine.deploy.local import APP_DIR, LocalFederation
-from fl_engine.deploy.processes import flower_env, start_zygote
+from fl_engine.deploy.processes import flower_env, start_supernode, start_zygote
 
 pytestmark = pytest.mark.slow
 
@@ -217,6 +217,47 @@ def test_the_box_warm_process_forks_every_nodes_clientapps_and_launchers_stay_le
         for node in nodes:
             text = node.launcher.log_text()
             assert "did not fork task" in text and "ClientApp loaded in" in text, text[-2000:]
+
+
+def test_supernodes_that_claim_their_own_tasks_need_no_launcher_process(tmp_path, node_tables):
+    """claims_in_node: each SuperNode claims its tasks in a thread and the box's warm process forks
+    them; no launcher process, so a node is one process importing Flower. When the warm process
+    is gone, a task runs in a fresh process (FAB pin kept) and the next run still completes."""
+    tables = list(node_tables.values())[:2]
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, shared_warm=True,
+                         claims_in_node=True) as fed:
+        nodes = [fed.add_node(f"H{i}", t, dataset="study") for i, t in enumerate(tables, 1)]
+        fed.wait_nodes_online(120)
+        assert all(n.launcher is None and n.processes() == [n.process] for n in nodes)
+        _run(fed, tmp_path, 1, rounds=2)
+        zlog = fed.zygote.log_text()
+        for node in nodes:
+            text = node.process.log_text()
+            assert "claiming this SuperNode's tasks in its own process" in text, text[-2000:]
+            assert "(box warm process)" in text and "forked by the box's warm process" in text, text[-2000:]
+            assert f"of launcher {node.process.pid} -> child" in zlog, zlog[-2000:]
+            assert _rss_mb(node.process.pid) < 200  # a SuperNode, no torch and no ClientApp in it
+        fed.zygote.kill()
+        _run(fed, tmp_path, 2)
+        for node in nodes:
+            text = node.process.log_text()
+            assert "task -> fresh process" in text, text[-2000:]
+            assert node.process.alive()
+
+
+def test_claims_in_node_refuse_what_they_cannot_serve(tmp_path):
+    """Claims in the SuperNode need the warm process and the tuned entry; a malformed claims
+    setting stops the SuperNode with the variable's name; a task process without a token says so."""
+    with pytest.raises(ValueError, match="claims_in_node needs"):
+        start_supernode("H1", "127.0.0.1:9", None, tmp_path / "k", tmp_path / "d", tmp_path / "s",
+                        tuning=True, claims_in_node=True)
+    env = {**os.environ, "FEDHAEM_NODE_CLAIMS": '{"address": "127.0.0.1:9"}'}
+    out = subprocess.run([sys.executable, "-m", "fl_engine.deploy.flower_tuning", "supernode", "--help"],
+                         env=env, text=True, capture_output=True, timeout=120)
+    assert out.returncode != 0 and "FEDHAEM_NODE_CLAIMS" in out.stderr and "zygote" in out.stderr, out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "fl_engine.deploy.prefork", "--one-task", "--runtime-api-address",
+                          "127.0.0.1:9", "--insecure"], input="", text=True, capture_output=True, timeout=120)
+    assert out.returncode != 0 and "no task token on stdin" in out.stderr, out.stderr[-2000:]
 
 
 def _child_pids(parent: int) -> set[int]:
