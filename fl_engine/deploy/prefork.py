@@ -361,6 +361,7 @@ def _one_task(address: str, insecure: bool, root_certificates: str | None, paren
     token = sys.stdin.read().strip()
     if not token:
         raise SystemExit("--one-task: no task token on stdin")
+    lower_priority(compute_nice())  # a node's ClientApp work, as in the launcher's children
     certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
     with ClaimKeeper(address, token, insecure, certificates):
         _warm_app()
