@@ -56,7 +56,8 @@ class LocalFederation:
                                              events_key_file=self.events_key_file,
                                              serverapp_launcher=self.serverapp_launcher)
             if self.shared_warm and self.launcher == "prefork":
-                self.zygote, self.zygote_socket = start_zygote(self.root / "zygote", tuning=self.tuning)
+                self.zygote, self.zygote_socket = start_zygote(self.root / "zygote", tuning=self.tuning,
+                                                               release_after_s=self.release_after_s)
         except Exception:
             self.close()
             raise

@@ -394,16 +394,19 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     return handle
 
 
-def start_zygote(state_dir: str | Path, tuning: bool = False, timeout_s: float = 120.0) -> tuple[ManagedProcess, Path]:
+def start_zygote(state_dir: str | Path, tuning: bool = False, timeout_s: float = 120.0,
+                 release_after_s: float | None = None) -> tuple[ManagedProcess, Path]:
     """Start the box's warm process (fl_engine.deploy.zygote) under `state_dir` and wait until it
-    accepts (it imports torch and the ClientApp first); returns it and its socket path, for
-    start_supernode(zygote=...)."""
+    accepts (it imports the ClientApp first); returns it and its socket path, for
+    start_supernode(zygote=...). `release_after_s`: idle time after which it sheds torch (its
+    default, 300 s, when None; 0 keeps it warm from the start)."""
     state_dir = Path(state_dir)
     sock = state_dir / "run" / "zygote.sock"
     extra = {"FEDHAEM_FLOWER_TUNING": "1"} if tuning else {}
-    proc = ManagedProcess.start("zygote", [sys.executable, "-m", "fl_engine.deploy.zygote", "--socket", str(sock),
-                                           "--parent-pid", str(os.getpid())],
-                                state_dir / "zygote.log", flower_env(state_dir / "flwr-home", extra))
+    args = [sys.executable, "-m", "fl_engine.deploy.zygote", "--socket", str(sock), "--parent-pid", str(os.getpid())]
+    if release_after_s is not None:
+        args += ["--release-after", str(release_after_s)]
+    proc = ManagedProcess.start("zygote", args, state_dir / "zygote.log", flower_env(state_dir / "flwr-home", extra))
     wait_until(sock.exists, timeout_s, "the box's warm process", proc)
     return proc, sock
 

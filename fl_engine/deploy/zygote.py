@@ -106,27 +106,47 @@ def _child(request: dict, fds: list[int], keep_closed: list) -> None:
                int(request["parent"]))
 
 
-def serve(path: Path, parent_pid: int | None = None) -> None:
+TORCH_QUIET_S = 0.2  # lean: torch is imported once no request has come for this long after a fork
+
+
+def serve(path: Path, parent_pid: int | None = None, release_after_s: float | None = None,
+          listen_fd: int | None = None) -> None:
     """Warm up, then fork ClientApp children for the launchers that connect to `path` until
-    SIGTERM (or until `parent_pid` is gone)."""
-    from fl_engine.deploy.prefork import _warm_imports, compute_nice, lower_priority  # cycle: prefork imports zygote
+    SIGTERM (or until `parent_pid` is gone).
+
+    With `release_after_s`, lean when idle, as a launcher is: it starts with the ClientApp but
+    without torch (a run's first messages are stats requests, which need none), imports torch
+    once it has forked a child and no request came for TORCH_QUIET_S (while that child answers:
+    the training requests that follow fork warm), and after `release_after_s` without a child
+    or a connection it re-executes itself lean, same pid, keeping its listening socket
+    (`listen_fd`): launchers that connect meanwhile wait in its backlog."""
+    from fl_engine.deploy.prefork import (  # cycle: prefork imports zygote
+        _warm_app, _warm_imports, _warm_torch, compute_nice, lower_priority,
+    )
 
     niceness = lower_priority(compute_nice())
     t = time.monotonic()
-    _warm_imports()
+    warm = release_after_s is None
+    if warm:
+        _warm_imports()
+    else:
+        _warm_app()
     if os.environ.get("FEDHAEM_FLOWER_TUNING") == "1":
         flower_tuning.apply()
-    log.info("warm in %.2f s", time.monotonic() - t)
+    log.info("%s in %.2f s", "warm" if warm else "ClientApp loaded (torch when a run comes)", time.monotonic() - t)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    tmp = path.with_name(path.name + ".new")
-    tmp.unlink(missing_ok=True)
-    listener.bind(str(tmp))
-    listener.listen(128)
-    os.replace(tmp, path)  # launchers see the socket only once it accepts
+    if listen_fd is not None:  # re-executed: the same socket, still bound and listening
+        listener = socket.socket(fileno=listen_fd)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        tmp = path.with_name(path.name + ".new")
+        tmp.unlink(missing_ok=True)
+        listener.bind(str(tmp))
+        listener.listen(128)
+        os.replace(tmp, path)  # launchers see the socket only once it accepts
     listener.setblocking(False)
 
     wake_r, wake_w = os.pipe()
@@ -160,8 +180,17 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
         child_of.pop(conn, None)
         conn.close()
 
+    forked = False  # since the last (lean) start: torch is wanted once a run has come
+    last_busy = time.monotonic()
     while True:
-        for key, _ in sel.select(timeout=2.0):
+        events = sel.select(timeout=TORCH_QUIET_S if (forked and not warm) else 2.0)
+        if not events and forked and not warm:
+            t = time.monotonic()
+            _warm_torch()
+            warm = True
+            last_busy = time.monotonic()  # idle time counts from now, not from before the import
+            log.info("torch loaded in %.2f s", last_busy - t)
+        for key, _ in events:
             if key.data == "wake":
                 try:
                     while os.read(wake_r, 512):
@@ -220,6 +249,7 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
                     os.close(fd)
                 conn_of[pid] = conn
                 child_of[conn] = pid
+                forked = True
                 _send(conn, {"pid": pid})
                 log.info("task %s of launcher %s -> child %d", request.get("task"), request["parent"], pid)
         try:  # every exited child; the launcher waiting on it learns its exit code
@@ -237,6 +267,18 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
         if parent_pid is not None and not forking.alive(parent_pid):
             log.info("parent %d is gone; exiting", parent_pid)
             _stop(None, None)
+        if conn_of or len(sel.get_map()) > 2:  # a child, or a launcher connected
+            last_busy = time.monotonic()
+        elif warm and release_after_s is not None and time.monotonic() - last_busy > release_after_s:
+            log.info("idle for %.0f s: re-executing lean to release torch", release_after_s)
+            os.set_inheritable(listener.fileno(), True)
+            argv = [sys.executable, "-m", "fl_engine.deploy.zygote", "--socket", str(path),
+                    "--release-after", str(release_after_s), "--listen-fd", str(listener.fileno())]
+            if parent_pid is not None:
+                argv += ["--parent-pid", str(parent_pid)]
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, argv)
 
 
 class RemoteChild:
@@ -303,10 +345,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="FedHaem: one warm process forking the ClientApps of a box's nodes")
     p.add_argument("--socket", required=True, help="Unix socket path (its directory is made 0700)")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process exits")
+    p.add_argument("--release-after", type=float, default=300.0,
+                   help="lean when idle: torch only once a run comes, re-executed lean after this many "
+                        "seconds without a child or a connection; 0: import everything at start, stay warm")
+    p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # kept across a release
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    serve(Path(a.socket), a.parent_pid)
+    serve(Path(a.socket), a.parent_pid, release_after_s=a.release_after or None, listen_fd=a.listen_fd)
 
 
 if __name__ == "__main__":

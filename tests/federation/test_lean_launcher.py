@@ -260,6 +260,44 @@ def test_claims_in_node_refuse_what_they_cannot_serve(tmp_path):
     assert out.returncode != 0 and "no task token on stdin" in out.stderr, out.stderr[-2000:]
 
 
+def _wait_log(proc, text: str, count: int, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while proc.log_text().count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert proc.log_text().count(text) >= count, proc.log_text()[-2000:]
+
+
+def _maps_torch(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return "libtorch" in f.read()
+
+
+def test_the_box_warm_process_is_lean_when_idle_and_sheds_torch_after_a_run(tmp_path, node_tables):
+    """Lean like a launcher: the warm process starts without torch, loads it while a run's first
+    children answer, and after its idle time re-executes itself lean (same pid, same socket); the
+    next run completes the same way."""
+    tables = list(node_tables.values())[:2]
+    with LocalFederation(tmp_path / "fed", launcher="prefork", tuning=True, shared_warm=True,
+                         claims_in_node=True, release_after_s=10.0) as fed:
+        pid = fed.zygote.pid
+        assert not _maps_torch(pid)
+        [fed.add_node(f"H{i}", t, dataset="study") for i, t in enumerate(tables, 1)]
+        fed.wait_nodes_online(120)
+        _run(fed, tmp_path, 1, rounds=2)
+        # torch comes in a quiet moment of the run, or right after it on a busy box
+        _wait_log(fed.zygote, "torch loaded in", 1)
+        _wait_log(fed.zygote, "re-executing lean", 1)
+        _wait_log(fed.zygote, "ClientApp loaded (torch when a run comes)", 2)
+        # released after the run, not between its rounds: no task came after the release
+        text = fed.zygote.log_text()
+        assert " -> child " not in text.split("re-executing lean", 1)[1], text[-3000:]
+        assert fed.zygote.pid == pid and fed.zygote.alive() and not _maps_torch(pid), text[-3000:]
+        _run(fed, tmp_path, 2)
+        _wait_log(fed.zygote, "torch loaded in", 2)
+        for node in fed.nodes.values():  # every task of both runs went through the warm process
+            assert "did not fork" not in node.process.log_text()
+
+
 def _child_pids(parent: int) -> set[int]:
     out = set()
     for entry in os.listdir("/proc"):
