@@ -20,9 +20,12 @@ warms itself as before; this is for boxes that host many nodes of one operator.
 
 No torch operation ever runs here (torch's thread pools are not fork-safe once started) and the
 loop is single-threaded. If this process is gone or does not answer, launchers fall back to
-warming themselves (fl_engine.deploy.prefork).
+warming themselves (fl_engine.deploy.prefork). A SuperNode that claims its own tasks
+(prefork.serve_in_supernode) sends the same request from a thread of its own process.
 
-    python -m fl_engine.deploy.zygote --socket /path/zygote.sock [--parent-pid PID]
+Lean when idle (``--release-after``, 300 s): without torch until a run comes (serve's docstring).
+
+    python -m fl_engine.deploy.zygote --socket /path/zygote.sock [--parent-pid PID] [--release-after S]
 """
 from __future__ import annotations
 
