@@ -362,7 +362,6 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
     if tuning:
         extra_env["FEDHAEM_FLOWER_TUNING"] = "1"
     env = flower_env(state_dir / "flwr-home", extra_env)
-    launcher_env = dict(env)
     if claims_in_node:
         env[flower_tuning.NODE_CLAIMS_ENV] = json.dumps({
             "address": f"127.0.0.1:{runtime_port}", "zygote": str(zygote),
@@ -389,7 +388,7 @@ def start_supernode(name: str, superlink: str, root_certificates: str | Path | N
             largs += ["--release-after", str(release_after_s)]
         if zygote is not None:
             largs += ["--zygote", str(zygote)]
-        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", launcher_env,
+        handle.launcher = ManagedProcess.start(f"launcher-{name}", largs, state_dir / "launcher.log", env,
                                                niceness=niceness)
     return handle
 
