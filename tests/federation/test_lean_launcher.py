@@ -298,6 +298,56 @@ def test_the_box_warm_process_is_lean_when_idle_and_sheds_torch_after_a_run(tmp_
             assert "did not fork" not in node.process.log_text()
 
 
+def test_the_lean_warm_process_loads_torch_before_a_runs_training_forks(tmp_path):
+    """torch is imported after a run's first forks and before the forks that follow (its training
+    children, each of which would otherwise import torch itself): launchers connecting (or
+    children exiting) do not put it off, only fork requests do, and a stream of requests that
+    never pauses is held for it once TORCH_BY_S has passed since the first fork."""
+    def connect() -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(str(sock))
+        return conn
+
+    proc, sock = start_zygote(tmp_path / "z1", release_after_s=600.0)
+    kids, conns = [], []
+    try:
+        kids.append(zygote.spawn(sock, "127.0.0.1:9", "token", True, None, "stats-1"))
+        deadline = time.monotonic() + 60
+        # a launcher connects every 0.05 s, and no other fork request: torch comes meanwhile
+        while "torch loaded in" not in proc.log_text() and time.monotonic() < deadline:
+            conns.append(connect())
+            if len(conns) > 20:  # launchers come and go
+                conns.pop(0).close()
+            time.sleep(0.05)
+        text = proc.log_text()
+        assert "torch loaded in" in text and f"(no fork request for {zygote.TORCH_QUIET_S:g} s)" in text, \
+            text[-2000:]
+    finally:
+        for c in conns:
+            c.close()
+        for k in kids:
+            k.kill()
+        proc.stop()
+
+    proc, sock = start_zygote(tmp_path / "z2", release_after_s=600.0)
+    kids = []
+    try:
+        gap = zygote.TORCH_QUIET_S / 2
+        for i in range(int(3 * zygote.TORCH_BY_S / gap)):  # a stream that never pauses long enough
+            kids.append(zygote.spawn(sock, "127.0.0.1:9", "token", True, None, f"T{i}"))
+            time.sleep(gap)
+        _wait_log(proc, "torch loaded in", 1)
+        text = proc.log_text()
+        assert "after the run's first fork)" in text, text[-2000:]
+        before, after = text.split("torch loaded in", 1)
+        # the stream's first second forked lean, the rest after the import
+        assert 0 < before.count(" -> child ") < len(kids) and after.count(" -> child ") > 0, text[-3000:]
+    finally:
+        for k in kids:
+            k.kill()
+        proc.stop()
+
+
 def _child_pids(parent: int) -> set[int]:
     out = set()
     for entry in os.listdir("/proc"):
