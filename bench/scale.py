@@ -1,15 +1,22 @@
 """How the federation's cost grows with the number of hospitals, on this machine.
 
     python bench/scale.py [--json] [--nodes 3 10 20 50] [--rounds 3] [--idle-window 30]
-                          [--serverapp-launcher stock|prefork|both] [--repeat 1] [--shared-warm]
+                          [--serverapp-launcher stock|prefork|both] [--repeat 1]
+                          [--no-shared-warm] [--no-claims-in-node]
 
-For each size in turn: a real federation on 127.0.0.1 (SuperLink + one SuperNode and prefork
-launcher per hospital, TLS and SuperNode authentication, fl_engine.deploy.flower_tuning on, as
-the portal deploys it), a generated MDS cohort of 200 patients per hospital; then
+For each size in turn: a real federation on 127.0.0.1 (SuperLink + one SuperNode per hospital,
+TLS and SuperNode authentication, fl_engine.deploy.flower_tuning on, as the portal deploys it),
+a generated MDS cohort of 200 patients per hospital. By default in the configuration of a box
+that hosts many nodes: the SuperLink starts ServerApps through the prefork launcher
+(fl_engine.deploy.serverapp_prefork), one warm process forks every node's ClientApps
+(--shared-warm) and each SuperNode claims its own tasks (--claims-in-node); --no-claims-in-node
+gives every node a lean prefork launcher process, --no-shared-warm a launcher that warms itself,
+--serverapp-launcher stock Flower's SuperExec. Then
   idle_cpu_superlink_pct   CPU of the SuperLink and its SuperExec over --idle-window seconds with
                            every node connected and no run, after the nodes' 30 s busy window
-  idle_cpu_per_node_pct    the same for one hospital's SuperNode + launcher (mean over nodes)
-  rss_per_node_mb          idle resident memory of one hospital's SuperNode + launcher (mean)
+  idle_cpu_per_node_pct    the same for one hospital's processes (mean over nodes): its SuperNode,
+                           its launcher if it has one, and an n-th of the box's warm process
+  rss_per_node_mb          idle resident memory of the same (mean)
   run_start_s              from the run's submission to the start of its first training round
                            (serverapp_start_s: to the ServerApp's first line; the rest is the
                            preprocessing phase; `timeline` has every step)
@@ -47,11 +54,12 @@ on its fresh federation (and, for the portal, in its fresh Celery worker): the r
 portal that has run before adds, not the first import of MLflow in a new process.
 CPU figures are process CPU time from /proc (so other programs on a shared machine inflate them
 less than wall-clock figures); the machine's load average is printed beside them.
-With --shared-warm, one warm process per box forks every node's ClientApps (fl_engine.deploy.zygote,
-LocalFederation(shared_warm=True)) and the launchers stay lean; its CPU and memory are counted to
-the nodes, an n-th each (rss_zygote_mb: its own). With --claims-in-node as well, each SuperNode
-claims its own tasks (no launcher process: a node is the SuperNode and its share of the warm
-process).
+With --shared-warm (default), one warm process per box forks every node's ClientApps
+(fl_engine.deploy.zygote, LocalFederation(shared_warm=True)); its CPU and memory are counted to
+the nodes, an n-th each (rss_zygote_mb: its own; forks_before_torch: the run's children it forked
+before importing torch, lean as it starts: the stats children, n at most). With --claims-in-node
+(default with --shared-warm), each SuperNode claims its own tasks (no launcher process: a node is
+the SuperNode and its share of the warm process); --no-claims-in-node, a lean launcher per node.
 """
 from __future__ import annotations
 
@@ -309,6 +317,10 @@ def measure_size(n: int, rounds: int, idle_window: float, root: Path, echo, warm
         # right after the run every launcher is warm (it sheds that memory after --release-after)
         out["private_mb_per_busy_node"] = round(statistics.mean(
             node_mb(k, private_mb) for k in nodes), 1)
+        if fed.zygote is not None and "torch loaded in" in (zlog := fed.zygote.log_text()):
+            # the lean warm process: children it forked before it had torch (a run's n stats
+            # children at most; a training child forked before it imports torch itself)
+            out["forks_before_torch"] = zlog.split("torch loaded in", 1)[0].count(" -> child ")
         if out["completed"] and warm_run:
             # the same run again at once: every launcher warm (a network running studies back to
             # back); the first run's rounds also carry each cold launcher's torch import, n of
@@ -361,20 +373,22 @@ def main(argv=None) -> int:
                    help="private memory of one busy node assumed before any size has been measured "
                         "(351 MB: SuperNode + warmed launcher, measured here on 2026-12-05); guards "
                         "the first size against running the machine out of memory")
-    p.add_argument("--serverapp-launcher", choices=("stock", "prefork", "both"), default="stock",
+    p.add_argument("--serverapp-launcher", choices=("stock", "prefork", "both"), default="prefork",
                    help="how the SuperLink launches ServerApps: Flower's SuperExec (stock), FedHaem's "
                         "warm launcher (prefork), or both alternating (A/B)")
     p.add_argument("--repeat", type=int, default=1, help="with --serverapp-launcher both: pairs per size")
-    p.add_argument("--shared-warm", action="store_true",
+    p.add_argument("--shared-warm", action=argparse.BooleanOptionalAction, default=True,
                    help="one warm process forks every node's ClientApps (fl_engine.deploy.zygote); its CPU "
-                        "and memory are counted to the nodes, an n-th each")
-    p.add_argument("--claims-in-node", action="store_true",
+                        "and memory are counted to the nodes, an n-th each (default: on)")
+    p.add_argument("--claims-in-node", action=argparse.BooleanOptionalAction, default=None,
                    help="with --shared-warm: each SuperNode claims its tasks itself, no launcher process "
-                        "(prefork.serve_in_supernode)")
+                        "(prefork.serve_in_supernode); default: on with --shared-warm")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if any(n < 1 for n in a.nodes):
         p.error("--nodes: every size must be at least 1")
+    if a.claims_in_node is None:
+        a.claims_in_node = a.shared_warm
     if a.claims_in_node and not a.shared_warm:
         p.error("--claims-in-node needs --shared-warm (the box's warm process forks the tasks)")
     echo = (lambda s: print(s, file=sys.stderr, flush=True)) if a.json else (lambda s: print(s, flush=True))
